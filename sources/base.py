@@ -1,0 +1,22 @@
+"""What every mqlflow source emits into the dataflow.
+
+A source partition emits one item per poll: ``(partition_key, batch)`` where ``batch``
+is a list of ``(document, source_time_ms)``. The document already carries its
+``_stream_meta.source`` envelope; ``source_time_ms`` is the source's own timestamp
+(ingestion time, Kafka message time...), the event time when no ``timeField`` is set
+(reference §2). Emitting whole batches keeps Bytewax's per-item cost (and its
+pickling between processes) per batch, not per document.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+RawRecord = tuple[dict[str, Any], int]
+RawBatch = list[RawRecord]
+SourceItem = tuple[str, RawBatch]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

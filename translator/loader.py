@@ -1,0 +1,85 @@
+"""Load pipelines and processor options from Extended JSON, keeping BSON types exact.
+
+``bson.json_util`` turns ``{"$numberLong": "5"}`` into ``Int64``, ``{"$date": ...}``
+into a tz-aware ``datetime`` and ``{"$numberDecimal": ...}`` into ``Decimal128``, so an
+int stays an int and a double stays a double (reference §1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bson import json_util
+
+from translator.errors import TranslateError
+from translator.ir import DlqTarget
+from translator.options import ProcessorOptions
+
+JSON_OPTIONS = json_util.JSONOptions(tz_aware=True, tzinfo=None)
+
+
+def loads(text: str, where: str = "pipeline") -> Any:
+    try:
+        return json_util.loads(text, json_options=json_util.JSONOptions(tz_aware=True))
+    except (ValueError, TypeError) as exc:
+        raise TranslateError(where, f"not valid Extended JSON: {exc}") from None
+
+
+def load_pipeline_file(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Return ``(pipeline, options)`` from a file holding either a stage array or
+    ``{"pipeline": [...], "options": {...}}``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise TranslateError(str(p), f"cannot read pipeline file: {exc.strerror}") from None
+    data = loads(text, str(p))
+    if isinstance(data, list):
+        return data, {}
+    if isinstance(data, dict) and "pipeline" in data:
+        opts = data.get("options", {})
+        if not isinstance(opts, dict):
+            raise TranslateError(f"{p}: options", "expected an object")
+        extra = {k: v for k, v in data.items() if k not in ("pipeline", "options")}
+        if "name" in extra:
+            opts = {"name": extra["name"], **opts}
+        return data["pipeline"], opts
+    raise TranslateError(str(p), "expected an array of stages or {pipeline: [...], options: {...}}")
+
+
+_OPTION_FIELDS = {
+    "name": str,
+    "batchSize": int,
+    "sinkBatchSize": int,
+    "sinkFlushIntervalSeconds": float,
+    "windowBuckets": int,
+}
+_IGNORED = {"tier", "workers", "resumeFromCheckpoint", "streamMetaFieldName", "enableAutoScaling"}
+
+
+def options_from_mapping(m: dict[str, Any], name: str = "mqlflow") -> ProcessorOptions:
+    """Processor options as mongosh/drivers send them (``{dlq: {connectionName, db, coll}}``)."""
+    kwargs: dict[str, Any] = {"name": name}
+    for k, v in m.items():
+        if k == "dlq":
+            if not isinstance(v, dict) or set(v) - {"connectionName", "db", "coll"} or not all(
+                isinstance(v.get(x), str) for x in ("connectionName", "db", "coll")
+            ):
+                raise TranslateError("options.dlq", "expected {connectionName: <string>, db: <string>, coll: <string>}")
+            kwargs["dlq"] = DlqTarget(v["connectionName"], v["db"], v["coll"])
+        elif k in _OPTION_FIELDS:
+            typ = _OPTION_FIELDS[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (typ is not str and isinstance(v, str)):
+                raise TranslateError(f"options.{k}", f"expected {typ.__name__}, got {type(v).__name__}")
+            key = {"batchSize": "batch_size", "sinkBatchSize": "sink_batch_size",
+                   "sinkFlushIntervalSeconds": "sink_flush_interval_s", "windowBuckets": "window_buckets"}.get(k, k)
+            kwargs[key] = typ(v)
+        elif k in _IGNORED:
+            continue
+        else:
+            from translator.errors import did_you_mean
+
+            allowed = sorted({"dlq", *_OPTION_FIELDS, *_IGNORED})
+            raise TranslateError(f"options.{k}", f"unknown option '{k}'{did_you_mean(k, allowed)}")
+    return ProcessorOptions(**kwargs)

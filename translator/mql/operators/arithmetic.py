@@ -1,0 +1,1 @@
+"""MQL arithmetic operators (to be filled)."""

@@ -1,0 +1,1 @@
+"""MQL arrays operators (to be filled)."""

@@ -1,0 +1,1 @@
+"""MQL boolean operators (to be filled)."""

@@ -1,0 +1,1 @@
+"""MQL comparison operators (to be filled)."""

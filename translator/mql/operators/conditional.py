@@ -1,0 +1,1 @@
+"""MQL conditional operators (to be filled)."""

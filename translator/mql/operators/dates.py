@@ -1,0 +1,1 @@
+"""MQL dates operators (to be filled)."""

@@ -1,0 +1,1 @@
+"""MQL misc operators (to be filled)."""

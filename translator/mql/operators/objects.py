@@ -1,0 +1,1 @@
+"""MQL objects operators (to be filled)."""

@@ -1,0 +1,1 @@
+"""MQL strings operators (to be filled)."""

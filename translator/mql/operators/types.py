@@ -1,0 +1,1 @@
+"""MQL types operators (to be filled)."""

@@ -1,0 +1,1 @@
+"""The MongoDB query engine for `$match`, `$validate` and `$expr` (to be filled)."""

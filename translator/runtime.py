@@ -1,0 +1,147 @@
+"""The compiled plan of a pipeline and the per-partition ingest operator.
+
+:class:`Plan` holds every closure (timeField, stateless stages, window) compiled once.
+:class:`IngestLogic` runs per source partition on whole batches: it evaluates
+``timeField``, stamps the ``_ts``/``_stream_meta`` envelope (reference §2), tracks the
+partition's watermark (the largest event time seen; it never goes back, reference §3),
+runs the stateless stages and, with a window, folds the batch into partials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from sinks.dlq import dlq_document
+from sources.base import RawBatch, now_ms
+from translator import ir
+from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
+from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
+from translator.options import ProcessorOptions
+from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
+from translator.windows import DLQ, NEG_INF, OUT, WIN, WindowPlan
+
+Emission = tuple[int, Any]
+
+
+@dataclass
+class Plan:
+    pipeline: ir.Pipeline
+    options: ProcessorOptions
+    time_expr: Expr | None
+    pre: tuple[Step, ...]
+    window: WindowPlan | None
+    after: tuple[Step, ...]  # stateless stages after the window, run on its results
+
+    @staticmethod
+    def compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
+        src = pipeline.source
+        time_expr = compile_expr(src.time_field, Ctx(f"{src.path}.timeField")) if src.time_field is not None else None
+        stages = pipeline.stages
+        wi = next((i for i, s in enumerate(stages) if isinstance(s, ir.WindowStage)), None)
+        if wi is None:
+            return Plan(pipeline, options, time_expr, compile_steps(stages), None, ())
+        wstage = stages[wi]
+        assert isinstance(wstage, ir.WindowStage)
+        return Plan(
+            pipeline,
+            options,
+            time_expr,
+            compile_steps(stages[:wi]),
+            WindowPlan.compile(wstage, options.name, options.window_buckets),
+            compile_steps(stages[wi + 1 :]),
+        )
+
+    def dlq_doc(self, reason: str, doc: Any, **extra: Any) -> dict[str, Any]:
+        return dlq_document(reason, doc, self.options.name, **extra)
+
+
+class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
+    """Per source partition. State: the partition's watermark in ms."""
+
+    def __init__(self, plan: Plan, resume: int | None) -> None:
+        self.plan = plan
+        self.wm = NEG_INF if resume is None else resume
+        src = plan.pipeline.source
+        self.ts_field = src.ts_field_name
+        self.time_path = f"{src.path}.timeField"
+        self.windowed = plan.window is not None
+        self.processing = plan.window is not None and plan.window.stage.boundary == "processingTime"
+        self.buckets = plan.window.buckets if plan.window is not None else 1
+        self.part = ""
+
+    def on_batch(self, values: list[tuple[str, RawBatch]]) -> tuple[list[Emission], bool]:
+        out: list[Emission] = []
+        for part, batch in values:
+            self.part = part
+            out.extend(self.process(batch))
+        return out, False
+
+    def snapshot(self) -> int:
+        return self.wm
+
+    def process(self, batch: RawBatch) -> list[Emission]:
+        plan = self.plan
+        dlq: list[dict[str, Any]] = []
+
+        def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
+            dlq.append(plan.dlq_doc(reason, doc, **extra))
+
+        recs = self._stamp(batch, dlq_fn)
+        emissions: list[Emission] = []
+        if plan.pre:
+            recs = run_chain(plan.pre, recs, dlq_fn)
+        if plan.window is None:
+            if recs:
+                emissions.append((OUT, [d for d, _ in recs]))
+        else:
+            partials = plan.window.fold(recs, dlq_fn)
+            active = bool(batch)
+            for b in range(self.buckets):
+                emissions.append((WIN, (str(b), (self.part, self.wm, partials.get(b), active))))
+        if dlq:
+            emissions.append((DLQ, dlq))
+        return emissions
+
+    def _stamp(self, batch: RawBatch, dlq_fn: Callable[..., None]) -> list[Rec]:
+        """Evaluate timeField, add the envelope, and advance the watermark per document."""
+        time_expr = self.plan.time_expr
+        ts_field = self.ts_field
+        windowed, processing = self.windowed, self.processing
+        wm = self.wm
+        recs: list[Rec] = []
+        now = now_ms() if processing else 0
+        for doc, src_t in batch:
+            if processing:
+                t = now
+            elif time_expr is not None:
+                try:
+                    value = time_expr(doc, EMPTY_VARS)
+                    if not isinstance(value, datetime):
+                        raise ExprError("timeField", f"must evaluate to a date, got {bson_type(value)}")
+                    t = datetime_to_ms(value)
+                except Exception as exc:
+                    dlq_fn(failure_reason("$source", self.time_path, exc), doc)
+                    continue
+            else:
+                t = src_t
+            meta = doc.pop("_stream_meta", None)
+            doc[ts_field] = ms_to_datetime(t)
+            if meta is not None:
+                doc["_stream_meta"] = meta
+            if windowed:
+                recs.append((doc, (t, wm)))  # type: ignore[arg-type]
+            else:
+                recs.append((doc, t))
+            if t > wm:
+                wm = t
+        self.wm = wm
+        return recs
+
+
+def make_ingest_builder(plan: Plan) -> Callable[[int | None], IngestLogic]:
+    return lambda resume: IngestLogic(plan, resume)

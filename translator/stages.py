@@ -1,0 +1,454 @@
+"""Stateless stages compiled into per-document closures, and the batch runner that
+applies a chain of them to a list of ``(doc, event_time_ms)`` records.
+
+A failing expression sends only that document to the DLQ, with a reason that names
+the stage and the operator (ASP: "failed expressions go to the DLQ"); the batch and
+the dataflow go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from translator import ir
+from translator.errors import TranslateError
+from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr
+from translator.mql.values import MISSING, bson_type
+
+Rec = tuple[dict[str, Any], int]
+DlqFn = Callable[[str, Any], None]  # (reason, doc)
+
+MAP, FILTER, FLAT, VALIDATE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: int
+    fn: Callable[[Any, Vars], Any]
+    name: str  # "$addFields"
+    path: str  # "pipeline[2].$addFields"
+    dlq_on_fail: bool = False
+    describe: Callable[[dict[str, Any]], str] | None = None
+
+
+def failure_reason(step_name: str, path: str, exc: BaseException) -> str:
+    """DLQ reason for a runtime failure: names the stage, where it is, and the operator."""
+    if isinstance(exc, ExprError):
+        return f"Failed to process input document in {step_name} stage ({path}): {exc}"
+    return f"Failed to process input document in {step_name} stage ({path}): {type(exc).__name__}: {exc}"
+
+
+def run_chain(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars = EMPTY_VARS) -> list[Rec]:
+    """Apply ``steps`` to a batch. Fast path per step over the whole list; a step that
+    raises is re-run document by document so that only the bad documents go to the DLQ."""
+    for st in steps:
+        if not recs:
+            return recs
+        fn, kind = st.fn, st.kind
+        try:
+            if kind == MAP:
+                recs = [(fn(d, vars_), t) for d, t in recs]
+            elif kind == FILTER:
+                recs = [r for r in recs if fn(r[0], vars_)]
+            elif kind == FLAT:
+                recs = [(o, t) for d, t in recs for o in fn(d, vars_)]
+            else:
+                ok = [fn(d, vars_) for d, _ in recs]
+                if not all(ok):
+                    bad = [r for r, good in zip(recs, ok, strict=True) if not good]
+                    recs = [r for r, good in zip(recs, ok, strict=True) if good]
+                    if st.dlq_on_fail:
+                        for d, _ in bad:
+                            dlq(_validate_reason(st, d), d)
+        except Exception:
+            recs = _slow_step(st, recs, dlq, vars_)
+    return recs
+
+
+def _validate_reason(st: Step, doc: dict[str, Any]) -> str:
+    from sinks.dlq import VALIDATE_REASON
+
+    if st.describe is None:
+        return VALIDATE_REASON
+    try:
+        detail = st.describe(doc)
+    except Exception:  # the description is best effort
+        detail = ""
+    return f"{VALIDATE_REASON}: {detail}" if detail else VALIDATE_REASON
+
+
+def _slow_step(st: Step, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
+    out: list[Rec] = []
+    fn, kind = st.fn, st.kind
+    for d, t in recs:
+        try:
+            if kind == MAP:
+                out.append((fn(d, vars_), t))
+            elif kind == FILTER:
+                if fn(d, vars_):
+                    out.append((d, t))
+            elif kind == FLAT:
+                out.extend((o, t) for o in fn(d, vars_))
+            elif fn(d, vars_):
+                out.append((d, t))
+            elif st.dlq_on_fail:
+                dlq(_validate_reason(st, d), d)
+        except Exception as exc:
+            dlq(failure_reason(st.name, st.path, exc), d)
+    return out
+
+
+# ---- path helpers ----------------------------------------------------------------------
+
+
+def _copy_set(doc: dict[str, Any], parts: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """Return a copy of ``doc`` with ``parts`` set (copying only along the path).
+
+    Arrays along the path get the field set in each of their documents, as
+    MongoDB's $addFields does; non-documents along the path are replaced.
+    """
+    out = dict(doc)
+    head = parts[0]
+    if len(parts) == 1:
+        if value is MISSING:
+            out.pop(head, None)
+        else:
+            out[head] = value
+        return out
+    cur = out.get(head, MISSING)
+    if isinstance(cur, dict):
+        out[head] = _copy_set(cur, parts[1:], value)
+    elif isinstance(cur, list):
+        out[head] = [_copy_set(el, parts[1:], value) if isinstance(el, dict) else el for el in cur]
+    elif value is not MISSING:
+        out[head] = _copy_set({}, parts[1:], value)
+    return out
+
+
+def _copy_unset(doc: dict[str, Any], parts: tuple[str, ...]) -> dict[str, Any]:
+    head = parts[0]
+    if head not in doc:
+        return doc
+    out = dict(doc)
+    if len(parts) == 1:
+        del out[head]
+        return out
+    cur = out[head]
+    if isinstance(cur, dict):
+        out[head] = _copy_unset(cur, parts[1:])
+    elif isinstance(cur, list):
+        out[head] = [_copy_unset(el, parts[1:]) if isinstance(el, dict) else el for el in cur]
+    return out
+
+
+# ---- $addFields / $set -----------------------------------------------------------------
+
+
+def _flatten_spec(spec: dict[str, Any], prefix: tuple[str, ...], path: str) -> list[tuple[tuple[str, ...], Any, str]]:
+    out = []
+    for k, v in spec.items():
+        if not k or k.startswith("$"):
+            raise TranslateError(f"{path}.{k}", f"invalid field name '{k}'")
+        parts = prefix + tuple(k.split("."))
+        if any(not p for p in parts):
+            raise TranslateError(f"{path}.{k}", f"invalid field path '{k}'")
+        out.append((parts, v, f"{path}.{k}"))
+    return out
+
+
+def compile_add_fields(spec: dict[str, Any], path: str) -> Callable[[Any, Vars], Any]:
+    fields = [
+        (parts, compile_expr(v, Ctx(p))) for parts, v, p in _flatten_spec(spec, (), path)
+    ]
+    simple = all(len(p) == 1 for p, _ in fields)
+    if simple:
+        flat = [(p[0], f) for p, f in fields]
+
+        def add_simple(doc: Any, v: Vars) -> Any:
+            out = dict(doc)
+            for k, f in flat:
+                x = f(doc, v)
+                if x is MISSING:
+                    out.pop(k, None)
+                else:
+                    out[k] = x
+            return out
+
+        return add_simple
+
+    def add_fields(doc: Any, v: Vars) -> Any:
+        values = [(p, f(doc, v)) for p, f in fields]
+        out = doc
+        for p, x in values:
+            out = _copy_set(out, p, x)
+        return out if out is not doc else dict(doc)
+
+    return add_fields
+
+
+# ---- $project --------------------------------------------------------------------------
+
+
+def _is_flag(v: Any) -> bool:
+    return isinstance(v, (bool, int, float)) and not isinstance(v, dict)
+
+
+def _build_tree(spec: dict[str, Any], path: str) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for k, v in spec.items():
+        if not k or k.startswith("$"):
+            raise TranslateError(f"{path}.{k}", f"invalid projection field '{k}'")
+        parts = k.split(".")
+        node = tree
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise TranslateError(f"{path}.{k}", f"path collision at '{k}'")
+            node = nxt
+        leaf = parts[-1]
+        if isinstance(v, dict) and v and not any(str(x).startswith("$") for x in v):
+            sub = _build_tree(v, f"{path}.{k}")
+            existing = node.get(leaf)
+            if isinstance(existing, dict):
+                existing.update(sub)
+            else:
+                node[leaf] = sub
+        else:
+            if leaf in node:
+                raise TranslateError(f"{path}.{k}", f"path collision at '{k}'")
+            node[leaf] = ("flag", bool(v)) if _is_flag(v) else ("expr", v)
+    return tree
+
+
+def _tree_modes(tree: dict[str, Any], top: bool, acc: set[str]) -> None:
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            _tree_modes(v, False, acc)
+        elif v[0] == "flag":
+            if not (top and k == "_id"):
+                acc.add("include" if v[1] else "exclude")
+        else:
+            acc.add("include")
+
+
+def compile_project(spec: dict[str, Any], path: str) -> Callable[[Any, Vars], Any]:
+    """$project: inclusion (with computed fields) or exclusion, never both (but _id)."""
+    tree = _build_tree(spec, path)
+    modes: set[str] = set()
+    _tree_modes(tree, True, modes)
+    if len(modes) > 1:
+        raise TranslateError(path, "cannot mix inclusion and exclusion in one $project (except for _id)")
+    id_spec = tree.get("_id")
+    if modes == {"exclude"} or (not modes and id_spec is not None and id_spec == ("flag", False)):
+        excluded = [tuple(p) for p in _leaf_paths(tree)]
+
+        def exclude(doc: Any, v: Vars) -> Any:
+            out = doc
+            for parts in excluded:
+                out = _copy_unset(out, parts)
+            return out if out is not doc else dict(doc)
+
+        return exclude
+    include_id = not (id_spec == ("flag", False))
+    if id_spec is not None and isinstance(id_spec, tuple) and id_spec[0] == "flag":
+        del tree["_id"]
+    compiled = _compile_include(tree, path)
+
+    def include(doc: Any, v: Vars) -> Any:
+        out: dict[str, Any] = {}
+        if include_id and "_id" in doc and "_id" not in tree:
+            out["_id"] = doc["_id"]
+        _apply_include(compiled, doc, doc, v, out)
+        return out
+
+    return include
+
+
+def _leaf_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.extend(_leaf_paths(v, (*prefix, k)))
+        else:
+            out.append((*prefix, k))
+    return out
+
+
+def _compile_include(tree: dict[str, Any], path: str) -> list[tuple[str, int, Any]]:
+    out: list[tuple[str, int, Any]] = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.append((k, 2, _compile_include(v, f"{path}.{k}")))
+        elif v[0] == "flag":
+            out.append((k, 0, None))
+        else:
+            out.append((k, 1, compile_expr(v[1], Ctx(f"{path}.{k}"))))
+    return out
+
+
+def _apply_include(nodes: list[tuple[str, int, Any]], src: Any, root: Any, v: Vars, out: dict[str, Any]) -> None:
+    for k, kind, payload in nodes:
+        if kind == 1:
+            x = payload(root, v)
+            if x is not MISSING:
+                out[k] = x
+            continue
+        cur = src.get(k, MISSING) if isinstance(src, dict) else MISSING
+        if kind == 0:
+            if cur is not MISSING:
+                out[k] = cur
+        elif isinstance(cur, dict):
+            sub: dict[str, Any] = {}
+            _apply_include(payload, cur, root, v, sub)
+            out[k] = sub
+        elif isinstance(cur, list):
+            arr = []
+            for el in cur:
+                if isinstance(el, dict):
+                    sub = {}
+                    _apply_include(payload, el, root, v, sub)
+                    arr.append(sub)
+            out[k] = arr
+        elif any(kk == 1 for _, kk, _ in payload):
+            sub = {}
+            _apply_include(payload, {}, root, v, sub)
+            out[k] = sub
+
+
+# ---- the other stateless stages --------------------------------------------------------
+
+
+def compile_unset(fields: tuple[str, ...], path: str) -> Callable[[Any, Vars], Any]:
+    return compile_project({f: 0 for f in fields}, path)
+
+
+def compile_replace_root(new_root: Any, path: str) -> Callable[[Any, Vars], Any]:
+    f = compile_expr(new_root, Ctx(f"{path}.newRoot"))
+
+    def replace_root(doc: Any, v: Vars) -> Any:
+        r = f(doc, v)
+        if not isinstance(r, dict):
+            shown = "missing" if r is MISSING else f"{bson_type(r)} {r!r}"
+            raise ExprError(
+                "$replaceRoot", f"'newRoot' expression must evaluate to an object, but resulting value was: {shown}"
+            )
+        return r
+
+    return replace_root
+
+
+def compile_unwind(stage: ir.UnwindStage) -> Callable[[Any, Vars], Any]:
+    parts = tuple(stage.field_path.split("."))
+    idx_parts = tuple(stage.include_array_index.split(".")) if stage.include_array_index else None
+    preserve = stage.preserve_null_and_empty
+
+    def getp(doc: Any) -> Any:
+        cur = doc
+        for p in parts:
+            if not isinstance(cur, dict):
+                return MISSING
+            cur = cur.get(p, MISSING)
+        return cur
+
+    def unwind(doc: Any, v: Vars) -> list[Any]:
+        arr = getp(doc)
+        if isinstance(arr, list):
+            if not arr:
+                if not preserve:
+                    return []
+                out = _copy_set(doc, parts, MISSING)
+                return [_copy_set(out, idx_parts, None) if idx_parts else out]
+            res = []
+            for i, el in enumerate(arr):
+                d = _copy_set(doc, parts, el)
+                if idx_parts:
+                    d = _copy_set(d, idx_parts, i)
+                res.append(d)
+            return res
+        if arr is MISSING or arr is None:
+            if not preserve:
+                return []
+            return [_copy_set(doc, idx_parts, None) if idx_parts else doc]
+        # A non-array, non-null value is treated as a single-element array.
+        return [_copy_set(doc, idx_parts, None) if idx_parts else doc]
+
+    return unwind
+
+
+def compile_redact(expr: Any, path: str) -> Callable[[Any, Vars], Any]:
+    f = compile_expr(expr, Ctx(path))
+
+    def visit(node: dict[str, Any], root: dict[str, Any], v: Vars) -> dict[str, Any] | None:
+        inner = {**v, "ROOT": root}
+        r = f(node, inner)
+        if r == "PRUNE":
+            return None
+        if r == "KEEP":
+            return node
+        if r != "DESCEND":
+            raise ExprError("$redact", f"$redact's expression should not return anything aside from the variables $$KEEP, $$DESCEND, and $$PRUNE, but returned {r!r}")
+        out: dict[str, Any] = {}
+        for k, x in node.items():
+            if isinstance(x, dict):
+                sub = visit(x, root, v)
+                if sub is not None:
+                    out[k] = sub
+            elif isinstance(x, list):
+                arr = []
+                for el in x:
+                    if isinstance(el, dict):
+                        sub = visit(el, root, v)
+                        if sub is not None:
+                            arr.append(sub)
+                    else:
+                        arr.append(el)
+                out[k] = arr
+            else:
+                out[k] = x
+        return out
+
+    def redact(doc: Any, v: Vars) -> list[Any]:
+        r = visit(doc, doc, v)
+        return [] if r is None else [r]
+
+    return redact
+
+
+def _compile_match(stage: ir.MatchStage) -> Step:
+    from translator.mql.query import compile_query
+
+    q = compile_query(stage.query, Ctx(stage.path))
+    return Step(FILTER, lambda d, v: q(d), "$match", stage.path)
+
+
+def _compile_validate(stage: ir.ValidateStage) -> Step:
+    from translator.mql import query
+
+    q = query.compile_query(stage.validator, Ctx(f"{stage.path}.validator"))
+    describe = getattr(query, "describe_failure", None)
+    validator = stage.validator
+    desc = (lambda d: describe(validator, d)) if describe is not None else None
+    return Step(VALIDATE, lambda d, v: q(d), "$validate", stage.path, stage.action == "dlq", desc)
+
+
+STEP_COMPILERS: dict[type, Callable[[Any], Step]] = {
+    ir.ValidateStage: _compile_validate,
+    ir.MatchStage: _compile_match,
+    ir.ProjectStage: lambda s: Step(MAP, compile_project(s.spec, s.path), "$project", s.path),
+    ir.AddFieldsStage: lambda s: Step(MAP, compile_add_fields(s.spec, s.path), s.path.rsplit(".", 1)[-1], s.path),
+    ir.UnsetStage: lambda s: Step(MAP, compile_unset(s.fields, s.path), "$unset", s.path),
+    ir.ReplaceRootStage: lambda s: Step(MAP, compile_replace_root(s.new_root, s.path), s.path.rsplit(".", 1)[-1], s.path),
+    ir.UnwindStage: lambda s: Step(FLAT, compile_unwind(s), "$unwind", s.path),
+    ir.RedactStage: lambda s: Step(FLAT, compile_redact(s.expr, s.path), "$redact", s.path),
+}
+
+
+def compile_steps(stages: tuple[Any, ...]) -> tuple[Step, ...]:
+    """Compile a run of stateless stages (raises TranslateError for bad expressions)."""
+    return tuple(STEP_COMPILERS[type(s)](s) for s in stages)
+
+
+def eval_const_or(expr: Expr, doc: Any) -> Any:
+    return expr(doc, EMPTY_VARS)

@@ -1,0 +1,511 @@
+"""ASP windows on Bytewax, with ASP's watermark semantics (reference §3).
+
+Bytewax's own windowing keeps one watermark per *key*; ASP keeps one per *source
+partition*, and closes a window for every group once the processor's watermark (the
+minimum over source partitions) passes ``end + allowedLateness``. So windows are built
+from two batch-level ``stateful_batch`` steps instead of ``fold_window``:
+
+1. **ingest** (keyed by source partition, see :mod:`translator.runtime`) tracks the
+   partition's watermark, sends documents of already-closed windows to the DLQ as late,
+   runs the window's stateless prefix and folds the batch into *partial* accumulator
+   states per (window, group). :meth:`WindowPlan.fold` does that part.
+2. **close** (:class:`CloseLogic`, keyed by a group bucket) merges partials from all
+   partitions, keeps every partition's watermark, and closes windows when the minimum
+   passes, at end of input, or on ``idleTimeout``. Only partials cross workers, never
+   single documents.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from translator import ir
+from translator.accumulators import AccSpec, compile_accumulator
+from translator.mql.expr import META, Ctx, Expr, Vars, compile_expr, get_path
+from translator.mql.values import MISSING, compare, hashable, ms_to_datetime
+from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
+
+NEG_INF = -(2**62)
+DlqFn = Callable[..., None]  # (reason, doc, **extra)
+
+# Partial message from ingest to close: (partition, watermark_ms, partials, active)
+WindowMsg = tuple[str, int, Any, bool]
+
+
+# ---- the window's inner pipeline, split around $group ----------------------------------
+
+
+def _compile_post(stages: tuple[ir.Stage, ...]) -> list[Callable[[list[dict[str, Any]], DlqFn, Vars], list[dict[str, Any]]]]:
+    """List-level stages that run when a window closes ($sort, $limit, $count, stateless)."""
+    out: list[Callable[[list[dict[str, Any]], DlqFn, Vars], list[dict[str, Any]]]] = []
+    run: list[ir.Stage] = []
+
+    def flush_run() -> None:
+        if run:
+            steps = compile_steps(tuple(run))
+
+            def stateless(docs: list[dict[str, Any]], dlq: DlqFn, v: Vars, steps: tuple[Step, ...] = steps) -> list[dict[str, Any]]:
+                recs = run_chain(steps, [(d, 0) for d in docs], lambda r, d: dlq(r, d), v)
+                return [d for d, _ in recs]
+
+            out.append(stateless)
+            run.clear()
+
+    for s in stages:
+        if isinstance(s, ir.SortStage):
+            flush_run()
+            out.append(_sorter(s))
+        elif isinstance(s, ir.LimitStage):
+            flush_run()
+            n = s.n
+            out.append(lambda docs, dlq, v, n=n: docs[:n])
+        elif isinstance(s, ir.CountStage):
+            flush_run()
+            name = s.field
+            out.append(lambda docs, dlq, v, name=name: [{name: len(docs)}] if docs else [])
+        else:
+            run.append(s)
+    flush_run()
+    return out
+
+
+def _sorter(s: ir.SortStage) -> Callable[[list[dict[str, Any]], DlqFn, Vars], list[dict[str, Any]]]:
+    keys = [(tuple(k.split(".")), d) for k, d in s.keys]
+
+    def cmp(a: dict[str, Any], b: dict[str, Any]) -> int:
+        for parts, direction in keys:
+            c = compare(_sort_value(get_path(a, parts)), _sort_value(get_path(b, parts)))
+            if c:
+                return c * direction
+        return 0
+
+    key = functools.cmp_to_key(cmp)
+    return lambda docs, dlq, v: sorted(docs, key=key)
+
+
+def _sort_value(v: Any) -> Any:
+    return None if v is MISSING else v
+
+
+@dataclass
+class WindowPlan:
+    stage: ir.WindowStage
+    processor: str
+    pre: tuple[Step, ...]
+    group_id: Expr | None
+    accs: tuple[AccSpec, ...]
+    fields: tuple[str, ...]
+    post: list[Callable[[list[dict[str, Any]], DlqFn, Vars], list[dict[str, Any]]]]
+    buckets: int
+    partition_by: Expr | None
+
+    @staticmethod
+    def compile(stage: ir.WindowStage, processor: str, buckets: int) -> WindowPlan:
+        inner = stage.pipeline
+        gi = next((i for i, s in enumerate(inner) if isinstance(s, ir.GroupStage)), None)
+        if gi is None:
+            # Without $group, the window keeps its documents; the prefix up to the first
+            # list-level stage runs on ingest.
+            cut = next(
+                (i for i, s in enumerate(inner) if isinstance(s, (ir.SortStage, ir.LimitStage, ir.CountStage))),
+                len(inner),
+            )
+            pre_stages, post_stages, group = inner[:cut], inner[cut:], None
+        else:
+            pre_stages, post_stages = inner[:gi], inner[gi + 1 :]
+            group = inner[gi]
+            for s in pre_stages:
+                if isinstance(s, (ir.SortStage, ir.LimitStage, ir.CountStage)):
+                    raise _err(s.path, "$sort, $limit and $count are only supported after $group in a window pipeline")
+        assert group is None or isinstance(group, ir.GroupStage)
+        global_post = any(isinstance(s, (ir.SortStage, ir.LimitStage, ir.CountStage)) for s in post_stages)
+        pby = None
+        if stage.kind == "session":
+            pby = compile_expr(stage.partition_by, Ctx(f"{stage.path}.partitionBy"))
+        return WindowPlan(
+            stage=stage,
+            processor=processor,
+            pre=compile_steps(tuple(pre_stages)),
+            group_id=compile_expr(group.id, Ctx(f"{group.path}._id")) if group else None,
+            accs=tuple(
+                compile_accumulator(a.op, a.arg, Ctx(f"{group.path}.{a.field}.{a.op}")) for a in group.accumulations
+            )
+            if group
+            else (),
+            fields=tuple(a.field for a in group.accumulations) if group else (),
+            post=_compile_post(tuple(post_stages)),
+            # Window-global stages ($sort/$limit/$count after $group) or a window without
+            # $group need every group of a window in one place.
+            buckets=1 if (global_post or group is None or stage.kind == "session") else max(1, buckets),
+            partition_by=pby,
+        )
+
+    # -- assignment ----------------------------------------------------------------------
+
+    def starts_for(self, t: int) -> list[int]:
+        st = self.stage
+        if st.kind == "tumbling":
+            return [t - (t - st.offset_ms) % st.interval_ms]
+        last = t - (t - st.offset_ms) % st.hop_ms
+        out = []
+        s = last
+        while s + st.interval_ms > t:
+            out.append(s)
+            s -= st.hop_ms
+        out.reverse()
+        return out
+
+    def meta_for(self, start: int, end: int, partition: Any = MISSING) -> dict[str, Any]:
+        w: dict[str, Any] = {"start": ms_to_datetime(start), "end": ms_to_datetime(end)}
+        if partition is not MISSING:
+            w["partition"] = partition
+        return {"window": w}
+
+    # -- stage 1: fold a batch into partials ----------------------------------------------
+
+    def fold(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
+        """Fold ``(doc, (t, wm_before))`` records into ``{bucket: partials}``.
+
+        For tumbling/hopping windows partials are ``{window_start: table}``; for
+        sessions ``{partition_key: [session, ...]}``. A table is
+        ``{group_key: [group_id, state...]}`` or, without $group, a list of documents.
+        """
+        if self.stage.kind == "session":
+            return self._fold_sessions(recs, dlq)
+        st = self.stage
+        lateness = st.allowed_lateness_ms
+        size = st.interval_ms
+        by_win: dict[int, list[Rec]] = {}
+        tumbling = st.kind == "tumbling"
+        for rec in recs:
+            t, wm = rec[1]
+            if tumbling:
+                s = t - (t - st.offset_ms) % size
+                if s + size + lateness <= wm:
+                    dlq_late(dlq, rec[0], [s])
+                    continue
+                lst = by_win.get(s)
+                if lst is None:
+                    by_win[s] = [rec]
+                else:
+                    lst.append(rec)
+                continue
+            starts = self.starts_for(t)
+            missed = [s for s in starts if s + size + lateness <= wm]
+            if missed:
+                dlq_late(dlq, rec[0], missed)
+            for s in starts:
+                if s + size + lateness > wm:
+                    by_win.setdefault(s, []).append(rec)
+        out: dict[int, Any] = {}
+        for s, wrecs in by_win.items():
+            v = {META: self.meta_for(s, s + size)}
+            if self.pre:
+                wrecs = run_chain(self.pre, wrecs, lambda r, d: dlq(r, d), v)
+            self._accumulate(out, s, wrecs, v, dlq)
+        return out
+
+    def _accumulate(self, out: dict[int, Any], key: Any, recs: list[Rec], v: Vars, dlq: DlqFn) -> None:
+        if self.group_id is None:
+            out.setdefault(0, {}).setdefault(key, []).extend(d for d, _ in recs)
+            return
+        gid_f, accs = self.group_id, self.accs
+        nb = self.buckets
+        for d, _ in recs:
+            try:
+                gid = gid_f(d, v)
+                values = [a.extract(d, v) for a in accs]
+            except Exception as exc:
+                dlq(failure_reason("$group", self.stage.path, exc), d)
+                continue
+            if gid is MISSING:
+                gid = None
+            hk = hashable(gid)
+            b = 0 if nb == 1 else bucket_of(hk, nb)
+            table = out.setdefault(b, {}).setdefault(key, {})
+            entry = table.get(hk)
+            if entry is None:
+                entry = table[hk] = [gid, *(a.init() for a in accs)]
+            try:
+                for i, a in enumerate(accs, 1):
+                    entry[i] = a.add(entry[i], values[i - 1])
+            except Exception as exc:
+                dlq(failure_reason("$group", self.stage.path, exc), d)
+
+    def _fold_sessions(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
+        st = self.stage
+        assert self.partition_by is not None
+        by_key: dict[Any, tuple[Any, list[Rec]]] = {}
+        for rec in recs:
+            t, wm = rec[1]
+            if t + st.gap_ms + st.allowed_lateness_ms <= wm:
+                dlq_late(dlq, rec[0], [t])
+                continue
+            try:
+                p = self.partition_by(rec[0], {})
+            except Exception as exc:
+                dlq(failure_reason(st.path.rsplit(".", 1)[-1], f"{st.path}.partitionBy", exc), rec[0])
+                continue
+            p = None if p is MISSING else p
+            hk = hashable(p)
+            entry = by_key.get(hk)
+            if entry is None:
+                by_key[hk] = (p, [rec])
+            else:
+                entry[1].append(rec)
+        sessions_out: dict[Any, list[list[Any]]] = {}
+        for hk, (pval, prs) in by_key.items():
+            prs.sort(key=lambda r: r[1][0])
+            runs: list[list[Rec]] = []
+            for r in prs:
+                if runs and r[1][0] - runs[-1][-1][1][0] < st.gap_ms:
+                    runs[-1].append(r)
+                else:
+                    runs.append([r])
+            for run in runs:
+                start, last = run[0][1][0], run[-1][1][0]
+                v = {META: self.meta_for(start, last + st.gap_ms, pval)}
+                rr = run_chain(self.pre, run, lambda r, d: dlq(r, d), v) if self.pre else run
+                holder: dict[int, Any] = {}
+                self._accumulate(holder, "s", rr, v, dlq)
+                payload = holder.get(0, {}).get("s", [] if self.group_id is None else {})
+                sessions_out.setdefault(hk, []).append([start, last, pval, payload])
+        return {0: sessions_out} if sessions_out else {}
+
+    # -- stage 2 helpers ------------------------------------------------------------------
+
+    def merge_payload(self, a: Any, b: Any) -> Any:
+        """Merge two window tables (``b`` holds later-arriving documents)."""
+        if self.group_id is None:
+            a.extend(b)
+            return a
+        accs = self.accs
+        for hk, eb in b.items():
+            ea = a.get(hk)
+            if ea is None:
+                a[hk] = eb
+            else:
+                for i, acc in enumerate(accs, 1):
+                    ea[i] = acc.merge(ea[i], eb[i])
+        return a
+
+    def finalize(self, payload: Any, meta: dict[str, Any], dlq: DlqFn) -> list[dict[str, Any]]:
+        """Run the rest of the inner pipeline over a closed window; add ``_stream_meta``."""
+        if self.group_id is None:
+            docs = list(payload)
+        else:
+            docs = []
+            for entry in payload.values():
+                d = {"_id": entry[0]}
+                try:
+                    for i, (f, acc) in enumerate(zip(self.fields, self.accs, strict=True), 1):
+                        d[f] = acc.final(entry[i])
+                except Exception as exc:
+                    dlq(failure_reason("$group", self.stage.path, exc), d)
+                    continue
+                docs.append(d)
+        v = {META: meta}
+        for fn in self.post:
+            docs = fn(docs, dlq, v)
+        out = []
+        for d in docs:
+            d = dict(d)
+            prev = d.pop("_stream_meta", None)
+            d["_stream_meta"] = {**prev, **meta} if isinstance(prev, dict) else dict(meta)
+            out.append(d)
+        return out
+
+
+def _err(path: str, msg: str) -> Exception:
+    from translator.errors import TranslateError
+
+    return TranslateError(path, msg)
+
+
+def bucket_of(hk: Any, n: int) -> int:
+    """A stable (cross-process) bucket for a group key: Python's str hash is salted."""
+    return zlib.crc32(repr(hk).encode()) % n
+
+
+def dlq_late(dlq: DlqFn, doc: dict[str, Any], starts: list[int]) -> None:
+    from sinks.dlq import LATE_REASON
+
+    dlq(LATE_REASON, doc, missedWindowStartTimes=[ms_to_datetime(s) for s in starts])
+
+
+# ---- stage 2: close windows across partitions --------------------------------------------
+
+
+class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]], bytes]):
+    """Per group bucket: merge partials, track every partition's watermark, close windows.
+
+    Emits ``(OUT, docs)`` and ``(DLQ, dlq_docs)``. State survives restarts through
+    ``snapshot`` (pickled, so the runtime gets an immutable copy).
+    """
+
+    def __init__(
+        self,
+        plan: WindowPlan,
+        partitions: list[str],
+        dlq_doc: Callable[..., dict[str, Any]],
+        resume: bytes | None,
+        after: tuple[Step, ...] = (),
+    ) -> None:
+        self.plan = plan
+        self.after = after
+        self.partitions = partitions
+        self.dlq_doc = dlq_doc
+        st = plan.stage
+        self.lateness = st.allowed_lateness_ms
+        self.processing = st.boundary == "processingTime"
+        self.idle_ms = st.idle_timeout_ms
+        if resume is not None:
+            self.wms, self.windows, self.sessions, self.last_activity = pickle.loads(resume)
+        else:
+            self.wms: dict[str, int] = {}
+            self.windows: dict[int, Any] = {}
+            self.sessions: dict[Any, list[list[Any]]] = {}
+            self.last_activity: float = _now_ms()
+
+    # -- Bytewax callbacks ---------------------------------------------------------------
+
+    def on_batch(self, values: list[WindowMsg]) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
+        for part, wm, partials, active in values:
+            if wm > self.wms.get(part, NEG_INF):
+                self.wms[part] = wm
+            if active:
+                self.last_activity = _now_ms()
+            if partials:
+                if self.plan.stage.kind == "session":
+                    self._merge_sessions(partials)
+                else:
+                    self._merge_windows(partials)
+        return self._close(self._watermark()), False
+
+    def on_notify(self) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
+        now = _now_ms()
+        if self.processing:
+            return self._close(now), False
+        if self.idle_ms is not None and now >= self.last_activity + self.idle_ms:
+            # ASP idleTimeout: an idle source still gets its open windows out.
+            return self._close(max(self._watermark(), now) + self.lateness, idle=True), False
+        return [], False
+
+    def on_eof(self) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
+        # End of a finite input flushes every open window (reference §3).
+        return self._close(None), False
+
+    def notify_at(self) -> datetime | None:
+        if not (self.windows or self.sessions):
+            return None
+        if self.processing:
+            ends = [self._end(s) for s in self.windows]
+            return _dt(min(ends)) if ends else None
+        if self.idle_ms is not None:
+            return _dt(int(self.last_activity) + self.idle_ms)
+        return None
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps((self.wms, self.windows, self.sessions, self.last_activity), protocol=5)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _watermark(self) -> int:
+        if self.processing:
+            return _now_ms()
+        wms = self.wms
+        if len(wms) < len(self.partitions):
+            return NEG_INF
+        return min(wms.values())
+
+    def _end(self, start: int) -> int:
+        return start + self.plan.stage.interval_ms
+
+    def _merge_windows(self, partials: dict[int, Any]) -> None:
+        plan, windows = self.plan, self.windows
+        for start, payload in partials.items():
+            cur = windows.get(start)
+            windows[start] = payload if cur is None else plan.merge_payload(cur, payload)
+
+    def _merge_sessions(self, partials: dict[Any, list[list[Any]]]) -> None:
+        gap = self.plan.stage.gap_ms
+        plan = self.plan
+        for hk, new_sessions in partials.items():
+            lst = self.sessions.setdefault(hk, [])
+            for ns in new_sessions:
+                merged = ns
+                keep = []
+                for s in lst:
+                    if s[0] <= merged[1] + gap and merged[0] <= s[1] + gap:
+                        # An event bridging two sessions merges them (reference §3).
+                        older, newer = (s, merged) if s[0] <= merged[0] else (merged, s)
+                        merged = [
+                            min(s[0], merged[0]),
+                            max(s[1], merged[1]),
+                            older[2],
+                            plan.merge_payload(older[3], newer[3]),
+                        ]
+                    else:
+                        keep.append(s)
+                keep.append(merged)
+                keep.sort(key=lambda s: s[0])
+                lst[:] = keep
+
+    def _close(self, wm: int | None, idle: bool = False) -> list[tuple[int, list[dict[str, Any]]]]:
+        out: list[dict[str, Any]] = []
+        dlq: list[dict[str, Any]] = []
+        plan = self.plan
+
+        def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
+            dlq.append(self.dlq_doc(reason, doc, **extra))
+
+        lateness = 0 if self.processing else self.lateness
+        if plan.stage.kind == "session":
+            gap = plan.stage.gap_ms
+            for hk in list(self.sessions):
+                lst = self.sessions[hk]
+                remaining = []
+                for s in lst:
+                    if wm is None or s[1] + gap + lateness <= wm:
+                        out.extend(plan.finalize(s[3], plan.meta_for(s[0], s[1] + gap, s[2]), dlq_fn))
+                    else:
+                        remaining.append(s)
+                if remaining:
+                    self.sessions[hk] = remaining
+                else:
+                    del self.sessions[hk]
+        else:
+            for start in sorted(self.windows):
+                end = self._end(start)
+                if wm is not None and end + lateness > wm:
+                    break
+                payload = self.windows.pop(start)
+                out.extend(plan.finalize(payload, plan.meta_for(start, end), dlq_fn))
+        if out and self.after:
+            # Stages after the window run on its results ($project, $addFields ...).
+            out = [d for d, _ in run_chain(self.after, [(d, 0) for d in out], lambda r, d: dlq_fn(r, d))]
+        res: list[tuple[int, list[dict[str, Any]]]] = []
+        if out:
+            res.append((OUT, out))
+        if dlq:
+            res.append((DLQ, dlq))
+        return res
+
+
+OUT, DLQ, WIN = 0, 1, 2
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
