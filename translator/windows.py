@@ -444,7 +444,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
                 merged = ns
                 keep = []
                 for s in lst:
-                    if s[0] <= merged[1] + gap and merged[0] <= s[1] + gap:
+                    if s[0] < merged[1] + gap and merged[0] < s[1] + gap:
                         # An event bridging two sessions merges them (reference §3).
                         older, newer = (s, merged) if s[0] <= merged[0] else (merged, s)
                         merged = [

@@ -1,0 +1,301 @@
+"""Window semantics as ASP defines them (reference §3): per-partition watermarks,
+allowedLateness, late data to the DLQ, hopping overlap, session merging, and the seed's
+group-temperature pipeline against an independent computation."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from sinks.dlq import LATE_REASON
+from sources.solar import SolarConfig, SolarSource
+from translator.compile import build_flow, compile_pipeline
+from translator.options import ProcessorOptions
+from translator.testing import run_pipeline
+
+T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(milliseconds=int(seconds * 1000))
+
+
+def strip(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(docs, key=repr)
+
+
+def window_of(d: dict[str, Any]) -> tuple[datetime, datetime]:
+    w = d["_stream_meta"]["window"]
+    return w["start"], w["end"]
+
+
+def tumbling(size_s: int = 3, **kw: Any) -> dict[str, Any]:
+    spec = {
+        "interval": {"size": size_s, "unit": "second"},
+        "pipeline": [{"$group": {"_id": "$g", "n": {"$sum": 1}, "xs": {"$push": "$x"}}}],
+    }
+    spec.update(kw)
+    return {"$tumblingWindow": spec}
+
+
+def src(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"$source": {"documents": docs, "timeField": {"$toDate": "$t"}}}
+
+
+# ---- the seed pipeline ---------------------------------------------------------------
+
+
+def solar_docs(cfg: SolarConfig) -> list[dict[str, Any]]:
+    part = SolarSource(cfg).build_part("s", "solar-0", None)
+    out: list[dict[str, Any]] = []
+    try:
+        while True:
+            for _, batch in part.next_batch():
+                out.extend(d for d, _ in batch)
+    except StopIteration:
+        return out
+
+
+def test_seed_group_temp_pipeline_matches_independent_computation() -> None:
+    cfg = {"seed": 7, "rate": 50, "maxEvents": 3000, "startTime": int(T0.timestamp() * 1000), "batchSize": 97}
+    from flows.solar_demo import pipeline
+
+    result = run_pipeline(pipeline(cfg, with_merge=True))
+    assert result.dlq == []
+
+    docs = solar_docs(SolarConfig.from_mapping(cfg))
+    assert len(docs) == 3000
+    expected: dict[tuple[datetime, int], list[int]] = {}
+    for d in docs:
+        ts = datetime.fromisoformat(d["timestamp"])
+        start = datetime.fromtimestamp((int(ts.timestamp() * 1000) // 3000) * 3, UTC)
+        expected.setdefault((start, d["group_id"]), []).append(d["obs"]["temp"])
+
+    got = {(window_of(d)[0], d["_id"]): d for d in result.output}
+    assert set(got) == set(expected)
+    for key, temps in expected.items():
+        d = got[key]
+        assert window_of(d) == (key[0], key[0] + timedelta(seconds=3))
+        assert d["minTemp"] == min(temps) and type(d["minTemp"]) is int
+        assert d["maxTemp"] == max(temps)
+        assert d["avgTemp"] == pytest.approx(statistics.fmean(temps), rel=1e-12)
+        assert d["stdevPTemp"] == pytest.approx(statistics.pstdev(temps), rel=1e-9, abs=1e-12)
+        assert list(d) == ["_id", "minTemp", "maxTemp", "avgTemp", "stdevPTemp", "_stream_meta"]
+
+
+def test_sample_source_documents_have_the_seed_shape() -> None:
+    result = run_pipeline(
+        [{"$source": {"connectionName": "sample_stream_solar", "config": {"seed": 1, "maxEvents": 5, "startTime": 0}}}]
+    )
+    assert len(result.output) == 5
+    d = result.output[0]
+    assert list(d) == ["device_id", "group_id", "timestamp", "max_watts", "event_type", "obs", "_ts", "_stream_meta"]
+    assert d["_stream_meta"] == {"source": {"type": "generated"}}
+    assert d["timestamp"] == "1970-01-01T00:00:00.000+00:00"
+    assert d["_ts"] == datetime(1970, 1, 1, tzinfo=UTC)
+    assert d["max_watts"] in (250, 450) and 0 <= d["obs"]["watts"] <= d["max_watts"]
+
+
+# ---- the DLQ demo --------------------------------------------------------------------
+
+
+def test_dlq_demo_four_bad_documents_and_a_window_summing_to_ten() -> None:
+    xs: list[Any] = [0, 1, 3.14, 2, "22", 3, None, 4]
+    docs = [({"x": x} if x is not None else {"text": "yo"}) | {"t": at(0.1 * i)} for i, x in enumerate(xs)]
+    result = run_pipeline(
+        [
+            src(docs),
+            {"$validate": {"validator": {"$jsonSchema": {"required": ["x"], "properties": {
+                "x": {"bsonType": "int", "minimum": 1, "maximum": 42}}}}, "validationAction": "dlq"}},
+            {"$tumblingWindow": {"interval": {"size": 3, "unit": "second"}, "pipeline": [
+                {"$group": {"_id": None, "sum": {"$sum": "$x"}, "all": {"$push": "$x"}}}]}},
+        ]
+    )
+    assert [(d["_id"], d["sum"], d["all"]) for d in result.output] == [(None, 10, [1, 2, 3, 4])]
+    assert len(result.dlq) == 4
+    bad = [d["doc"].get("x", d["doc"].get("text")) for d in result.dlq]
+    assert bad == [0, 3.14, "22", "yo"]
+    for d in result.dlq:
+        assert d["errInfo"]["reason"].startswith("Input document found to be invalid in $validate stage")
+        assert d["processorName"] == "run_pipeline"
+        assert isinstance(d["dlqTime"], datetime)
+        assert d["doc"]["_stream_meta"] == {"source": {"type": "documents"}}
+
+
+# ---- watermarks, lateness ------------------------------------------------------------
+
+
+def test_late_document_goes_to_dlq_with_missed_window() -> None:
+    docs = [
+        {"g": "a", "x": 1, "t": at(0.5)},
+        {"g": "a", "x": 2, "t": at(7.0)},  # watermark 7 s: window [0,3) closed (3 + 3 <= 7)
+        {"g": "a", "x": 3, "t": at(1.0)},  # late for [0,3)
+        {"g": "a", "x": 4, "t": at(4.5)},  # window [3,6) still open (6 + 3 > 7)
+    ]
+    result = run_pipeline([src(docs), tumbling()])
+    assert strip([(window_of(d)[0], d["xs"]) for d in result.output]) == strip(  # type: ignore[arg-type]
+        [(at(0), [1]), (at(3), [4]), (at(6), [2])]
+    )
+    assert len(result.dlq) == 1
+    late = result.dlq[0]
+    assert late["errInfo"] == {"reason": LATE_REASON}
+    assert late["missedWindowStartTimes"] == [at(0)]
+    assert late["doc"]["x"] == 3 and late["doc"]["_ts"] == at(1.0)
+
+
+def test_allowed_lateness_zero_and_custom() -> None:
+    docs = [{"g": "a", "x": 1, "t": at(3.5)}, {"g": "a", "x": 2, "t": at(2.0)}]
+    # lateness 0: window [0,3) is closed once the watermark reaches 3 s
+    r0 = run_pipeline([src(docs), tumbling(allowedLateness=0)])
+    assert [d["doc"]["x"] for d in r0.dlq] == [2]
+    r1 = run_pipeline([src(docs), tumbling(allowedLateness={"size": 1, "unit": "second"})])
+    assert r1.dlq == [] and sorted(d["n"] for d in r1.output) == [1, 1]
+
+
+def _flow_without_eof(pipeline: list[dict[str, Any]], batches: list[list[dict[str, Any]]], **opts: Any) -> tuple[list[Any], list[Any]]:
+    """Run with a source that aborts instead of ending: only watermark-closed windows come out."""
+    options = ProcessorOptions(name="t", **opts)
+    p = compile_pipeline(pipeline, options=options, check_sink_connection=False)
+    items: list[Any] = [("p0", [(d, 0) for d in b]) for b in batches]
+    items.append(TestingSource.ABORT())
+    out: list[list[dict[str, Any]]] = []
+    dlq: list[list[dict[str, Any]]] = []
+    flow = build_flow(p, options, source=TestingSource(items), output_sink=TestingSink(out), dlq_sink=TestingSink(dlq))
+    run_main(flow)
+    return [d for b in out for d in b], [d for b in dlq for d in b]
+
+
+@pytest.mark.parametrize("buckets", [1, 4])
+def test_silent_group_window_closes_when_the_partition_watermark_passes(buckets: int) -> None:
+    """Group 'quiet' gets one event and then nothing; its window still closes, with no
+    end of input, because the watermark belongs to the source partition (not the key)."""
+    pipeline = [{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}}, tumbling()]
+    batches = [
+        [{"g": "quiet", "x": 1, "t": at(1)}, {"g": "busy", "x": 1, "t": at(1.5)}],
+        [{"g": "busy", "x": 2, "t": at(4)}],
+        [{"g": "busy", "x": 3, "t": at(6.0)}],  # watermark 6 = 3 + 3: [0,3) closes
+    ]
+    out, dlq = _flow_without_eof(pipeline, batches, window_buckets=buckets)
+    assert dlq == []
+    assert strip([(d["_id"], window_of(d)[0], d["xs"]) for d in out]) == strip(  # type: ignore[arg-type]
+        [("quiet", at(0), [1]), ("busy", at(0), [1])]
+    )
+
+
+def test_window_stays_open_until_watermark_passes_end_plus_lateness() -> None:
+    pipeline = [{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}}, tumbling()]
+    out, _ = _flow_without_eof(pipeline, [[{"g": "a", "x": 1, "t": at(1)}], [{"g": "a", "x": 2, "t": at(5.999)}]])
+    assert out == []
+
+
+# ---- hopping and session windows ---------------------------------------------------
+
+
+def test_hopping_windows_overlap() -> None:
+    docs = [{"g": "a", "x": i, "t": at(i)} for i in range(0, 10)]
+    result = run_pipeline(
+        [
+            src(docs),
+            {"$hoppingWindow": {"interval": {"size": 4, "unit": "second"}, "hopSize": {"size": 2, "unit": "second"},
+                                "pipeline": [{"$group": {"_id": "$g", "xs": {"$push": "$x"}}}]}},
+        ]
+    )
+    got = sorted((window_of(d)[0], d["xs"]) for d in result.output)
+    assert got == [
+        (at(-2), [0, 1]),
+        (at(0), [0, 1, 2, 3]),
+        (at(2), [2, 3, 4, 5]),
+        (at(4), [4, 5, 6, 7]),
+        (at(6), [6, 7, 8, 9]),
+        (at(8), [8, 9]),
+    ]
+    assert all(window_of(d)[1] - window_of(d)[0] == timedelta(seconds=4) for d in result.output)
+
+
+def test_hopping_with_gaps_drops_documents_in_no_window() -> None:
+    docs = [{"g": "a", "x": i, "t": at(i)} for i in range(0, 6)]
+    result = run_pipeline(
+        [
+            src(docs),
+            {"$hoppingWindow": {"interval": {"size": 1, "unit": "second"}, "hopSize": {"size": 3, "unit": "second"},
+                                "pipeline": [{"$group": {"_id": "$g", "xs": {"$push": "$x"}}}]}},
+        ]
+    )
+    assert sorted((window_of(d)[0], d["xs"]) for d in result.output) == [(at(0), [0]), (at(3), [3])]
+
+
+def test_session_windows_merge_when_an_event_bridges_them() -> None:
+    docs = [
+        {"u": "a", "x": 1, "t": at(0)},
+        {"u": "a", "x": 2, "t": at(1)},
+        {"u": "b", "x": 10, "t": at(1)},
+        {"u": "a", "x": 3, "t": at(5)},  # gap 3 s: a new session for 'a' (1 -> 5)
+        {"u": "a", "x": 4, "t": at(3)},  # out of order, bridges [0,1] and [5]
+        {"u": "a", "x": 5, "t": at(20)},
+    ]
+    result = run_pipeline(
+        [
+            src(docs),
+            {"$sessionWindow": {"partitionBy": "$u", "gap": {"size": 3, "unit": "second"}, "allowedLateness": {"size": 10, "unit": "second"},
+                                "pipeline": [{"$group": {"_id": "$u", "xs": {"$push": "$x"}, "n": {"$sum": 1}}}]}},
+        ]
+    )
+    got = sorted(
+        ((d["_id"], d["_stream_meta"]["window"]["start"], d["_stream_meta"]["window"]["end"], sorted(d["xs"])) for d in result.output),
+        key=repr,
+    )
+    assert got == sorted(
+        [
+            ("a", at(0), at(8), [1, 2, 3, 4]),
+            ("b", at(1), at(4), [10]),
+            ("a", at(20), at(23), [5]),
+        ],
+        key=repr,
+    )
+    assert {d["_stream_meta"]["window"]["partition"] for d in result.output} == {"a", "b"}
+
+
+def test_window_without_group_keeps_documents_and_sorts_limits() -> None:
+    docs = [{"g": "a", "x": x, "t": at(0.1 * i)} for i, x in enumerate([5, 3, 9, 1])]
+    result = run_pipeline(
+        [src(docs), {"$tumblingWindow": {"interval": {"size": 3, "unit": "second"}, "pipeline": [
+            {"$project": {"_id": 0, "x": 1}}, {"$sort": {"x": -1}}, {"$limit": 2}]}}]
+    )
+    assert [d["x"] for d in result.output] == [9, 5]
+    assert all(window_of(d) == (at(0), at(3)) for d in result.output)
+
+
+def test_meta_window_start_as_group_key_and_after_window_stage() -> None:
+    docs = [{"g": "a", "x": 1, "t": at(0.5)}, {"g": "b", "x": 2, "t": at(3.5)}]
+    result = run_pipeline(
+        [
+            src(docs),
+            {"$tumblingWindow": {"interval": {"size": 3, "unit": "second"}, "pipeline": [
+                {"$group": {"_id": {"$meta": "stream.window.start"}, "total": {"$sum": "$x"}}}]}},
+            {"$project": {"total": 1, "start": {"$meta": "stream.window.start"}}},
+        ]
+    )
+    assert sorted((d["_id"], d["total"], d["start"]) for d in result.output) == [(at(0), 1, at(0)), (at(3), 2, at(3))]
+
+
+def test_expression_error_goes_to_dlq_naming_stage_and_operator() -> None:
+    docs = [{"a": 1, "b": 0, "t": at(0)}, {"a": 4, "b": 2, "t": at(1)}]
+    result = run_pipeline([src(docs), {"$addFields": {"r": {"$divide": ["$a", "$b"]}}}, {"$project": {"_id": 0, "r": 1}}])
+    assert result.output == [{"r": 2.0}]
+    assert len(result.dlq) == 1
+    reason = result.dlq[0]["errInfo"]["reason"]
+    assert reason.startswith("Failed to process input document in $addFields stage (pipeline[1].$addFields): $divide:")
+    assert result.dlq[0]["doc"]["a"] == 1
+
+
+def test_bad_time_field_goes_to_dlq() -> None:
+    docs = [{"ts": "2024-08-08T23:08:02.881+00:00"}, {"ts": "not a date"}, {"other": 1}]
+    result = run_pipeline([{"$source": {"documents": docs, "timeField": {"$dateFromString": {"dateString": "$ts"}}}}])
+    assert [d["_ts"] for d in result.output] == [datetime(2024, 8, 8, 23, 8, 2, 881000, tzinfo=UTC)]
+    reasons = [d["errInfo"]["reason"] for d in result.dlq]
+    assert len(reasons) == 2
+    assert all(r.startswith("Failed to process input document in $source stage (pipeline[0].$source.timeField): ") for r in reasons)
