@@ -18,5 +18,11 @@ RawBatch = list[RawRecord]
 SourceItem = tuple[str, RawBatch]
 
 
+class IdleBatch(list[RawRecord]):
+    """Emitted (empty) by a partition that has had no data for ``partitionIdleTimeout``:
+    the processor watermark then ignores that partition until it has data again
+    (reference §3)."""
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000

@@ -289,6 +289,7 @@ def _p_window(kind: str) -> StageParser:
     def parse(v: Any, path: str) -> ir.WindowStage:
         d = _obj(v, path)
         common = {"pipeline", "allowedLateness", "idleTimeout", "boundary", "offset"}
+        required: tuple[str, ...]
         if kind == "tumbling":
             allowed, required = common | {"interval"}, ("interval", "pipeline")
         elif kind == "hopping":

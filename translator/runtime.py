@@ -17,13 +17,13 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from sinks.dlq import dlq_document
-from sources.base import RawBatch, now_ms
+from sources.base import IdleBatch, RawBatch, now_ms
 from translator import ir
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
 from translator.options import ProcessorOptions
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
-from translator.windows import DLQ, NEG_INF, OUT, WIN, WindowPlan
+from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
 
 Emission = tuple[int, Any]
 
@@ -86,6 +86,8 @@ class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
 
     def process(self, batch: RawBatch) -> list[Emission]:
         plan = self.plan
+        if type(batch) is IdleBatch:
+            return [(WIN, (str(b), (self.part, self.wm, None, IDLE))) for b in range(self.buckets)]
         dlq: list[dict[str, Any]] = []
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
@@ -100,7 +102,7 @@ class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
                 emissions.append((OUT, [d for d, _ in recs]))
         else:
             partials = plan.window.fold(recs, dlq_fn)
-            active = bool(batch)
+            active = ACTIVE if batch else QUIET
             for b in range(self.buckets):
                 emissions.append((WIN, (str(b), (self.part, self.wm, partials.get(b), active))))
         if dlq:

@@ -17,7 +17,7 @@ from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr
 from translator.mql.values import MISSING, bson_type
 
-Rec = tuple[dict[str, Any], int]
+Rec = tuple[dict[str, Any], Any]  # (document, event time ms | (time, watermark))
 DlqFn = Callable[[str, Any], None]  # (reason, doc)
 
 MAP, FILTER, FLAT, VALIDATE = 0, 1, 2, 3
@@ -449,6 +449,3 @@ def compile_steps(stages: tuple[Any, ...]) -> tuple[Step, ...]:
     """Compile a run of stateless stages (raises TranslateError for bad expressions)."""
     return tuple(STEP_COMPILERS[type(s)](s) for s in stages)
 
-
-def eval_const_or(expr: Expr, doc: Any) -> Any:
-    return expr(doc, EMPTY_VARS)

@@ -36,8 +36,9 @@ from translator.stages import Rec, Step, compile_steps, failure_reason, run_chai
 NEG_INF = -(2**62)
 DlqFn = Callable[..., None]  # (reason, doc, **extra)
 
-# Partial message from ingest to close: (partition, watermark_ms, partials, active)
-WindowMsg = tuple[str, int, Any, bool]
+# Partial message from ingest to close: (partition, watermark_ms, partials, activity)
+WindowMsg = tuple[str, int, Any, int]
+QUIET, ACTIVE, IDLE = 0, 1, 2  # activity: no documents, documents, partition idle
 
 
 # ---- the window's inner pipeline, split around $group ----------------------------------
@@ -66,15 +67,24 @@ def _compile_post(stages: tuple[ir.Stage, ...]) -> list[Callable[[list[dict[str,
         elif isinstance(s, ir.LimitStage):
             flush_run()
             n = s.n
-            out.append(lambda docs, dlq, v, n=n: docs[:n])
+            out.append(functools.partial(_limit, n=n))
         elif isinstance(s, ir.CountStage):
             flush_run()
             name = s.field
-            out.append(lambda docs, dlq, v, name=name: [{name: len(docs)}] if docs else [])
+            out.append(functools.partial(_count, name=name))
         else:
             run.append(s)
     flush_run()
     return out
+
+
+def _limit(docs: list[dict[str, Any]], dlq: DlqFn, v: Vars, n: int) -> list[dict[str, Any]]:
+    return docs[:n]
+
+
+def _count(docs: list[dict[str, Any]], dlq: DlqFn, v: Vars, name: str) -> list[dict[str, Any]]:
+    # MongoDB's $count emits nothing for empty input.
+    return [{name: len(docs)}] if docs else []
 
 
 def _sorter(s: ir.SortStage) -> Callable[[list[dict[str, Any]], DlqFn, Vars], list[dict[str, Any]]]:
@@ -367,21 +377,25 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         self.lateness = st.allowed_lateness_ms
         self.processing = st.boundary == "processingTime"
         self.idle_ms = st.idle_timeout_ms
+        self.wms: dict[str, int] = {}
+        self.windows: dict[int, Any] = {}
+        self.sessions: dict[Any, list[list[Any]]] = {}
+        self.last_activity: float = _now_ms()
+        self.idle: set[str] = set()
         if resume is not None:
-            self.wms, self.windows, self.sessions, self.last_activity = pickle.loads(resume)
-        else:
-            self.wms: dict[str, int] = {}
-            self.windows: dict[int, Any] = {}
-            self.sessions: dict[Any, list[list[Any]]] = {}
-            self.last_activity: float = _now_ms()
+            self.wms, self.windows, self.sessions, self.last_activity, self.idle = pickle.loads(resume)
 
     # -- Bytewax callbacks ---------------------------------------------------------------
 
     def on_batch(self, values: list[WindowMsg]) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
-        for part, wm, partials, active in values:
+        for part, wm, partials, activity in values:
             if wm > self.wms.get(part, NEG_INF):
                 self.wms[part] = wm
-            if active:
+            if activity == IDLE:
+                self.idle.add(part)
+                continue
+            if activity == ACTIVE:
+                self.idle.discard(part)
                 self.last_activity = _now_ms()
             if partials:
                 if self.plan.stage.kind == "session":
@@ -414,17 +428,26 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         return None
 
     def snapshot(self) -> bytes:
-        return pickle.dumps((self.wms, self.windows, self.sessions, self.last_activity), protocol=5)
+        return pickle.dumps((self.wms, self.windows, self.sessions, self.last_activity, self.idle), protocol=5)
 
     # -- internals -----------------------------------------------------------------------
 
     def _watermark(self) -> int:
         if self.processing:
             return _now_ms()
-        wms = self.wms
-        if len(wms) < len(self.partitions):
-            return NEG_INF
-        return min(wms.values())
+        # The processor watermark is the minimum over source partitions, ignoring idle
+        # ones; a partition that has not reported yet holds every window back.
+        wms, idle = self.wms, self.idle
+        known = [*self.partitions, *(p for p in wms if p not in self.partitions)]
+        live = [p for p in known if p not in idle] or known
+        lowest = None
+        for p in live:
+            w = wms.get(p)
+            if w is None:
+                return NEG_INF
+            if lowest is None or w < lowest:
+                lowest = w
+        return NEG_INF if lowest is None else lowest
 
     def _end(self, start: int) -> int:
         return start + self.plan.stage.interval_ms

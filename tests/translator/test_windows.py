@@ -9,9 +9,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.testing import (
+    AbortExecution,  # type: ignore[attr-defined]
+    TestingSink,
+    TestingSource,
+    run_main,
+)
 
 from sinks.dlq import LATE_REASON
+from sources.base import IdleBatch
 from sources.solar import SolarConfig, SolarSource
 from translator.compile import build_flow, compile_pipeline
 from translator.options import ProcessorOptions
@@ -160,7 +167,8 @@ def _flow_without_eof(pipeline: list[dict[str, Any]], batches: list[list[dict[st
     """Run with a source that aborts instead of ending: only watermark-closed windows come out."""
     options = ProcessorOptions(name="t", **opts)
     p = compile_pipeline(pipeline, options=options, check_sink_connection=False)
-    items: list[Any] = [("p0", [(d, 0) for d in b]) for b in batches]
+    part = TestingSource([]).list_parts()[0]
+    items: list[Any] = [(part, [(d, 0) for d in b]) for b in batches]
     items.append(TestingSource.ABORT())
     out: list[list[dict[str, Any]]] = []
     dlq: list[list[dict[str, Any]]] = []
@@ -299,3 +307,54 @@ def test_bad_time_field_goes_to_dlq() -> None:
     reasons = [d["errInfo"]["reason"] for d in result.dlq]
     assert len(reasons) == 2
     assert all(r.startswith("Failed to process input document in $source stage (pipeline[0].$source.timeField): ") for r in reasons)
+
+
+class _Scripted(FixedPartitionedSource[Any, None]):
+    """Two partitions replaying scripted batches, then aborting (no end-of-input flush)."""
+
+    def __init__(self, script: dict[str, list[Any]]) -> None:
+        self.script = script
+
+    def list_parts(self) -> list[str]:
+        return list(self.script)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> StatefulSourcePartition[Any, None]:
+        script = list(self.script[for_part])
+
+        class Part(StatefulSourcePartition[Any, None]):
+            def next_batch(self) -> list[Any]:
+                if not script:
+                    raise AbortExecution()
+                return [(for_part, script.pop(0))]
+
+            def snapshot(self) -> None:
+                return None
+
+        return Part()
+
+
+def _run_scripted(script: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    options = ProcessorOptions(name="t")
+    p = compile_pipeline([{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}}, tumbling()], options=options)
+    out: list[list[dict[str, Any]]] = []
+    flow = build_flow(p, options, source=_Scripted(script), output_sink=TestingSink(out), dlq_sink=TestingSink([]))
+    run_main(flow)
+    return [d for b in out for d in b]
+
+
+def rec(g: str, x: int, s: float) -> tuple[dict[str, Any], int]:
+    return ({"g": g, "x": x, "t": at(s)}, 0)
+
+
+def test_processor_watermark_is_the_minimum_over_partitions() -> None:
+    """Partition p1 is silent after one event: without partitionIdleTimeout it holds
+    the window back even though p0's watermark is far past it."""
+    out = _run_scripted({"p0": [[rec("a", 1, 1)], [rec("a", 2, 20)]], "p1": [[rec("b", 3, 1)]]})
+    assert out == []
+
+
+def test_idle_partition_stops_holding_windows_back() -> None:
+    out = _run_scripted({"p0": [[rec("a", 1, 1)], [], [rec("a", 2, 20)]], "p1": [[rec("b", 3, 1)], IdleBatch()]})
+    assert strip([(d["_id"], window_of(d)[0], d["xs"]) for d in out]) == strip(  # type: ignore[arg-type]
+        [("a", at(0), [1]), ("b", at(0), [3])]
+    )
