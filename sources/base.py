@@ -18,6 +18,15 @@ RawBatch = list[RawRecord]
 SourceItem = tuple[str, RawBatch]
 
 
+SOURCE_DLQ_KEY = "__mqlflow_dlq__"
+
+
+def source_dlq(reason: str, doc: Any) -> dict[str, Any]:
+    """A record a source could not turn into a document (bad JSON, bad key...): the
+    ingest step sends ``doc`` to the DLQ with ``reason`` instead of processing it."""
+    return {SOURCE_DLQ_KEY: {"reason": reason, "doc": doc}}
+
+
 class IdleBatch(list[RawRecord]):
     """Emitted (empty) by a partition that has had no data for ``partitionIdleTimeout``:
     the processor watermark then ignores that partition until it has data again

@@ -17,7 +17,7 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from sinks.dlq import dlq_document
-from sources.base import IdleBatch, RawBatch, now_ms
+from sources.base import SOURCE_DLQ_KEY, IdleBatch, RawBatch, now_ms
 from translator import ir
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
@@ -118,6 +118,10 @@ class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
         recs: list[Rec] = []
         now = now_ms() if processing else 0
         for doc, src_t in batch:
+            bad = doc.get(SOURCE_DLQ_KEY)
+            if bad is not None:
+                dlq_fn(bad["reason"], bad["doc"])
+                continue
             if processing:
                 t = now
             elif time_expr is not None:
