@@ -14,7 +14,7 @@ from typing import Any
 
 from translator import ir
 from translator.errors import TranslateError
-from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr
+from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, Vars, compile_expr
 from translator.mql.values import MISSING, bson_type
 
 Rec = tuple[dict[str, Any], Any]  # (document, event time ms | (time, watermark))
@@ -251,7 +251,7 @@ def compile_project(spec: dict[str, Any], path: str) -> Callable[[Any, Vars], An
             return out if out is not doc else dict(doc)
 
         return exclude
-    include_id = not (id_spec == ("flag", False))
+    include_id = id_spec != ("flag", False)
     if id_spec is not None and isinstance(id_spec, tuple) and id_spec[0] == "flag":
         del tree["_id"]
     compiled = _compile_include(tree, path)

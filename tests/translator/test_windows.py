@@ -358,3 +358,54 @@ def test_idle_partition_stops_holding_windows_back() -> None:
     assert strip([(d["_id"], window_of(d)[0], d["xs"]) for d in out]) == strip(  # type: ignore[arg-type]
         [("a", at(0), [1]), ("b", at(0), [3])]
     )
+
+
+def _run_items(pipeline: list[dict[str, Any]], items: list[Any]) -> list[dict[str, Any]]:
+    options = ProcessorOptions(name="t")
+    p = compile_pipeline(pipeline, options=options)
+    part = TestingSource([]).list_parts()[0]
+    out: list[list[dict[str, Any]]] = []
+    src_items = [it if isinstance(it, (TestingSource.PAUSE, TestingSource.ABORT)) else (part, it) for it in items]
+    flow = build_flow(p, options, source=TestingSource(src_items), output_sink=TestingSink(out), dlq_sink=TestingSink([]))
+    run_main(flow)
+    return [d for b in out for d in b]
+
+
+def test_idle_timeout_closes_windows_of_a_paused_source() -> None:
+    """ASP idleTimeout: a source with no new data still gets its open windows out."""
+    pipeline = [{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}},
+                tumbling(idleTimeout={"size": 300, "unit": "ms"})]
+    items = [[({"g": "a", "x": 1, "t": at(1)}, 0)], TestingSource.PAUSE(timedelta(seconds=1.5)), TestingSource.ABORT()]
+    out = _run_items(pipeline, items)
+    assert [(d["_id"], d["xs"], window_of(d)[0]) for d in out] == [("a", [1], at(0))]
+
+
+def test_without_idle_timeout_a_paused_source_keeps_its_window_open() -> None:
+    pipeline = [{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}}, tumbling()]
+    items = [[({"g": "a", "x": 1, "t": at(1)}, 0)], TestingSource.PAUSE(timedelta(seconds=1)), TestingSource.ABORT()]
+    assert _run_items(pipeline, items) == []
+
+
+def test_processing_time_windows_close_by_wall_clock() -> None:
+    pipeline = [{"$source": {"documents": []}},
+                tumbling(size_s=1, boundary="processingTime")]
+    items = [[({"g": "a", "x": 1}, 0), ({"g": "a", "x": 2}, 0)], TestingSource.PAUSE(timedelta(seconds=2.2)), TestingSource.ABORT()]
+    before = datetime.now(UTC)
+    out = _run_items(pipeline, items)
+    assert [(d["_id"], d["xs"]) for d in out] == [("a", [1, 2])]
+    start, end = window_of(out[0])
+    assert end - start == timedelta(seconds=1)
+    assert before - timedelta(seconds=1) <= start <= datetime.now(UTC)
+
+
+def test_tumbling_offset_shifts_window_alignment() -> None:
+    docs = [{"g": "a", "x": i, "t": at(i)} for i in range(0, 6)]
+    result = run_pipeline([src(docs), tumbling(offset={"offsetFromUtc": 1, "unit": "second"})])
+    assert sorted((window_of(d)[0], d["xs"]) for d in result.output) == [
+        (at(-2), [0]), (at(1), [1, 2, 3]), (at(4), [4, 5])
+    ]
+
+
+def test_meta_reads_source_envelope() -> None:
+    result = run_pipeline([src([{"t": at(0)}]), {"$project": {"_id": 0, "type": {"$meta": "stream.source.type"}}}])
+    assert result.output == [{"type": "documents"}]

@@ -31,7 +31,8 @@ class ExprError(Exception):
     def __init__(self, op: str, message: str) -> None:
         self.op = op
         self.message = message
-        super().__init__(f"{op}: {message}" if op else message)
+        # MongoDB's own wording often starts with the operator already.
+        super().__init__(f"{op}: {message}" if op and not message.startswith(op) else message)
 
 
 @dataclass(frozen=True)
