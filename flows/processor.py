@@ -1,26 +1,66 @@
 """Entry point for processors run by the service as supervised children:
 ``python -m bytewax.run "flows.processor:from_definition('<state>/processors/<name>/definition.json')"``.
 
-The definition is canonical Extended JSON ``{name, pipeline, options, connections}``
-written by the service, so BSON types survive the trip from mongosh.
+The definition is canonical Extended JSON ``{name, pipeline, options, connections,
+sample}`` written by the service, so BSON types survive the trip from mongosh. Output
+and DLQ documents are also tapped to the service's side channel (``sp.process``,
+``sample()``), and per-batch figures feed ``stats()``.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
+import bson
 from bson import json_util
 from bytewax.dataflow import Dataflow
 
-from flows.pipeline import flow_for
+from flows.pipeline import registry_from, tune_gc
+from sources.base import RawBatch
+from translator.compile import build_flow, compile_pipeline
+from translator.errors import TranslateError
+from translator.loader import options_from_mapping
+from translator.mql.values import ms_to_datetime
+from translator.windows import NEG_INF
+
+
+def _observer(batch: RawBatch, wm: int) -> None:
+    from service.channel import channel
+
+    ch = channel()
+    size = 0
+    for d, _ in batch:
+        try:
+            size += len(bson.encode(d))
+        except Exception:  # a document BSON can't encode still counts as a message
+            continue
+    ch.add_counts(inputMessageCount=len(batch), inputMessageSize=size)
+    if wm > NEG_INF:
+        ch.set_gauges(watermark=ms_to_datetime(wm))
 
 
 def from_definition(path: str) -> Dataflow:
+    from service.channel import ChannelSink, channel
+
     d = json_util.loads(Path(path).read_text(), json_options=json_util.JSONOptions(tz_aware=True))
-    return flow_for(
-        d["pipeline"],
-        d.get("options") or {},
-        d.get("connections"),
-        name=d["name"],
-        require_sink=not d.get("sample", False),
+    sample = bool(d.get("sample", False))
+    try:
+        registry = registry_from(d.get("connections"))
+        opts = options_from_mapping(dict(d.get("options") or {}), name=d["name"])
+        pipeline = compile_pipeline(d["pipeline"], registry, opts, require_sink=not sample)
+    except TranslateError as exc:
+        print(f"mqlflow: invalid pipeline: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    enabled = channel().enabled
+    kwargs: dict[str, Any] = {}
+    if pipeline.sink is None:
+        kwargs = {"output_sink": ChannelSink("output"), "dlq_sink": ChannelSink("dlq")} if enabled else {}
+    elif enabled:
+        kwargs = {"taps": (ChannelSink("output"), ChannelSink("dlq"))}
+    flow = build_flow(
+        pipeline, opts, registry, flow_id="processor", observer=_observer if enabled else None, **kwargs
     )
+    tune_gc()
+    return flow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -24,13 +23,9 @@ class _DocumentsPartition(StatefulSourcePartition[SourceItem, int]):
         chunk = self._docs[self._pos : self._pos + self._batch]
         self._pos += len(chunk)
         t = now_ms()
-        meta = {"source": {"type": "documents"}}
-        batch = []
-        for d in chunk:
-            doc = copy.deepcopy(d)
-            doc["_stream_meta"] = copy.deepcopy(meta)
-            batch.append((doc, t))
-        return [(PARTITION, batch)]
+        # A shallow copy is enough: stages never mutate nested values in place (they
+        # copy along the paths they change), only the top-level envelope is added.
+        return [(PARTITION, [({**d, "_stream_meta": {"source": {"type": "documents"}}}, t) for d in chunk])]
 
     def snapshot(self) -> int:
         return self._pos

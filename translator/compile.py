@@ -18,7 +18,7 @@ from translator.connections import ConnectionRegistry
 from translator.errors import TranslateError
 from translator.options import ProcessorOptions
 from translator.parse import parse_pipeline
-from translator.runtime import Plan, make_ingest_builder
+from translator.runtime import Observer, Plan, make_ingest_builder
 from translator.windows import DLQ, OUT, WIN, CloseLogic
 
 
@@ -137,14 +137,19 @@ def build_flow(
     output_sink: Sink[Any] | None = None,
     dlq_sink: Sink[Any] | None = None,
     flow_id: str = "mqlflow",
+    taps: tuple[Sink[Any], Sink[Any]] | None = None,
+    observer: Observer | None = None,
 ) -> Dataflow:
     """Wire the plan: source -> ingest (per partition) [-> close (per group bucket)] -> sinks.
 
-    Both sinks receive *batches* (lists of documents).
+    Both sinks receive *batches* (lists of documents). ``taps`` are extra (output, DLQ)
+    sinks fed the same batches (the service's ``sample()`` and stats side channel);
+    ``observer(raw_batch, watermark_ms)`` sees every ingested batch (for stats).
     """
     options = options or ProcessorOptions()
     registry = registry or ConnectionRegistry()
     plan = Plan.compile(pipeline, options)
+    plan.observer = observer
     source = source or make_source(pipeline, registry, options)
     if output_sink is None or dlq_sink is None:
         default_out, default_dlq = make_sinks(pipeline, registry, options)
@@ -169,6 +174,9 @@ def build_flow(
         dlq = op.merge("dlq", dlq, op.filter_map("close_dlq", closed, _payload(DLQ)))
     op.output("sink", out, output_sink)
     op.output("dlq_sink", dlq, dlq_sink)
+    if taps is not None:
+        op.output("tap_out", out, taps[0])
+        op.output("tap_dlq", dlq, taps[1])
     return flow
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -26,6 +26,7 @@ from translator.stages import Rec, Step, compile_steps, failure_reason, run_chai
 from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
 
 Emission = tuple[int, Any]
+Observer = Callable[[RawBatch, int], None]  # (raw batch, partition watermark ms)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Plan:
     pre: tuple[Step, ...]
     window: WindowPlan | None
     after: tuple[Step, ...]  # stateless stages after the window, run on its results
+    observer: Observer | None = None
 
     @staticmethod
     def compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
@@ -94,6 +96,8 @@ class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
             dlq.append(plan.dlq_doc(reason, doc, **extra))
 
         recs = self._stamp(batch, dlq_fn)
+        if plan.observer is not None:
+            plan.observer(batch, self.wm)
         emissions: list[Emission] = []
         if plan.pre:
             recs = run_chain(plan.pre, recs, dlq_fn)
@@ -124,19 +128,23 @@ class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
                 continue
             if processing:
                 t = now
+                value = ms_to_datetime(t)
             elif time_expr is not None:
                 try:
                     value = time_expr(doc, EMPTY_VARS)
                     if not isinstance(value, datetime):
                         raise ExprError("timeField", f"must evaluate to a date, got {bson_type(value)}")
                     t = datetime_to_ms(value)
+                    if value.microsecond % 1000 or value.tzinfo is not UTC:
+                        value = ms_to_datetime(t)  # BSON dates: UTC, millisecond precision
                 except Exception as exc:
                     dlq_fn(failure_reason("$source", self.time_path, exc), doc)
                     continue
             else:
                 t = src_t
+                value = ms_to_datetime(t)
             meta = doc.pop("_stream_meta", None)
-            doc[ts_field] = ms_to_datetime(t)
+            doc[ts_field] = value
             if meta is not None:
                 doc["_stream_meta"] = meta
             if windowed:

@@ -17,6 +17,7 @@ from two batch-level ``stateful_batch`` steps instead of ``fold_window``:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pickle
 import zlib
@@ -34,6 +35,10 @@ from translator.mql.values import MISSING, compare, hashable, ms_to_datetime
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
 
 NEG_INF = -(2**62)
+_UNARY = frozenset(
+    {"$sum", "$avg", "$min", "$max", "$first", "$last", "$push", "$addToSet", "$stdDevPop",
+     "$stdDevSamp", "$mergeObjects"}
+)
 DlqFn = Callable[..., None]  # (reason, doc, **extra)
 
 # Partial message from ingest to close: (partition, watermark_ms, partials, activity)
@@ -116,6 +121,24 @@ class WindowPlan:
     post: list[Callable[[list[dict[str, Any]], DlqFn, Vars], list[dict[str, Any]]]]
     buckets: int
     partition_by: Expr | None
+    extracts: list[Expr] = dataclasses.field(default_factory=list)
+    slot: list[int] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Accumulators over the same field path ($min/$max/$avg of "$obs.temp") share
+        # one evaluation per document.
+        seen: dict[str, int] = {}
+        group = next((s for s in self.stage.pipeline if isinstance(s, ir.GroupStage)), None)
+        args = [a.arg if a.op in _UNARY else None for a in group.accumulations] if group else []
+        for acc, arg in zip(self.accs, args, strict=True):
+            key = arg if isinstance(arg, str) and arg.startswith("$") else None
+            if key is not None and key in seen:
+                self.slot.append(seen[key])
+                continue
+            self.slot.append(len(self.extracts))
+            if key is not None:
+                seen[key] = len(self.extracts)
+            self.extracts.append(acc.extract)
 
     @staticmethod
     def compile(stage: ir.WindowStage, processor: str, buckets: int) -> WindowPlan:
@@ -228,27 +251,50 @@ class WindowPlan:
             out.setdefault(0, {}).setdefault(key, []).extend(d for d, _ in recs)
             return
         gid_f, accs = self.group_id, self.accs
-        nb = self.buckets
+        extracts = self.extracts
+        # Collect each group's extracted values for the whole batch, then fold them per
+        # accumulator in one call (add_many): per-document work is only evaluation.
+        groups: dict[Any, tuple[Any, list[tuple[dict[str, Any], list[Any]]]]] = {}
         for d, _ in recs:
             try:
                 gid = gid_f(d, v)
-                values = [a.extract(d, v) for a in accs]
+                vals = [ex(d, v) for ex in extracts]
             except Exception as exc:
                 dlq(failure_reason("$group", self.stage.path, exc), d)
                 continue
-            if gid is MISSING:
-                gid = None
-            hk = hashable(gid)
+            hk = gid if type(gid) is str else hashable(gid)
+            g = groups.get(hk)
+            if g is None:
+                groups[hk] = (None if gid is MISSING else gid, [(d, vals)])
+            else:
+                g[1].append((d, vals))
+        nb = self.buckets
+        for hk, (gid, rows) in groups.items():
             b = 0 if nb == 1 else bucket_of(hk, nb)
             table = out.setdefault(b, {}).setdefault(key, {})
             entry = table.get(hk)
             if entry is None:
                 entry = table[hk] = [gid, *(a.init() for a in accs)]
-            try:
-                for i, a in enumerate(accs, 1):
-                    entry[i] = a.add(entry[i], values[i - 1])
-            except Exception as exc:
-                dlq(failure_reason("$group", self.stage.path, exc), d)
+            self._fold_rows(entry, rows, dlq)
+
+    def _fold_rows(self, entry: list[Any], rows: list[tuple[dict[str, Any], list[Any]]], dlq: DlqFn) -> None:
+        accs, slot = self.accs, self.slot
+        cols = list(zip(*(vals for _, vals in rows), strict=True))
+        try:
+            new = [acc.fold(entry[i], list(cols[slot[i - 1]])) for i, acc in enumerate(accs, 1)]
+        except Exception:
+            # A value an accumulator rejects ($mergeObjects of a number...): fold one
+            # document at a time so only that document goes to the DLQ.
+            for d, vals in rows:
+                saved = list(entry)
+                try:
+                    for i, acc in enumerate(accs, 1):
+                        entry[i] = acc.add(entry[i], vals[slot[i - 1]])
+                except Exception as exc:
+                    entry[:] = saved
+                    dlq(failure_reason("$group", self.stage.path, exc), d)
+            return
+        entry[1:] = new
 
     def _fold_sessions(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
         st = self.stage

@@ -1,0 +1,170 @@
+"""The child's end of the side channel to the service (see :mod:`service.supervisor`).
+
+A processor child finds the socket in ``MQLFLOW_SAMPLE_SOCKET``. Output and DLQ
+documents go there for ``sp.process`` and ``sample()``; periodic cumulative figures
+go there for ``stats()`` and Prometheus. Figures travel this way rather than by
+scraping logs (issue 4 §5).
+
+Use from a flow::
+
+    from service.channel import ChannelSink, channel
+    build_flow(..., output_sink=ChannelSink("output"), dlq_sink=ChannelSink("dlq"))
+    channel().add_counts(inputMessageCount=n, inputMessageSize=bytes)   # anywhere
+    channel().set_gauges(watermark=dt, stateSize=n, operatorStats=[...])
+
+All calls are no-ops when the variable is unset, so flows run unchanged outside
+the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+ENV_SOCKET = "MQLFLOW_SAMPLE_SOCKET"
+STATS_INTERVAL_S = 1.0
+_COUNTERS = (
+    "inputMessageCount",
+    "inputMessageSize",
+    "outputMessageCount",
+    "outputMessageSize",
+    "dlqMessageCount",
+    "dlqMessageSize",
+)
+
+
+class Channel:
+    """One connection per child process, shared by all its workers (thread-safe)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.sampling = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._gauges: dict[str, Any] = {"stateSize": 0, "watermark": None}
+        self._last_sent = 0.0
+        if path:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(path)
+            except OSError:
+                return
+            self._sock = s
+            threading.Thread(target=self._read_control, name="mqlflow-channel", daemon=True).start()
+            threading.Thread(target=self._stats_loop, name="mqlflow-stats", daemon=True).start()
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def _read_control(self) -> None:
+        """Service -> child ``{"sample": bool}`` lines."""
+        assert self._sock is not None
+        buf = b""
+        with contextlib.suppress(OSError):
+            while True:
+                chunk = self._sock.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    with contextlib.suppress(ValueError):
+                        msg = json.loads(line)
+                        if isinstance(msg, dict) and "sample" in msg:
+                            self.sampling = bool(msg["sample"])
+
+    def _send(self, lines: list[str]) -> None:
+        if self._sock is None or not lines:
+            return
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        with self._lock:
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                self._sock = None
+
+    def send_docs(self, kind: str, docs: list[dict[str, Any]]) -> None:
+        """``kind`` is ``"output"`` or ``"dlq"``; sent only while someone samples."""
+        if self._sock is None or not self.sampling:
+            return
+        opts = CANONICAL_JSON_OPTIONS
+        self._send([json_util.dumps({"type": kind, "doc": d}, json_options=opts) for d in docs])
+
+    def add_counts(self, **counts: int) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                self._counts[k] = self._counts.get(k, 0) + v
+
+    def set_gauges(self, **gauges: Any) -> None:
+        with self._lock:
+            self._gauges.update(gauges)
+
+    def flush_stats(self) -> None:
+        with self._lock:
+            stats = {**self._counts, **self._gauges}
+        self._send([json_util.dumps({"type": "stats", "stats": stats}, json_options=CANONICAL_JSON_OPTIONS)])
+
+    def _stats_loop(self) -> None:
+        while self._sock is not None:
+            time.sleep(STATS_INTERVAL_S)
+            self.flush_stats()
+
+
+_channel: Channel | None = None
+_channel_lock = threading.Lock()
+
+
+def channel() -> Channel:
+    """The process-wide channel (connected on first use)."""
+    global _channel
+    with _channel_lock:
+        if _channel is None:
+            _channel = Channel(os.environ.get(ENV_SOCKET))
+            if _channel.enabled:
+                import atexit
+
+                atexit.register(_channel.flush_stats)
+        return _channel
+
+
+class _ChannelPartition(StatelessSinkPartition[Any]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.count_key = "outputMessageCount" if kind == "output" else "dlqMessageCount"
+        self.size_key = "outputMessageSize" if kind == "output" else "dlqMessageSize"
+        self.ch = channel()
+
+    def write_batch(self, items: list[Any]) -> None:
+        docs: list[dict[str, Any]] = []
+        for item in items:
+            if isinstance(item, list):
+                docs.extend(item)
+            else:
+                docs.append(item)
+        if not docs:
+            return
+        self.ch.add_counts(**{self.count_key: len(docs)})
+        self.ch.send_docs(self.kind, docs)
+
+
+class ChannelSink(DynamicSink[Any]):
+    """Bytewax sink for ``sp.process``: items are documents or lists (batches) of them."""
+
+    def __init__(self, kind: str = "output") -> None:
+        if kind not in ("output", "dlq"):
+            raise ValueError("kind must be 'output' or 'dlq'")
+        self.kind = kind
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ChannelPartition:
+        return _ChannelPartition(self.kind)

@@ -1,0 +1,897 @@
+"""Processor lifecycle: validation, persistence, supervised Bytewax children, samples.
+
+A started processor is its own process (``python -m bytewax.run ...`` with a
+recovery directory and snapshot interval), not tied to any client connection
+(reference §6 "Independence"); its checkpoints make a restart resume where it
+left off (reference §7).
+
+Side channel (child -> service): the service sets ``MQLFLOW_SAMPLE_SOCKET`` to the
+path of a Unix stream socket. The child connects (any number of connections, e.g.
+one per worker) and writes newline-terminated canonical Extended JSON objects:
+
+* ``{"type": "output", "doc": <document>}`` -- a document the pipeline emits;
+* ``{"type": "dlq", "doc": <DLQ document>}`` -- a document sent to the DLQ;
+* ``{"type": "stats", "stats": {...}}`` -- cumulative figures since the child started
+  (``inputMessageCount``, ``inputMessageSize``, ``outputMessageCount``,
+  ``outputMessageSize``, ``dlqMessageCount``, ``dlqMessageSize``, ``stateSize``,
+  ``watermark`` (date or null), optional ``operatorStats`` list); send about once a
+  second and once more at exit. With several connections the service sums the
+  counters over connections and takes the max watermark.
+
+Service -> child: on the same connection the service writes ``{"sample": true}`` or
+``{"sample": false}`` lines telling the child whether anyone is sampling; a child
+may skip sending ``output``/``dlq`` messages while sampling is off. For ``sp.process``
+(temporary processors) sampling is always on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import datetime as _dt
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bson
+from bson import Int64, json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+
+from service.errors import COMMAND_FAILED, FAILED_TO_PARSE, INVALID_OPTIONS, CommandError
+from service.store import ProcessorRecord, ProcessorStore, State, utcnow
+
+log = logging.getLogger("mqlflow.service")
+
+TIER_WORKERS = {"SP2": 1, "SP5": 1, "SP10": 2, "SP30": 4, "SP50": 8}
+STATUS_NAMES: dict[str, str] = {
+    "CREATED": "created",
+    "STARTED": "running",
+    "STOPPED": "stopped",
+    "FAILED": "error",
+}
+COUNTER_FIELDS = (
+    "inputMessageCount",
+    "inputMessageSize",
+    "outputMessageCount",
+    "outputMessageSize",
+    "dlqMessageCount",
+    "dlqMessageSize",
+)
+SIZE_FIELDS = frozenset(
+    {"inputMessageSize", "outputMessageSize", "dlqMessageSize", "stateSize"}
+)
+BATCH_MAX_DOCS = 100
+BATCH_MAX_BYTES = 4 * 1024 * 1024
+SAMPLE_BUFFER = 10_000
+TEMP_PREFIX = "__process_"
+# Options the service consumes itself; everything else goes to the translator.
+SERVICE_OPTIONS = frozenset({"limit", "timeoutSeconds", "workers", "tier", "resumeFromCheckpoint"})
+
+
+@dataclass
+class SupervisorConfig:
+    state_dir: Path
+    connections: str | None = None
+    snapshot_interval: float = 5.0
+    flow_target: str = "flows.processor:from_definition"
+    python: str = sys.executable
+    max_restarts: int = 5
+    restart_backoff: float = 1.0
+    healthy_after: float = 60.0
+    stop_timeout: float = 10.0
+    sample_idle_timeout: float = 30.0
+    process_max_seconds: float = 600.0
+    get_more_wait: float = 0.5
+    reap_interval: float = 2.0
+    extra_pythonpath: tuple[str, ...] = ()
+    users: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class SampleCursor:
+    """A ``sample()``/``sp.process`` cursor: a bounded buffer fed by the side channel."""
+
+    id: int
+    processor: str
+    limit: int | None
+    deadline: float | None
+    buffer: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=SAMPLE_BUFFER))
+    queued: int = 0  # documents accepted so far (against ``limit``)
+    last_poll: float = field(default_factory=time.monotonic)
+    ended: bool = False
+    error: str | None = None
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def push(self, doc: dict[str, Any]) -> None:
+        if self.ended or (self.limit is not None and self.queued >= self.limit):
+            return
+        self.buffer.append(doc)
+        self.queued += 1
+        self.event.set()
+
+    def end(self, error: str | None = None) -> None:
+        if not self.ended:
+            self.ended = True
+            self.error = self.error or error
+        self.event.set()
+
+    @property
+    def exhausted(self) -> bool:
+        return (self.ended or (self.limit is not None and self.queued >= self.limit)) and not self.buffer
+
+
+def _pdeathsig() -> None:
+    """Child dies with the service (Linux): a restarted service resumes it from its checkpoint."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _last_error_line(lines: Iterable[str]) -> str:
+    """The most telling stderr line: the last exception line of a traceback."""
+    tail = [ln.rstrip() for ln in lines if ln.strip()]
+    for ln in reversed(tail):
+        if not ln.startswith((" ", "\t", "Traceback", "The above exception", "During handling")):
+            return ln
+    return tail[-1] if tail else ""
+
+
+class Run:
+    """The running side of one processor: a child process, its channel and its samplers."""
+
+    def __init__(
+        self,
+        sup: Supervisor,
+        name: str,
+        workdir: Path,
+        definition: dict[str, Any],
+        workers: int,
+        *,
+        temporary: bool,
+    ) -> None:
+        self.sup = sup
+        self.name = name
+        self.workdir = workdir
+        self.definition = definition
+        self.workers = workers
+        self.temporary = temporary
+        self.proc: asyncio.subprocess.Process | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+        self.stderr_tail: deque[str] = deque(maxlen=60)
+        self.cursors: set[SampleCursor] = set()
+        self.sock_path = sup.sock_dir / f"{secrets.token_hex(6)}.sock"
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.conn_stats: dict[int, dict[str, Any]] = {}
+        self.base: dict[str, int] = sup.load_counters(workdir)
+        self.watermark: _dt.datetime | None = None
+        self.exit_error: str | None = None
+        self.finished = False
+
+    # --- channel -----------------------------------------------------------------
+    @property
+    def sampling(self) -> bool:
+        return self.temporary or bool(self.cursors)
+
+    async def open_channel(self) -> None:
+        self.server = await asyncio.start_unix_server(
+            self._on_channel, path=str(self.sock_path), limit=64 * 1024 * 1024
+        )
+
+    async def _on_channel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        key = id(writer)
+        self.writers.add(writer)
+        try:
+            writer.write(json.dumps({"sample": self.sampling}).encode() + b"\n")
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                try:
+                    msg = json_util.loads(line)
+                except Exception:
+                    log.warning("processor %s: bad side-channel line %r", self.name, line[:200])
+                    continue
+                self._on_message(key, msg)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            self.writers.discard(writer)
+            # Keep the final counters of this connection in the totals.
+            last = self.conn_stats.pop(key, None)
+            if last:
+                for f in COUNTER_FIELDS:
+                    self.base[f] = self.base.get(f, 0) + int(last.get(f, 0) or 0)
+            writer.close()
+
+    def _on_message(self, key: int, msg: Any) -> None:
+        if not isinstance(msg, dict):
+            return
+        kind = msg.get("type")
+        if kind in ("output", "dlq"):
+            doc = msg.get("doc")
+            if isinstance(doc, dict):
+                for c in list(self.cursors):
+                    c.push(doc)
+        elif kind == "stats" and isinstance(msg.get("stats"), dict):
+            st = msg["stats"]
+            self.conn_stats[key] = st
+            wm = st.get("watermark")
+            if isinstance(wm, _dt.datetime) and (self.watermark is None or wm > self.watermark):
+                self.watermark = wm
+
+    def broadcast_sampling(self) -> None:
+        line = json.dumps({"sample": self.sampling}).encode() + b"\n"
+        for w in list(self.writers):
+            with contextlib.suppress(Exception):
+                w.write(line)
+
+    async def close_channel(self) -> None:
+        for w in list(self.writers):
+            w.close()
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await self.server.wait_closed()
+            self.server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.sock_path.unlink()
+
+    # --- figures -----------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        out = {f: int(self.base.get(f, 0)) for f in COUNTER_FIELDS}
+        for st in self.conn_stats.values():
+            for f in COUNTER_FIELDS:
+                out[f] += int(st.get(f, 0) or 0)
+        return out
+
+    def state_size(self) -> int:
+        return sum(int(st.get("stateSize", 0) or 0) for st in self.conn_stats.values())
+
+    def operator_stats(self) -> list[Any]:
+        for st in self.conn_stats.values():
+            ops = st.get("operatorStats")
+            if isinstance(ops, list):
+                return ops
+        return []
+
+    # --- child process -----------------------------------------------------------
+    def command(self) -> list[str]:
+        cfg = self.sup.config
+        target = f"{cfg.flow_target}({str(self.workdir / 'definition.json')!r})"
+        cmd = [cfg.python, "-m", "bytewax.run", target, "-w", str(self.workers)]
+        if not self.temporary:
+            cmd += ["-r", str(self.workdir / "recovery"), "-s", str(max(1, round(cfg.snapshot_interval))), "-b", "0"]
+        return cmd
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["MQLFLOW_SAMPLE_SOCKET"] = str(self.sock_path)
+        env["MQLFLOW_PROCESSOR_NAME"] = self.name
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.sup.config.connections:
+            env["MQLFLOW_CONNECTIONS"] = self.sup.config.connections
+        if self.sup.config.extra_pythonpath:
+            parts = [*self.sup.config.extra_pythonpath]
+            if env.get("PYTHONPATH"):
+                parts.append(env["PYTHONPATH"])
+            env["PYTHONPATH"] = os.pathsep.join(parts)
+        return env
+
+    async def _read_stderr(self, stream: asyncio.StreamReader, logfile: Path) -> None:
+        with logfile.open("ab") as fh:
+            while True:
+                line = await stream.readline()
+                if not line:
+                    return
+                fh.write(line)
+                fh.flush()
+                self.stderr_tail.append(line.decode("utf-8", "replace"))
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        logfile = self.workdir / "child.log"
+        out = logfile.open("ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.command(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.env(),
+                start_new_session=True,
+                preexec_fn=_pdeathsig,
+            )
+        finally:
+            out.close()
+        (self.workdir / "child.pid").write_text(str(proc.pid))
+        return proc
+
+    async def supervise(self) -> None:
+        """Run the child; restart it with backoff when it crashes; FAILED after repeats."""
+        failures = 0
+        try:
+            while not self.stopping.is_set():
+                began = time.monotonic()
+                self.stderr_tail.clear()
+                self.proc = await self._spawn()
+                assert self.proc.stderr is not None
+                reader = asyncio.create_task(
+                    self._read_stderr(self.proc.stderr, self.workdir / "child.log")
+                )
+                rc = await self.proc.wait()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(reader, 5)
+                self.proc = None
+                with contextlib.suppress(FileNotFoundError):
+                    (self.workdir / "child.pid").unlink()
+                if self.stopping.is_set():
+                    return
+                if rc == 0:
+                    # A finite source ($source.documents) reached its end.
+                    log.info("processor %s: finished", self.name)
+                    self.finished = True
+                    await self.sup.on_finished(self)
+                    return
+                err = _last_error_line(self.stderr_tail) or f"exit code {rc}"
+                log.warning("processor %s: child exited with %s: %s", self.name, rc, err)
+                if time.monotonic() - began > self.sup.config.healthy_after:
+                    failures = 0
+                failures += 1
+                if self.temporary or failures > self.sup.config.max_restarts:
+                    self.exit_error = err
+                    await self.sup.on_failed(self, err, failures)
+                    return
+                delay = min(self.sup.config.restart_backoff * 2 ** (failures - 1), 30.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+        finally:
+            self.sup.save_counters(self)
+
+    async def terminate(self) -> None:
+        """Graceful stop: SIGINT, then SIGTERM, then SIGKILL."""
+        self.stopping.set()
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            for sig, wait in (
+                (signal.SIGINT, self.sup.config.stop_timeout),
+                (signal.SIGTERM, 5.0),
+                (signal.SIGKILL, 5.0),
+            ):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+                try:
+                    await asyncio.wait_for(proc.wait(), wait)
+                    break
+                except TimeoutError:
+                    continue
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self.task, 10)
+        await self.close_channel()
+
+
+class Supervisor:
+    """Owns the store, the connection registry, the running children and the cursors."""
+
+    def __init__(self, config: SupervisorConfig) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.connection_count = 0
+        self.users = config.users
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = ProcessorStore(config.state_dir / "processors.db")
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="mqlflow-"))
+        self.runs: dict[str, Run] = {}
+        self.cursors: dict[int, SampleCursor] = {}
+        self._registry: Any = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- lifecycle -----------------------------------------------------------------
+    def processor_dir(self, name: str) -> Path:
+        return self.config.state_dir / "processors" / name
+
+    async def startup(self) -> None:
+        """Resume processors that were STARTED when the service went down."""
+        self._reaper = asyncio.create_task(self._reap_loop())
+        for rec in self.store.all():
+            if rec.state == "STARTED":
+                log.info("resuming processor %s from its checkpoint", rec.name)
+                self._kill_stale_child(rec.name)
+                try:
+                    await self._launch(rec, resume=True)
+                except CommandError as e:
+                    self.store.set_state(rec.name, "FAILED", e.errmsg)
+
+    async def shutdown(self) -> None:
+        """Stop children but keep their STARTED state: the next start resumes them."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*(r.terminate() for r in list(self.runs.values())), return_exceptions=True)
+        for r in list(self.runs.values()):
+            if r.temporary:
+                shutil.rmtree(r.workdir, ignore_errors=True)
+        self.runs.clear()
+        self.store.close()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def _kill_stale_child(self, name: str) -> None:
+        """A child left by a killed service must not share the recovery dir with a new one."""
+        pidfile = self.processor_dir(name) / "child.pid"
+        try:
+            pid = int(pidfile.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.processor_dir(name) / "definition.json").encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.05)
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # --- registry and validation -------------------------------------------------------
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            try:
+                from translator.connections import load_registry  # type: ignore[attr-defined]
+            except ImportError:
+                self._registry = _toml_registry(self.config.connections)
+            else:
+                self._registry = load_registry(self.config.connections)
+        return self._registry
+
+    def _dlq_option(self, options: dict[str, Any]) -> dict[str, Any] | None:
+        dlq = options.get("dlq")
+        if dlq is None:
+            return None
+        if not isinstance(dlq, dict):
+            raise CommandError(INVALID_OPTIONS, "dlq must be a document {connectionName, db, coll}")
+        for key in ("connectionName", "db", "coll"):
+            if not isinstance(dlq.get(key), str) or not dlq[key]:
+                raise CommandError(INVALID_OPTIONS, f"dlq.{key} must be a non-empty string")
+        extra = sorted(set(dlq) - {"connectionName", "db", "coll"})
+        if extra:
+            raise CommandError(INVALID_OPTIONS, f"dlq: unknown field '{extra[0]}'")
+        if dlq["connectionName"] not in self.registry:
+            from translator.errors import did_you_mean
+
+            names = self.registry.names()
+            raise CommandError(
+                INVALID_OPTIONS,
+                f"dlq.connectionName: unknown connection '{dlq['connectionName']}'"
+                f"{did_you_mean(dlq['connectionName'], names)}; known connections: {', '.join(names)}",
+            )
+        return dlq
+
+    def _workers(self, options: dict[str, Any], default: int = 1) -> int:
+        workers = default
+        tier = options.get("tier")
+        if tier is not None:
+            if tier not in TIER_WORKERS:
+                raise CommandError(
+                    INVALID_OPTIONS, f"tier must be one of {', '.join(TIER_WORKERS)}, got {tier!r}"
+                )
+            workers = TIER_WORKERS[tier]
+        w = options.get("workers")
+        if w is not None:
+            if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 64:
+                raise CommandError(INVALID_OPTIONS, "workers must be an integer from 1 to 64")
+            workers = w
+        return workers
+
+    def validate(
+        self, name: str, pipeline: list[dict[str, Any]], options: dict[str, Any], *, require_sink: bool
+    ) -> dict[str, Any]:
+        """Compile once at create time, so a bad pipeline fails here (reference §1).
+
+        Returns the options the flow needs (``dlq`` and the translator's tuning knobs),
+        i.e. ``options`` without the service's own keys."""
+        from translator.compile import compile_pipeline
+        from translator.errors import TranslateError
+        from translator.loader import options_from_mapping
+
+        self._dlq_option(options)
+        flow_options = {k: v for k, v in options.items() if k not in SERVICE_OPTIONS}
+        try:
+            popts = options_from_mapping(dict(flow_options), name=name)
+        except TranslateError as e:
+            raise CommandError(INVALID_OPTIONS, str(e)) from e
+        try:
+            compile_pipeline(pipeline, self.registry, popts, require_sink=require_sink)
+        except TranslateError as e:
+            raise CommandError(FAILED_TO_PARSE, str(e)) from e
+        return flow_options
+
+    # --- queries -------------------------------------------------------------------
+    def list_processors(self, flt: dict[str, Any]) -> list[dict[str, Any]]:
+        entries = [r.to_list_entry() for r in self.store.all()]
+        return [e for e in entries if matches(e, flt)]
+
+    def list_connections(self, flt: dict[str, Any]) -> list[dict[str, Any]]:
+        kinds = {"sample": "inmemory", "mongodb": "atlas", "atlas": "atlas"}
+        out = []
+        for c in self.registry.all():
+            out.append({"name": c.name, "type": kinds.get(c.type, c.type)})
+        return [e for e in out if matches(e, flt)]
+
+    def _record(self, name: str) -> ProcessorRecord:
+        rec = self.store.get(name)
+        if rec is None:
+            raise CommandError(COMMAND_FAILED, f"stream processor '{name}' does not exist")
+        return rec
+
+    # --- commands ------------------------------------------------------------------------
+    async def create(self, name: str, pipeline: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        self._workers(options)
+        if self.store.get(name) is not None:
+            raise CommandError(COMMAND_FAILED, f"stream processor '{name}' already exists")
+        self.validate(name, pipeline, options, require_sink=True)
+        if self.store.create(name, pipeline, options) is None:
+            raise CommandError(COMMAND_FAILED, f"stream processor '{name}' already exists")
+
+    async def start(self, name: str, options: dict[str, Any]) -> None:
+        async with self._lock(name):
+            rec = self._record(name)
+            if rec.state == "STARTED":
+                raise CommandError(COMMAND_FAILED, f"stream processor '{name}' is already started")
+            resume = options.get("resumeFromCheckpoint", True)
+            if not isinstance(resume, bool):
+                raise CommandError(INVALID_OPTIONS, "resumeFromCheckpoint must be a boolean")
+            workers = self._workers(options, self._workers(rec.options))
+            await self._launch(rec, resume=resume, workers=workers)
+            self.store.set_state(name, "STARTED")
+
+    async def _launch(self, rec: ProcessorRecord, *, resume: bool, workers: int | None = None) -> None:
+        workers = workers or self._workers(rec.options)
+        workdir = self.processor_dir(rec.name)
+        workdir.mkdir(parents=True, exist_ok=True)
+        flow_options = {k: v for k, v in rec.options.items() if k not in SERVICE_OPTIONS}
+        self._write_definition(workdir, rec.name, rec.pipeline, flow_options)
+        recovery = workdir / "recovery"
+        if not resume and recovery.exists():
+            shutil.rmtree(recovery)
+        if not recovery.exists() or not any(recovery.iterdir()):
+            await self._init_recovery(recovery, max(1, workers))
+        run = Run(self, rec.name, workdir, {}, workers, temporary=False)
+        await run.open_channel()
+        self.runs[rec.name] = run
+        run.task = asyncio.create_task(run.supervise())
+
+    def _write_definition(
+        self, workdir: Path, name: str, pipeline: list[dict[str, Any]], flow_options: dict[str, Any]
+    ) -> None:
+        definition = {
+            "name": name,
+            "pipeline": pipeline,
+            "options": flow_options,
+            "connections": self.config.connections,
+        }
+        text = json_util.dumps(definition, json_options=CANONICAL_JSON_OPTIONS)
+        tmp = workdir / "definition.json.tmp"
+        tmp.write_text(text)
+        tmp.replace(workdir / "definition.json")
+
+    async def _init_recovery(self, recovery: Path, partitions: int) -> None:
+        recovery.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            self.config.python,
+            "-m",
+            "bytewax.recovery",
+            str(recovery),
+            str(partitions),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise CommandError(
+                COMMAND_FAILED,
+                f"cannot initialise checkpoints in {recovery}: {out.decode(errors='replace').strip()}",
+            )
+
+    async def stop(self, name: str) -> None:
+        async with self._lock(name):
+            rec = self._record(name)
+            run = self.runs.pop(name, None)
+            if rec.state not in ("STARTED", "FAILED") and run is None:
+                raise CommandError(COMMAND_FAILED, f"stream processor '{name}' is not started")
+            if run is not None:
+                for c in list(run.cursors):
+                    c.end()
+                await run.terminate()
+            self.store.set_state(name, "STOPPED")
+
+    async def drop(self, name: str) -> None:
+        run = self.runs.get(name)
+        if run is not None and run.temporary:
+            await self._drop_temporary(run)
+            return
+        if name.startswith(TEMP_PREFIX) and self.store.get(name) is None:
+            return  # sp.process's own cleanup after the temporary processor already ended
+        async with self._lock(name):
+            self._record(name)
+            run = self.runs.pop(name, None)
+            if run is not None:
+                for c in list(run.cursors):
+                    c.end()
+                await run.terminate()
+            self.store.delete(name)
+            shutil.rmtree(self.processor_dir(name), ignore_errors=True)
+        self._locks.pop(name, None)
+
+    async def modify(
+        self, name: str, pipeline: list[dict[str, Any]] | None, options: dict[str, Any]
+    ) -> None:
+        async with self._lock(name):
+            rec = self._record(name)
+            if rec.state == "STARTED":
+                raise CommandError(
+                    COMMAND_FAILED, f"stream processor '{name}' must be stopped before it is modified"
+                )
+            resume = options.pop("resumeFromCheckpoint", None)
+            if resume is not None and not isinstance(resume, bool):
+                raise CommandError(INVALID_OPTIONS, "resumeFromCheckpoint must be a boolean")
+            new_options = {**rec.options, **options}
+            self._workers(new_options)
+            new_pipeline = pipeline if pipeline is not None else rec.pipeline
+            self.validate(name, new_pipeline, new_options, require_sink=True)
+            self.store.update_definition(name, new_pipeline, new_options)
+            changed = pipeline is not None and bson.encode({"p": pipeline}) != bson.encode(
+                {"p": rec.pipeline}
+            )
+            # A changed pipeline has different operator state; keep the checkpoint only
+            # when the user explicitly asks for it.
+            if resume is False or (changed and resume is not True):
+                shutil.rmtree(self.processor_dir(name) / "recovery", ignore_errors=True)
+
+    def stats(self, name: str, scale: float, verbose: bool) -> dict[str, Any]:
+        rec = self._record(name)
+        run = self.runs.get(name)
+        counters = run.counters() if run else self._stored_counters(name)
+        state_size = run.state_size() if run else 0
+        st: dict[str, Any] = {"name": name, "processorId": rec.id, "status": STATUS_NAMES[rec.state]}
+        st["scaleFactor"] = Int64(int(scale)) if float(scale).is_integer() else float(scale)
+        for f in COUNTER_FIELDS:
+            v = counters[f]
+            st[f] = Int64(v) if f not in SIZE_FIELDS else _scaled(v, scale)
+        st["stateSize"] = _scaled(state_size, scale)
+        st["watermark"] = _naive(run.watermark) if run and run.watermark else None
+        if rec.error_msg:
+            st["errorMsg"] = rec.error_msg
+        if verbose:
+            st["operatorStats"] = run.operator_stats() if run else []
+        return {"ns": f"admin.{name}", "stats": st, "pipeline": rec.pipeline}
+
+    def _stored_counters(self, name: str) -> dict[str, int]:
+        base = self.load_counters(self.processor_dir(name))
+        return {f: int(base.get(f, 0)) for f in COUNTER_FIELDS}
+
+    def load_counters(self, workdir: Path) -> dict[str, int]:
+        try:
+            data = json.loads((workdir / "counters.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: int(v) for k, v in data.items() if k in COUNTER_FIELDS}
+
+    def save_counters(self, run: Run) -> None:
+        if run.temporary or not run.workdir.exists():
+            return
+        counters = run.counters()
+        with contextlib.suppress(OSError):
+            (run.workdir / "counters.json").write_text(json.dumps(counters))
+
+    # --- child events ------------------------------------------------------------------
+    async def on_finished(self, run: Run) -> None:
+        for c in list(run.cursors):
+            c.end()
+        if not run.temporary and self.runs.get(run.name) is run:
+            self.runs.pop(run.name, None)
+            self.store.set_state(run.name, "STOPPED")
+            await run.close_channel()
+
+    async def on_failed(self, run: Run, err: str, attempts: int) -> None:
+        for c in list(run.cursors):
+            c.end(err)
+        if not run.temporary and self.runs.get(run.name) is run:
+            self.runs.pop(run.name, None)
+            msg = f"processor failed after {attempts} attempts: {err}"
+            self.store.set_state(run.name, "FAILED", msg)
+            await run.close_channel()
+
+    # --- samples ----------------------------------------------------------------------------
+    def _new_cursor(self, processor: str, limit: Any, deadline: float | None) -> SampleCursor:
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise CommandError(INVALID_OPTIONS, "limit must be a positive integer")
+        cid = secrets.randbelow(2**62) + 1
+        cursor = SampleCursor(cid, processor, limit, deadline)
+        self.cursors[cid] = cursor
+        return cursor
+
+    async def process(self, pipeline: list[dict[str, Any]], options: dict[str, Any]) -> tuple[str, int]:
+        """``sp.process``: a temporary processor whose output comes back through a cursor."""
+        workers = self._workers(options)
+        timeout = options.get("timeoutSeconds", self.config.process_max_seconds)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise CommandError(INVALID_OPTIONS, "timeoutSeconds must be a positive number")
+        timeout = min(float(timeout), self.config.process_max_seconds)
+        name = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+        flow_options = self.validate(name, pipeline, options, require_sink=False)
+        cursor = self._new_cursor(name, options.get("limit"), time.monotonic() + timeout)
+        workdir = self.config.state_dir / "tmp" / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._write_definition(workdir, name, pipeline, flow_options)
+        run = Run(self, name, workdir, {}, workers, temporary=True)
+        run.cursors.add(cursor)
+        await run.open_channel()
+        self.runs[name] = run
+        run.task = asyncio.create_task(run.supervise())
+        return name, cursor.id
+
+    async def _drop_temporary(self, run: Run) -> None:
+        self.runs.pop(run.name, None)
+        for c in list(run.cursors):
+            c.end()
+            self.cursors.pop(c.id, None)
+        await run.terminate()
+        shutil.rmtree(run.workdir, ignore_errors=True)
+
+    def start_sample(self, name: str, limit: Any) -> int:
+        rec = self._record(name)
+        run = self.runs.get(name)
+        if rec.state != "STARTED" or run is None:
+            raise CommandError(COMMAND_FAILED, f"stream processor '{name}' is not started")
+        cursor = self._new_cursor(name, limit, None)
+        run.cursors.add(cursor)
+        run.broadcast_sampling()
+        return cursor.id
+
+    async def get_more(self, name: str, cursor_id: int) -> tuple[list[dict[str, Any]], int]:
+        cursor = self.cursors.get(cursor_id)
+        if cursor is None or cursor.processor != name:
+            raise CommandError(
+                COMMAND_FAILED, f"cursor {cursor_id} for stream processor '{name}' does not exist"
+            )
+        cursor.last_poll = time.monotonic()
+        if not cursor.buffer and not cursor.exhausted:
+            cursor.event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cursor.event.wait(), self.config.get_more_wait)
+        cursor.last_poll = time.monotonic()
+        batch: list[dict[str, Any]] = []
+        size = 0
+        while cursor.buffer and len(batch) < BATCH_MAX_DOCS and size < BATCH_MAX_BYTES:
+            doc = cursor.buffer.popleft()
+            batch.append(doc)
+            size += len(bson.encode(doc))
+        if cursor.exhausted:
+            self._close_cursor(cursor)
+            if cursor.error and not batch:
+                raise CommandError(COMMAND_FAILED, f"stream processor '{name}' failed: {cursor.error}")
+            return batch, 0
+        return batch, cursor.id
+
+    def _close_cursor(self, cursor: SampleCursor) -> None:
+        self.cursors.pop(cursor.id, None)
+        run = self.runs.get(cursor.processor)
+        if run is not None:
+            run.cursors.discard(cursor)
+            if not run.temporary:
+                run.broadcast_sampling()
+            elif not run.cursors:
+                # The only reader is done (limit reached): stop the child now.
+                run.stopping.set()
+                asyncio.get_running_loop().create_task(self._drop_temporary(run))
+
+    async def _reap_loop(self) -> None:
+        """Drop abandoned cursors (no getMore for a while) and expired ``sp.process`` runs."""
+        while True:
+            await asyncio.sleep(self.config.reap_interval)
+            now = time.monotonic()
+            for cursor in list(self.cursors.values()):
+                if cursor.deadline is not None and now > cursor.deadline:
+                    cursor.end()
+                if now - cursor.last_poll > self.config.sample_idle_timeout:
+                    log.info("closing idle sample cursor %s of %s", cursor.id, cursor.processor)
+                    cursor.end()
+                    self._close_cursor(cursor)
+
+
+def _toml_registry(path: str | None) -> Any:
+    """Fallback until ``translator.connections.load_registry`` exists: ``[connections.<name>]``
+    tables (or top-level ``[<name>]`` tables) with a ``type`` and its fields."""
+    import tomllib
+
+    from translator.connections import Connection, ConnectionRegistry
+
+    if not path:
+        return ConnectionRegistry()
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    tables = data.get("connections", data)
+    conns = {
+        n: Connection(name=n, **{k: v for k, v in t.items() if k != "name"})
+        for n, t in tables.items()
+        if isinstance(t, dict)
+    }
+    return ConnectionRegistry(conns)
+
+
+def _scaled(v: int, scale: float) -> Int64 | float:
+    if scale == 1:
+        return Int64(v)
+    return v / scale
+
+
+def _naive(d: _dt.datetime) -> _dt.datetime:
+    return d.astimezone(_dt.UTC).replace(tzinfo=None) if d.tzinfo else d
+
+
+def matches(doc: dict[str, Any], flt: dict[str, Any]) -> bool:
+    """A small query matcher for ``listStreamProcessors``/``listStreamConnections`` filters:
+    top-level or dotted fields with equality, ``$eq``, ``$ne``, ``$in``, ``$nin``,
+    ``$exists``, ``$regex``, plus ``$and``/``$or``."""
+    for key, cond in flt.items():
+        if key == "$and":
+            if not all(matches(doc, f) for f in cond):
+                return False
+            continue
+        if key == "$or":
+            if not any(matches(doc, f) for f in cond):
+                return False
+            continue
+        value: Any = doc
+        present = True
+        for part in key.split("."):
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                present, value = False, None
+                break
+        if isinstance(cond, dict) and cond and all(k.startswith("$") for k in cond):
+            if not all(_op(op, arg, value, present) for op, arg in cond.items()):
+                return False
+        elif not (present and value == cond):
+            return False
+    return True
+
+
+def _op(op: str, arg: Any, value: Any, present: bool) -> bool:
+    import re
+
+    if op == "$eq":
+        return present and value == arg
+    if op == "$ne":
+        return not (present and value == arg)
+    if op == "$in":
+        return present and value in arg
+    if op == "$nin":
+        return not (present and value in arg)
+    if op == "$exists":
+        return present == bool(arg)
+    if op == "$regex":
+        return present and isinstance(value, str) and re.search(arg, value) is not None
+    raise CommandError(FAILED_TO_PARSE, f"unsupported filter operator {op}")
+
+
+__all__ = ["State", "Supervisor", "SupervisorConfig", "matches", "utcnow"]

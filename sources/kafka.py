@@ -1,0 +1,434 @@
+"""Kafka ``$source`` (reference §2, §3, §7): one Bytewax partition per Kafka partition.
+
+Why not ``bytewax.connectors.kafka.KafkaSource``: it emits per message and has no way
+to say "this partition is idle", and ASP keeps one watermark per Kafka partition and
+ignores a partition idle longer than ``partitionIdleTimeout``. Here every Kafka
+partition ``<topic>-<n>`` is its own Bytewax partition with its own ``Consumer``
+assigned to it, so :class:`translator.runtime.IngestLogic` (keyed by partition) keeps
+that partition's watermark and the window's close step takes the minimum.
+
+Offsets live in Bytewax recovery state (the snapshot is the next offset to read), so a
+restart resumes exactly at the last checkpoint: records after it are read again, which
+is ASP's at-least-once (reference §7). ``enable.auto.commit`` is always off; with an
+explicit ``config.group_id`` the offsets are also committed to that group (on every
+batch with ``enable_auto_commit: true``, else at each checkpoint) so Kafka tooling can
+watch lag, as ASP does.
+
+Unparsable messages cannot go to the DLQ from here (a source has one output), so they
+are emitted as *marker records* ``{SOURCE_DLQ_KEY: {"reason", "doc"}}`` that the ingest
+step routes to the DLQ (see :func:`is_source_dlq`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import struct
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import json_util
+from bson.int64 import Int64
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from sources.base import IdleBatch, RawBatch, SourceItem, now_ms
+from translator import ir
+from translator.connections import Connection
+from translator.errors import TranslateError
+from translator.mql.values import ms_to_datetime
+from translator.options import ProcessorOptions
+
+log = logging.getLogger(__name__)
+
+SOURCE_DLQ_KEY = "__mqlflow_dlq__"
+"""A source record whose document is ``{SOURCE_DLQ_KEY: {"reason": str, "doc": dict}}``
+is not data: the ingest step must send ``doc`` to the DLQ with ``reason``."""
+
+EJSON_OPTIONS = json_util.JSONOptions(tz_aware=True)
+POLL_INTERVAL_S = 0.01  # wait this long after an empty poll (no busy loop)
+METADATA_TIMEOUT_S = 15.0
+
+EARLIEST = frozenset({"earliest", "beginning", "smallest"})
+LATEST = frozenset({"latest", "end", "largest"})
+KEY_FORMATS = ("binData", "string", "json", "int", "long")
+SOURCE_CONFIG_KEYS = frozenset(
+    {"auto_offset_reset", "group_id", "enable_auto_commit", "keyFormat", "keyFormatError"}
+)
+
+# Errors in a consumed message that mean "this partition cannot be read": fail the processor.
+_FATAL_CODES = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+    }
+)
+
+
+def is_source_dlq(doc: dict[str, Any]) -> bool:
+    return SOURCE_DLQ_KEY in doc
+
+
+def source_dlq(reason: str, doc: dict[str, Any]) -> dict[str, Any]:
+    return {SOURCE_DLQ_KEY: {"reason": reason, "doc": doc}}
+
+
+# ---- connection -> librdkafka configuration -----------------------------------------------
+
+_CONN_FIELDS = frozenset({"name", "type", "uri", "bootstrap_servers", "url"})
+
+
+def kafka_client_config(conn: Connection) -> dict[str, Any]:
+    """librdkafka settings for a ``kafka`` connection.
+
+    ``bootstrap_servers`` is required. Other settings of the connection (security:
+    ``security_protocol``, ``sasl_mechanism``, ``sasl_username``, ``ssl_ca_location``...)
+    are passed through with ``_`` turned into ``.``; a nested ``config`` table is passed
+    verbatim (librdkafka names).
+    """
+    if conn.type != "kafka":
+        raise TranslateError(f"connections.{conn.name}", f"connection '{conn.name}' is of type '{conn.type}', not 'kafka'")
+    if not conn.bootstrap_servers:
+        raise TranslateError(f"connections.{conn.name}.bootstrap_servers", "a kafka connection needs bootstrap_servers")
+    cfg: dict[str, Any] = {"bootstrap.servers": conn.bootstrap_servers}
+    for k, v in (conn.model_dump(exclude_none=True)).items():
+        if k in _CONN_FIELDS or v is None:
+            continue
+        if k == "config" and isinstance(v, dict):
+            cfg.update({str(a): b for a, b in v.items()})
+        elif isinstance(v, (str, int, float, bool)):
+            cfg[k.replace("_", ".")] = v
+    return cfg
+
+
+# ---- message decoding ------------------------------------------------------------------------
+
+
+def parse_value(raw: bytes) -> dict[str, Any]:
+    """A Kafka value as a document: JSON, or canonical/relaxed Extended JSON (reference §2).
+
+    Raises ``ValueError`` with the reason for anything else.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"message value is not valid UTF-8: {exc}") from None
+    return _parse_json_text(text, "message value", object_only=True)
+
+
+def _parse_json_text(text: str, what: str, *, object_only: bool) -> Any:
+    try:
+        if "$" in text or "\\u" in text:
+            value = json_util.loads(text, json_options=EJSON_OPTIONS)
+        else:
+            value = json.loads(text)  # no Extended JSON possible: the fast path
+    except Exception as exc:
+        raise ValueError(f"{what} is not valid JSON or Extended JSON: {exc}") from None
+    if object_only and not isinstance(value, dict):
+        raise ValueError(f"{what} is JSON but not an object (got {type(value).__name__})")
+    return value
+
+
+def _key_bin(raw: bytes) -> Any:
+    return raw
+
+
+def _key_string(raw: bytes) -> Any:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8: {exc}") from None
+
+
+def _key_json(raw: bytes) -> Any:
+    return _parse_json_text(_key_string(raw), "key", object_only=False)
+
+
+def _key_int(raw: bytes) -> Any:
+    if len(raw) != 4:
+        raise ValueError(f"an int key is 4 bytes (big-endian), got {len(raw)}")
+    return struct.unpack(">i", raw)[0]
+
+
+def _key_long(raw: bytes) -> Any:
+    if len(raw) != 8:
+        raise ValueError(f"a long key is 8 bytes (big-endian), got {len(raw)}")
+    return Int64(struct.unpack(">q", raw)[0])
+
+
+KEY_DECODERS = {"binData": _key_bin, "string": _key_string, "json": _key_json, "int": _key_int, "long": _key_long}
+
+
+# ---- settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaSourceSettings:
+    topics: tuple[str, ...]
+    earliest: bool
+    group_id: str | None  # explicit config.group_id: commit offsets to it
+    consumer_group: str  # the group.id librdkafka is given
+    auto_commit: bool
+    key_format: str
+    key_error_dlq: bool
+    idle_timeout_ms: int | None
+    ts_field: str
+    batch_size: int
+    client: dict[str, Any]
+
+    @staticmethod
+    def from_stage(src: ir.SourceStage, conn: Connection, options: ProcessorOptions) -> KafkaSourceSettings:
+        path = f"{src.path}.config"
+        if not src.topic:
+            raise TranslateError(f"{src.path}.topic", "a Kafka $source needs 'topic' (a string or an array of strings)")
+        cfg = src.config
+        for k in cfg:
+            if k not in SOURCE_CONFIG_KEYS:
+                raise TranslateError(f"{path}.{k}", f"unknown Kafka $source option '{k}'; allowed: {', '.join(sorted(SOURCE_CONFIG_KEYS))}")
+        reset = cfg.get("auto_offset_reset", "latest")
+        if reset not in EARLIEST and reset not in LATEST:
+            raise TranslateError(
+                f"{path}.auto_offset_reset",
+                f"must be one of earliest, beginning, smallest, latest, end, largest; got {reset!r}",
+            )
+        group = cfg.get("group_id")
+        if group is not None and (not isinstance(group, str) or not group):
+            raise TranslateError(f"{path}.group_id", "must be a non-empty string")
+        auto_commit = cfg.get("enable_auto_commit", False)
+        if not isinstance(auto_commit, bool):
+            raise TranslateError(f"{path}.enable_auto_commit", "must be a boolean")
+        key_format = cfg.get("keyFormat", "binData")
+        if key_format not in KEY_FORMATS:
+            raise TranslateError(f"{path}.keyFormat", f"must be one of {', '.join(KEY_FORMATS)}; got {key_format!r}")
+        key_error = cfg.get("keyFormatError", "dlq")
+        if key_error not in ("dlq", "passThrough"):
+            raise TranslateError(f"{path}.keyFormatError", f"must be 'dlq' or 'passThrough'; got {key_error!r}")
+        return KafkaSourceSettings(
+            topics=src.topic,
+            earliest=reset in EARLIEST,
+            group_id=group,
+            consumer_group=group or f"mqlflow-{options.name}-consumer",
+            auto_commit=auto_commit,
+            key_format=key_format,
+            key_error_dlq=key_error == "dlq",
+            idle_timeout_ms=src.partition_idle_timeout_ms,
+            ts_field=src.ts_field_name,
+            batch_size=options.batch_size,
+            client=kafka_client_config(conn),
+        )
+
+
+# ---- the source ----------------------------------------------------------------------------
+
+
+class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
+    """One Kafka partition. Snapshot: the offset of the next message to read."""
+
+    def __init__(self, key: str, topic: str, partition: int, s: KafkaSourceSettings, resume: int | None) -> None:
+        self.key = key
+        self.topic = topic
+        self.partition = partition
+        self.s = s
+        self.decode_key = KEY_DECODERS[s.key_format]
+        self.consumer = Consumer(
+            {
+                **s.client,
+                "group.id": s.consumer_group,
+                "client.id": f"mqlflow-{key}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": False,
+                # Used only if a checkpointed offset no longer exists (retention).
+                "auto.offset.reset": "earliest" if s.earliest else "latest",
+                "queued.max.messages.kbytes": 16384,
+            }
+        )
+        tp = TopicPartition(topic, partition)
+        start = resume
+        if start is None and s.group_id is not None:
+            # Kafka semantics: a group's committed offset wins over auto_offset_reset.
+            committed = self.consumer.committed([tp], timeout=METADATA_TIMEOUT_S)[0].offset
+            if committed >= 0:
+                start = committed
+        if start is None:
+            # Resolve "earliest"/"latest" to a concrete offset now, so that a snapshot
+            # taken before the first message still resumes from here.
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S, cached=False)
+            start = low if s.earliest else high
+        self.next_offset: int = start
+        self.checkpoint_offset: int | None = resume
+        self.consumer.assign([TopicPartition(topic, partition, start)])
+        self.last_data = time.monotonic()
+        self.idle = False
+        self.empty = False
+
+    # -- Bytewax callbacks ---------------------------------------------------------------------
+
+    def next_batch(self) -> list[SourceItem]:
+        msgs = self.consumer.consume(self.s.batch_size, timeout=0)
+        if not msgs:
+            self.empty = True
+            idle_ms = self.s.idle_timeout_ms
+            if idle_ms is not None and not self.idle and (time.monotonic() - self.last_data) * 1000 >= idle_ms:
+                # ASP partitionIdleTimeout: stop holding the processor watermark back.
+                self.idle = True
+                return [(self.key, IdleBatch())]
+            return []
+        self.empty = False
+        batch: RawBatch = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal() or err.code() in _FATAL_CODES:
+                    raise KafkaException(err)
+                log.warning("kafka source %s: %s", self.key, err)
+                continue
+            batch.append(self._record(msg))
+            self.next_offset = msg.offset() + 1  # type: ignore[operator]
+        if not batch:
+            return []
+        self.last_data = time.monotonic()
+        self.idle = False
+        if self.s.auto_commit and self.s.group_id is not None:
+            self._commit()
+        return [(self.key, batch)]
+
+    def next_awake(self) -> datetime | None:
+        if not self.empty:
+            return None
+        delay = POLL_INTERVAL_S
+        idle_ms = self.s.idle_timeout_ms
+        if idle_ms is not None and not self.idle:
+            delay = max(0.0, min(delay, self.last_data + idle_ms / 1000 - time.monotonic()))
+        return datetime.now(UTC) + timedelta(seconds=delay)
+
+    def snapshot(self) -> int:
+        self.checkpoint_offset = self.next_offset
+        if self.s.group_id is not None and not self.s.auto_commit:
+            self._commit()
+        return self.next_offset
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        try:
+            self.consumer.commit(offsets=[TopicPartition(self.topic, self.partition, self.next_offset)], asynchronous=True)
+        except KafkaException as exc:  # advisory only: Bytewax recovery holds the truth
+            log.warning("kafka source %s: offset commit failed: %s", self.key, exc)
+
+    def _record(self, msg: Message) -> tuple[dict[str, Any], int]:
+        ts_type, ts = msg.timestamp()
+        src_t = now_ms() if ts_type == TIMESTAMP_NOT_AVAILABLE or ts < 0 else ts
+        raw_headers = msg.headers()
+        meta: dict[str, Any] = {
+            "type": "kafka",
+            "ts": ms_to_datetime(src_t),
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": msg.offset(),
+        }
+        key_error: str | None = None
+        raw_key = msg.key()
+        if raw_key is None:
+            meta["key"] = None
+        else:
+            try:
+                meta["key"] = self.decode_key(raw_key)  # type: ignore[arg-type]
+            except ValueError as exc:
+                key_error = f"Failed to deserialize the Kafka message key as {self.s.key_format}: {exc}"
+        meta["headers"] = [{"k": h[0], "v": h[1]} for h in raw_headers] if raw_headers else []
+        value = msg.value()
+        ts_value = ms_to_datetime(src_t)
+        if value is None:
+            reason = "Kafka message has no value (a tombstone), not a JSON document"
+            return source_dlq(reason, self._raw_doc(None, raw_key, meta, ts_value)), src_t
+        try:
+            doc = parse_value(value)  # type: ignore[arg-type]
+        except ValueError as exc:
+            reason = f"Failed to parse the Kafka message as JSON or Extended JSON: {exc}"
+            return source_dlq(reason, self._raw_doc(value, raw_key, meta, ts_value)), src_t  # type: ignore[arg-type]
+        if key_error is not None and self.s.key_error_dlq:
+            meta["key"] = raw_key  # the raw bytes, for the DLQ reader
+            doc[self.s.ts_field] = ts_value
+            doc["_stream_meta"] = {"source": meta}
+            return source_dlq(key_error, doc), src_t
+        # keyFormatError passThrough: "sends the document to the next stage without key data"
+        doc["_stream_meta"] = {"source": meta}
+        return doc, src_t
+
+    def _raw_doc(self, value: bytes | None, raw_key: Any, meta: dict[str, Any], ts: datetime) -> dict[str, Any]:
+        if "key" not in meta:
+            meta["key"] = raw_key
+        return {
+            "rawValue": None if value is None else base64.b64encode(value).decode("ascii"),
+            self.s.ts_field: ts,
+            "_stream_meta": {"source": meta},
+        }
+
+
+class KafkaSource(FixedPartitionedSource[SourceItem, int]):
+    """Every partition of every ``topic``, keyed ``"<topic>-<n>"``."""
+
+    def __init__(self, settings: KafkaSourceSettings) -> None:
+        self.settings = settings
+        self._parts: list[str] | None = None
+
+    def list_parts(self) -> list[str]:
+        if self._parts is None:
+            self._parts = list_partitions(self.settings.client, self.settings.topics)
+        return list(self._parts)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+        topic, n = for_part.rsplit("-", 1)
+        return _KafkaPartition(for_part, topic, int(n), self.settings, resume_state)
+
+
+def list_partitions(client: dict[str, Any], topics: tuple[str, ...]) -> list[str]:
+    """``["<topic>-<n>", ...]`` from the cluster metadata; a missing topic is an error."""
+    admin = AdminClient(client)
+    md = admin.list_topics(timeout=METADATA_TIMEOUT_S)
+    parts: list[str] = []
+    for t in topics:
+        tmd = md.topics.get(t)
+        if tmd is None or tmd.error is not None:
+            why = "does not exist" if tmd is None else str(tmd.error)
+            raise RuntimeError(f"Kafka $source: topic '{t}' {why} on {client.get('bootstrap.servers')}")
+        parts.extend(f"{t}-{p}" for p in sorted(tmd.partitions))
+    return parts
+
+
+def build_kafka_source(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> KafkaSource:
+    """``SOURCE_BUILDERS["kafka"]``: validate the stage (create-time errors) and build."""
+    return KafkaSource(KafkaSourceSettings.from_stage(pipeline.source, conn, options))
+
+
+__all__ = [
+    "SOURCE_DLQ_KEY",
+    "KafkaSource",
+    "KafkaSourceSettings",
+    "build_kafka_source",
+    "is_source_dlq",
+    "kafka_client_config",
+    "list_partitions",
+    "parse_value",
+    "source_dlq",
+]
