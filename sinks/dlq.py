@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 from typing import Any
 
 from bson import ObjectId
@@ -11,19 +12,34 @@ LATE_REASON = "Input document arrived late."
 VALIDATE_REASON = "Input document found to be invalid in $validate stage"
 
 
+def dlq_id(doc: Any, reason: str) -> ObjectId:
+    src = doc.get("_stream_meta", {}).get("source") if isinstance(doc, dict) else None
+    if isinstance(src, dict) and "offset" in src and "partition" in src:
+        key = f"{src.get('topic')}/{src['partition']}/{src['offset']}/{reason}"
+        return ObjectId(hashlib.blake2b(key.encode(), digest_size=12).digest())
+    return ObjectId()
+
+
 def dlq_document(reason: str, doc: Any, processor_name: str, **extra: Any) -> dict[str, Any]:
     """Build ``{_id, errInfo: {reason}, doc, processorName, dlqTime, ...extra}``.
 
     ASP puts the offending document, envelope included, under ``doc``; late data adds
-    ``missedWindowStartTimes``. ``_id`` is a fresh ObjectId: DLQ delivery is best
-    effort and not deduplicated (reference §5).
+    ``missedWindowStartTimes``. For documents from a source with offsets (Kafka) the
+    ``_id`` is derived from topic, partition, offset and reason, so a replay after a
+    crash rewrites the same DLQ entry instead of adding a duplicate; otherwise it is a
+    fresh ObjectId (DLQ delivery is best effort, reference §5).
     """
     out: dict[str, Any] = {
-        "_id": ObjectId(),
+        "_id": dlq_id(doc, reason),
         "errInfo": {"reason": reason},
         "doc": doc,
         "processorName": processor_name,
-        "dlqTime": _dt.datetime.now(_dt.UTC).replace(microsecond=(_dt.datetime.now().microsecond // 1000) * 1000),
+        "dlqTime": _now_ms_precision(),
     }
     out.update(extra)
     return out
+
+
+def _now_ms_precision() -> _dt.datetime:
+    now = _dt.datetime.now(_dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

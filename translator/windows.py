@@ -28,6 +28,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from sinks.dlq import LATE_REASON
 from translator import ir
 from translator.accumulators import AccSpec, compile_accumulator
 from translator.mql.expr import META, Ctx, Expr, Vars, compile_expr, get_path
@@ -392,8 +393,6 @@ def bucket_of(hk: Any, n: int) -> int:
 
 
 def dlq_late(dlq: DlqFn, doc: dict[str, Any], starts: list[int]) -> None:
-    from sinks.dlq import LATE_REASON
-
     dlq(LATE_REASON, doc, missedWindowStartTimes=[ms_to_datetime(s) for s in starts])
 
 
@@ -428,8 +427,10 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         self.sessions: dict[Any, list[list[Any]]] = {}
         self.last_activity: float = _now_ms()
         self.idle: set[str] = set()
+        self.closed_upto = NEG_INF  # start of the last closed window
+        self.late: list[dict[str, Any]] = []
         if resume is not None:
-            self.wms, self.windows, self.sessions, self.last_activity, self.idle = pickle.loads(resume)
+            (self.wms, self.windows, self.sessions, self.last_activity, self.idle, self.closed_upto) = pickle.loads(resume)
 
     # -- Bytewax callbacks ---------------------------------------------------------------
 
@@ -474,7 +475,8 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         return None
 
     def snapshot(self) -> bytes:
-        return pickle.dumps((self.wms, self.windows, self.sessions, self.last_activity, self.idle), protocol=5)
+        state = (self.wms, self.windows, self.sessions, self.last_activity, self.idle, self.closed_upto)
+        return pickle.dumps(state, protocol=5)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -501,8 +503,22 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
     def _merge_windows(self, partials: dict[int, Any]) -> None:
         plan, windows = self.plan, self.windows
         for start, payload in partials.items():
+            if start <= self.closed_upto and start not in windows:
+                self._late_partial(start, payload)
+                continue
             cur = windows.get(start)
             windows[start] = payload if cur is None else plan.merge_payload(cur, payload)
+
+    def _late_partial(self, start: int, payload: Any) -> None:
+        """A partial for a window that already closed. Its partition was idle (so the
+        processor watermark moved on without it) and resumed with older data; the
+        partition's own watermark could not tell. The documents are late: DLQ them, or
+        for a $group window the group's partial result, which is what is left of them."""
+        plan = self.plan
+        meta = plan.meta_for(start, self._end(start))
+        missed = [ms_to_datetime(start)]
+        for doc in plan.finalize(payload, meta, lambda r, d, **kw: None):
+            self.late.append(self.dlq_doc(LATE_REASON, doc, missedWindowStartTimes=missed))
 
     def _merge_sessions(self, partials: dict[Any, list[list[Any]]]) -> None:
         gap = self.plan.stage.gap_ms
@@ -557,10 +573,14 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
                 if wm is not None and end + lateness > wm:
                     break
                 payload = self.windows.pop(start)
+                self.closed_upto = max(self.closed_upto, start)
                 out.extend(plan.finalize(payload, plan.meta_for(start, end), dlq_fn))
         if out and self.after:
             # Stages after the window run on its results ($project, $addFields ...).
             out = [d for d, _ in run_chain(self.after, [(d, 0) for d in out], lambda r, d: dlq_fn(r, d))]
+        if self.late:
+            dlq.extend(self.late)
+            self.late = []
         res: list[tuple[int, list[dict[str, Any]]]] = []
         if out:
             res.append((OUT, out))

@@ -333,12 +333,15 @@ class _Scripted(FixedPartitionedSource[Any, None]):
         return Part()
 
 
-def _run_scripted(script: dict[str, list[Any]]) -> list[dict[str, Any]]:
+def _run_scripted(script: dict[str, list[Any]], dlq: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     options = ProcessorOptions(name="t")
     p = compile_pipeline([{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}}, tumbling()], options=options)
     out: list[list[dict[str, Any]]] = []
-    flow = build_flow(p, options, source=_Scripted(script), output_sink=TestingSink(out), dlq_sink=TestingSink([]))
+    dlq_batches: list[list[dict[str, Any]]] = []
+    flow = build_flow(p, options, source=_Scripted(script), output_sink=TestingSink(out), dlq_sink=TestingSink(dlq_batches))
     run_main(flow)
+    if dlq is not None:
+        dlq.extend(d for b in dlq_batches for d in b)
     return [d for b in out for d in b]
 
 
@@ -409,3 +412,22 @@ def test_tumbling_offset_shifts_window_alignment() -> None:
 def test_meta_reads_source_envelope() -> None:
     result = run_pipeline([src([{"t": at(0)}]), {"$project": {"_id": 0, "type": {"$meta": "stream.source.type"}}}])
     assert result.output == [{"type": "documents"}]
+
+
+def test_partial_for_an_already_closed_window_goes_to_dlq_not_a_second_result() -> None:
+    """p1 goes idle, p0 moves the watermark past [0,3); p1 then resumes with t=2 s."""
+    dlq: list[dict[str, Any]] = []
+    out = _run_scripted(
+        {
+            "p0": [[rec("a", 1, 1)], [rec("a", 2, 20)], [], [], []],
+            "p1": [[rec("b", 3, 1)], IdleBatch(), [], [rec("b", 4, 2)], []],
+        },
+        dlq,
+    )
+    assert strip([(d["_id"], window_of(d)[0], d["xs"]) for d in out]) == strip(  # type: ignore[arg-type]
+        [("a", at(0), [1]), ("b", at(0), [3])]
+    )
+    assert len(dlq) == 1
+    assert dlq[0]["errInfo"] == {"reason": LATE_REASON}
+    assert dlq[0]["missedWindowStartTimes"] == [at(0)]
+    assert (dlq[0]["doc"]["_id"], dlq[0]["doc"]["xs"], dlq[0]["doc"]["n"]) == ("b", [4], 1)
