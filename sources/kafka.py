@@ -15,8 +15,9 @@ batch with ``enable_auto_commit: true``, else at each checkpoint) so Kafka tooli
 watch lag, as ASP does.
 
 Unparsable messages cannot go to the DLQ from here (a source has one output), so they
-are emitted as *marker records* ``{SOURCE_DLQ_KEY: {"reason", "doc"}}`` that the ingest
-step routes to the DLQ (see :func:`is_source_dlq`).
+are emitted as :func:`sources.base.source_dlq` records ``{SOURCE_DLQ_KEY: {"reason", "doc"}}``
+that the ingest step routes to the DLQ; ``doc`` is ``{rawValue: <base64>, _ts, _stream_meta}``
+(or the parsed document when only the key failed).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from sources.base import IdleBatch, RawBatch, SourceItem, now_ms
+from sources.base import SOURCE_DLQ_KEY, IdleBatch, RawBatch, SourceItem, now_ms, source_dlq
 from translator import ir
 from translator.connections import Connection
 from translator.errors import TranslateError
@@ -51,10 +52,6 @@ from translator.mql.values import ms_to_datetime
 from translator.options import ProcessorOptions
 
 log = logging.getLogger(__name__)
-
-SOURCE_DLQ_KEY = "__mqlflow_dlq__"
-"""A source record whose document is ``{SOURCE_DLQ_KEY: {"reason": str, "doc": dict}}``
-is not data: the ingest step must send ``doc`` to the DLQ with ``reason``."""
 
 EJSON_OPTIONS = json_util.JSONOptions(tz_aware=True)
 POLL_INTERVAL_S = 0.01  # wait this long after an empty poll (no busy loop)
@@ -79,14 +76,6 @@ _FATAL_CODES = frozenset(
         KafkaError._AUTHENTICATION,
     }
 )
-
-
-def is_source_dlq(doc: dict[str, Any]) -> bool:
-    return SOURCE_DLQ_KEY in doc
-
-
-def source_dlq(reason: str, doc: dict[str, Any]) -> dict[str, Any]:
-    return {SOURCE_DLQ_KEY: {"reason": reason, "doc": doc}}
 
 
 # ---- connection -> librdkafka configuration -----------------------------------------------
@@ -426,9 +415,7 @@ __all__ = [
     "KafkaSource",
     "KafkaSourceSettings",
     "build_kafka_source",
-    "is_source_dlq",
     "kafka_client_config",
     "list_partitions",
     "parse_value",
-    "source_dlq",
 ]

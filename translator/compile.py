@@ -53,8 +53,24 @@ def compile_pipeline(
                 path,
                 "validationAction 'dlq' needs a dead letter queue: pass {dlq: {connectionName, db, coll}} in the processor options",
             )
+    _check_kafka(pipeline, registry, options)
     Plan.compile(pipeline, options)  # compiles every expression: errors surface now
     return pipeline
+
+
+def _check_kafka(pipeline: ir.Pipeline, registry: ConnectionRegistry, options: ProcessorOptions) -> None:
+    """Kafka settings are checked at create time too (no network involved)."""
+    src = pipeline.source
+    if src.connection_name is not None and src.connection_name in registry:
+        conn = registry.get(src.connection_name, f"{src.path}.connectionName")
+        if conn.type == "kafka":
+            from sources.kafka import KafkaSourceSettings
+
+            KafkaSourceSettings.from_stage(src, conn, options)
+    if isinstance(pipeline.sink, ir.EmitStage) and pipeline.sink.connection_name in registry:
+        from sinks.kafka import KafkaEmitSink
+
+        KafkaEmitSink(pipeline.sink, registry, options.name)
 
 
 def _dlq_users(stages: tuple[ir.Stage, ...]) -> list[str]:
@@ -94,7 +110,13 @@ def _sample_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) 
     return SolarSource(cfg)
 
 
-SOURCE_BUILDERS: dict[str, Any] = {"sample": _sample_source}
+def _kafka_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) -> Source[Any]:
+    from sources.kafka import build_kafka_source
+
+    return build_kafka_source(pipeline, conn, options)
+
+
+SOURCE_BUILDERS: dict[str, Any] = {"sample": _sample_source, "kafka": _kafka_source}
 
 
 def make_sinks(
@@ -125,7 +147,9 @@ def make_sinks(
             MergeSink(sink, registry, options.name, dlq_factory, options.sink_batch_size, options.sink_flush_interval_s),
             dlq_sink,
         )
-    raise TranslateError(sink.path, "$emit is not supported by mqlflow yet")
+    from sinks.kafka import KafkaEmitSink
+
+    return KafkaEmitSink(sink, registry, options.name, dlq_factory), dlq_sink
 
 
 def build_flow(

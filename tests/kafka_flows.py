@@ -1,0 +1,195 @@
+"""Test-only helpers for the Kafka tests: topics, producing/consuming against the real
+broker, a stoppable wrapper around a never-ending source, and a flow entry point for
+``python -m bytewax.run "kafka_flows:flow_from_spec('<spec.json>')"``.
+
+The flow entry point builds the Kafka source and sinks explicitly through
+``build_flow(..., source=..., output_sink=...)``; once ``translator/compile.py``
+registers ``SOURCE_BUILDERS["kafka"]`` and the ``$emit`` branch, the same pipelines
+also run through ``flows.pipeline:from_file``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bson import json_util
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.testing import AbortExecution  # type: ignore[attr-defined]
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sinks.jsonl import JsonlDirSink
+from sinks.kafka import KafkaEmitSink
+from sources.kafka import build_kafka_source
+from translator import ir
+from translator.compile import build_flow, compile_pipeline
+from translator.connections import Connection, ConnectionRegistry
+from translator.loader import options_from_mapping
+
+CONN = "kafka1"
+
+
+def registry(bootstrap: str) -> ConnectionRegistry:
+    return ConnectionRegistry({CONN: Connection(name=CONN, type="kafka", bootstrap_servers=bootstrap)})
+
+
+def new_topic(bootstrap: str, partitions: int = 3, config: dict[str, str] | None = None, prefix: str = "t") -> str:
+    """Create a uniquely named topic and wait until its metadata shows every partition."""
+    name = f"mqlflow-{prefix}-{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fut = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)
+    fut[name].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        md = admin.list_topics(topic=name, timeout=10).topics.get(name)
+        if md is not None and md.error is None and len(md.partitions) == partitions:
+            return name
+        time.sleep(0.1)
+    raise TimeoutError(f"topic {name} did not appear")
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: list[dict[str, Any]],
+) -> None:
+    """Produce ``{partition?, key?, value, headers?, timestamp?}`` records; fail on any error.
+
+    ``value`` may be bytes, str, or a dict (dumped as relaxed Extended JSON).
+    """
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    errors: list[KafkaError] = []
+
+    def cb(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(err)
+
+    for r in records:
+        v = r.get("value")
+        if isinstance(v, dict):
+            v = json_util.dumps(v)
+        if isinstance(v, str):
+            v = v.encode()
+        kw: dict[str, Any] = {"value": v, "on_delivery": cb}
+        for k in ("partition", "key", "headers", "timestamp"):
+            if r.get(k) is not None:
+                kw[k] = r[k]
+        p.produce(topic, **kw)
+        p.poll(0)
+    left = p.flush(30)
+    assert left == 0 and not errors, (left, errors)
+
+
+def consume_all(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0, partitions: int | None = None) -> list[Message]:
+    """Read ``n`` messages of ``topic`` from the beginning (all partitions)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        if partitions is None:
+            md = c.list_topics(topic, timeout=10).topics[topic]
+            partitions = len(md.partitions)
+        c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n and time.monotonic() < deadline:
+            for m in c.consume(n - len(out), timeout=0.5):
+                if m.error() is None:
+                    out.append(m)
+        return out
+    finally:
+        c.close()
+
+
+# ---- a stoppable wrapper -------------------------------------------------------------------
+
+
+class Until(FixedPartitionedSource[Any, Any]):
+    """Delegates to ``inner`` and aborts the execution once ``stop()`` is true (checked on
+    every poll) or ``timeout_s`` passed: Kafka sources never end by themselves."""
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any], stop: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        self.inner = inner
+        self.stop = stop
+        self.deadline = time.monotonic() + timeout_s
+        self.timed_out = False
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> StatefulSourcePartition[Any, Any]:
+        part = self.inner.build_part(step_id, for_part, resume_state)
+        outer = self
+
+        class Part(StatefulSourcePartition[Any, Any]):
+            def next_batch(self) -> Any:
+                if outer.stop():
+                    raise AbortExecution()
+                if time.monotonic() > outer.deadline:
+                    outer.timed_out = True
+                    raise AbortExecution()
+                return part.next_batch()
+
+            def next_awake(self) -> Any:
+                return part.next_awake()
+
+            def snapshot(self) -> Any:
+                return part.snapshot()
+
+            def close(self) -> None:
+                part.close()
+
+        return Part()
+
+
+# ---- subprocess entry point ---------------------------------------------------------------
+
+
+def write_spec(path: Path, bootstrap: str, pipeline: list[dict[str, Any]], output_dir: Path, options: dict[str, Any] | None = None) -> Path:
+    spec = {
+        "bootstrap": bootstrap,
+        "pipeline": json.loads(json_util.dumps(pipeline)),
+        "options": options or {},
+        "output_dir": str(output_dir),
+    }
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def flow_from_spec(spec_path: str) -> Dataflow:
+    """Kafka source -> pipeline -> ($emit | JSON lines in ``output_dir``); DLQ -> JSON lines."""
+    spec = json.loads(Path(spec_path).read_text())
+    reg = registry(spec["bootstrap"])
+    o = dict(spec["options"])
+    name = o.pop("name", "kafkatest")
+    opts = options_from_mapping(o, name=name)
+    pipeline = compile_pipeline(json_util.loads(json.dumps(spec["pipeline"])), reg, opts)
+    out_dir = Path(spec["output_dir"])
+    output: Any
+    if isinstance(pipeline.sink, ir.EmitStage):
+        output = KafkaEmitSink(pipeline.sink, reg, opts.name, None)
+    else:
+        output = JsonlDirSink(out_dir)
+    conn = reg.get(CONN, "test")
+    return build_flow(
+        pipeline,
+        opts,
+        reg,
+        source=build_kafka_source(pipeline, conn, opts),
+        output_sink=output,
+        dlq_sink=JsonlDirSink(out_dir, "dlq"),
+        flow_id="kafkatest",
+    )
+
+
+def read_jsonl(directory: Path, prefix: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for f in sorted(directory.glob(f"{prefix}-*.jsonl")):
+        for line in f.read_text().splitlines():
+            if line.strip():
+                out.append(json_util.loads(line, json_options=json_util.JSONOptions(tz_aware=True)))
+    return out
