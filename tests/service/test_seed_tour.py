@@ -1,0 +1,174 @@
+"""The user's tour, end to end: real mongosh runs the seed's scripts (copied verbatim into
+tests/service/seed/) against ``mqlflow serve``, whose processors write to the real
+MongoDB-wire server started by scripts/services.sh (FerretDB, or MONGODB_URI)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from svc_helpers import ROOT, Service
+from test_svc_mongosh import mongosh_path
+
+pytestmark = [pytest.mark.mongosh, pytest.mark.mongodb, pytest.mark.slow]
+SEED = Path(__file__).resolve().parent / "seed"
+
+
+def services_env(key: str) -> str:
+    if os.environ.get(key):
+        return os.environ[key]
+    env_file = ROOT / ".cache" / "run" / "services.env"
+    assert env_file.exists(), f"{env_file} is missing: run scripts/services.sh up"
+    for line in env_file.read_text().splitlines():
+        k, _, v = line.partition("=")
+        if k.strip() == key:
+            return v.strip().strip('"')
+    raise AssertionError(f"no {key}= in {env_file}: run scripts/services.sh up")
+
+
+@pytest.fixture(scope="module")
+def mongo() -> Iterator[pymongo.MongoClient]:  # type: ignore[type-arg]
+    uri = services_env("MONGODB_URI")
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError as exc:
+        pytest.fail(f"MongoDB is not reachable at {uri} ({exc}); start it with scripts/services.sh up mongodb")
+    yield client
+    client.close()
+
+
+def start(tmp: Path, port: int = 0) -> Service:
+    uri = services_env("MONGODB_URI")
+    conns = tmp / "connections.toml"
+    conns.write_text(
+        f'[connections.MyOutputGoesHere]\ntype = "mongodb"\nuri = "{uri}"\n\n'
+        f'[connections.dlqConn]\ntype = "mongodb"\nuri = "{uri}"\n'
+    )
+    log = tmp / f"service-{time.monotonic_ns()}.log"
+    args = [sys.executable, "-m", "service", "serve", "--port", str(port), "--state-dir", str(tmp / "state"),
+            "--connections", str(conns), "--snapshot-interval", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env, cwd=tmp)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("mqlflow listening on "), f"{line!r}\n{log.read_text()}"
+    return Service(proc, int(line.rsplit(":", 1)[1]), tmp / "state", log, args)
+
+
+def mongosh(svc: Service, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(svc.state_dir.parent)}
+    r = subprocess.run(
+        [mongosh_path(), f"mongodb://127.0.0.1:{svc.port}", "--quiet", "--norc", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+    assert r.returncode == 0, f"mongosh failed: {r.stderr}\n{svc.log.read_text()[-3000:]}"
+    assert "Error" not in r.stderr, r.stderr
+    return r
+
+
+def states(svc: Service) -> dict[str, str]:
+    with svc.client() as c:
+        return {p["name"]: p["state"] for p in c.admin.command({"listStreamProcessors": 1})["streamProcessors"]}
+
+
+def wait_for(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def children(pid: int) -> list[int]:
+    r = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in r.stdout.split()]
+
+
+def test_seed_long_running_processor_tour(tmp_path: Path, mongo: pymongo.MongoClient) -> None:  # type: ignore[type-arg]
+    coll = mongo["demo"]["groupTempStatsFromStreamProcessor"]
+    coll.drop()
+    svc = start(tmp_path)
+    try:
+        mongosh(svc, "--file", str(SEED / "create_processor.js"))
+        assert states(svc) == {"myGroupTempStatsProcessor": "CREATED"}
+        mongosh(svc, "--file", str(SEED / "control.js"))
+        # the shell has exited: the processor runs on, and windows reach MongoDB
+        assert states(svc) == {"myGroupTempStatsProcessor": "STARTED"}
+        docs = wait_for(lambda: list(coll.find()) if coll.count_documents({}) >= 3 else None, 90, "window documents")
+        for d in docs:
+            assert isinstance(d["_id"], int)
+            assert d["minTemp"] <= d["avgTemp"] <= d["maxTemp"]
+            assert d["stdevPTemp"] >= 0
+            w = d["_stream_meta"]["window"]
+            assert w["end"] - w["start"] == timedelta(seconds=3)
+
+        # reconnect: still running; listStreamProcessors shows it
+        r = mongosh(svc, "--eval", "sp.listStreamProcessors().map(p => p.name).join(',')")
+        assert r.stdout.strip() == "myGroupTempStatsProcessor"
+        assert states(svc) == {"myGroupTempStatsProcessor": "STARTED"}
+
+        # kill -9 the service and the processor child, restart: it resumes
+        latest = max(d["_stream_meta"]["window"]["end"] for d in coll.find())
+        kids = children(svc.proc.pid)
+        assert kids, "the processor child is not running"
+        for pid in [svc.proc.pid, *kids]:
+            os.kill(pid, signal.SIGKILL)
+        svc.proc.wait()
+        svc2 = start(tmp_path, port=svc.port)
+        svc = svc2
+        assert states(svc) == {"myGroupTempStatsProcessor": "STARTED"}
+        wait_for(lambda: coll.find_one({"_stream_meta.window.end": {"$gt": latest}}), 90, "windows after the restart")
+        ids = [d["_id"] for d in coll.find()]
+        assert len(ids) == len(set(ids))  # $merge on _id: one document per group, no duplicates
+
+        # stop, then drop, from the shell
+        mongosh(svc, "--eval", "let p = sp.getProcessor('myGroupTempStatsProcessor'); p.stop();")
+        assert states(svc) == {"myGroupTempStatsProcessor": "STOPPED"}
+        mongosh(svc, "--eval", "sp.getProcessor('myGroupTempStatsProcessor').drop();")
+        assert states(svc) == {}
+    finally:
+        svc.stop()
+
+
+DLQ_SCRIPT = """
+let pipeline = [
+  { $source: { documents: [{x: 0}, {x: 1}, {x: 3.14}, {x: 2}, {x: "22"}, {x: 3}, {text: 'yo'}, {x: 4}] } },
+  { $validate: { validator: { $jsonSchema: { required: ["x"], properties: {
+      x: { bsonType: "int", minimum: 1, maximum: 42 } } } }, validationAction: "dlq" } },
+  { $tumblingWindow: { interval: { size: NumberInt(3), unit: "second" },
+      pipeline: [ { $group: { _id: { $meta: "stream.window.start" }, sum: { $sum: "$x" }, all: { $push: "$x" } } } ] } },
+  { $merge: { into: { connectionName: "MyOutputGoesHere", db: "dlqdemo", coll: "theGoodOnes" } } }
+];
+sp.createStreamProcessor("dlqDemo", pipeline, { dlq: { connectionName: "dlqConn", db: "dlqdemo", coll: "theBadOnes" } });
+sp.getProcessor("dlqDemo").start();
+"""
+
+
+def test_dlq_scenario_from_mongosh(tmp_path: Path, mongo: pymongo.MongoClient) -> None:  # type: ignore[type-arg]
+    db = mongo["dlqdemo"]
+    db.drop_collection("theGoodOnes")
+    db.drop_collection("theBadOnes")
+    svc = start(tmp_path)
+    try:
+        mongosh(svc, "--eval", DLQ_SCRIPT)
+        good = wait_for(lambda: list(db.theGoodOnes.find()), 60, "theGoodOnes")
+        assert [(d["sum"], d["all"]) for d in good] == [(10, [1, 2, 3, 4])]
+        bad = wait_for(lambda: list(db.theBadOnes.find()) if db.theBadOnes.count_documents({}) >= 4 else None, 60, "theBadOnes")
+        assert sorted(repr(d["doc"].get("x", d["doc"].get("text"))) for d in bad) == sorted(["0", "3.14", "'22'", "'yo'"])
+        for d in bad:
+            assert d["errInfo"]["reason"].startswith("Input document found to be invalid in $validate stage")
+            assert d["processorName"] == "dlqDemo"
+    finally:
+        svc.stop()
