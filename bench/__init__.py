@@ -1,0 +1,1 @@
+"""mqlflow benchmarks: ``python -m bench.run --quick`` (see BENCHMARKS.md)."""

@@ -1,0 +1,92 @@
+"""The three workloads, as Atlas pipelines (for mqlflow) and as parameters (for the others).
+
+A: the seed — ``$dateFromString`` timeField, 3 s ``$tumblingWindow``, ``$group`` by
+   ``group_id`` with ``$min``/``$max``/``$avg``/``$stdDevPop`` of ``obs.temp``.
+B: the same ``$group`` in a ``$hoppingWindow`` of 10 s advancing by 2 s (Nexmark q5-like).
+C: stateless ``$match`` + ``$addFields`` + ``$project``.
+
+Stdlib only (the peer-engine virtualenvs import it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+LATENESS_MS = 3000  # ASP's default allowedLateness
+
+SOURCE: dict[str, Any] = {
+    "$source": {"documents": [], "timeField": {"$dateFromString": {"dateString": "$timestamp"}}}
+}
+GROUP: dict[str, Any] = {
+    "$group": {
+        "_id": "$group_id",
+        "minTemp": {"$min": "$obs.temp"},
+        "maxTemp": {"$max": "$obs.temp"},
+        "avgTemp": {"$avg": "$obs.temp"},
+        "stdevPTemp": {"$stdDevPop": "$obs.temp"},
+    }
+}
+
+# Workload C: keep healthy, warm-enough readings, derive two fields, reshape.
+C_MIN_TEMP = 12
+C_HOT_TEMP = 20
+C_STAGES: list[dict[str, Any]] = [
+    {"$match": {"event_type": 0, "obs.temp": {"$gte": C_MIN_TEMP}}},
+    {
+        "$addFields": {
+            "wattsPct": {"$divide": ["$obs.watts", "$max_watts"]},
+            "hot": {"$gte": ["$obs.temp", C_HOT_TEMP]},
+        }
+    },
+    {
+        "$project": {
+            "_id": 0,
+            "device_id": 1,
+            "group_id": 1,
+            "ts": "$_ts",
+            "temp": "$obs.temp",
+            "wattsPct": 1,
+            "hot": 1,
+        }
+    },
+]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    kind: str  # "tumbling" | "hopping" | "stateless"
+    size_ms: int = 0
+    hop_ms: int = 0
+
+    def pipeline(self) -> list[dict[str, Any]]:
+        if self.kind == "tumbling":
+            w = {"$tumblingWindow": {"interval": {"size": self.size_ms // 1000, "unit": "second"}, "pipeline": [GROUP]}}
+            return [SOURCE, w]
+        if self.kind == "hopping":
+            w = {
+                "$hoppingWindow": {
+                    "interval": {"size": self.size_ms // 1000, "unit": "second"},
+                    "hopSize": {"size": self.hop_ms // 1000, "unit": "second"},
+                    "pipeline": [GROUP],
+                }
+            }
+            return [SOURCE, w]
+        return [SOURCE, *C_STAGES]
+
+    @property
+    def windowed(self) -> bool:
+        return self.kind != "stateless"
+
+    @property
+    def step_ms(self) -> int:
+        """Distance between window starts."""
+        return self.hop_ms if self.kind == "hopping" else self.size_ms
+
+
+WORKLOADS: dict[str, Workload] = {
+    "A": Workload("A", "tumbling", 3000, 3000),
+    "B": Workload("B", "hopping", 10_000, 2000),
+    "C": Workload("C", "stateless"),
+}

@@ -1,0 +1,879 @@
+"""The ``$merge`` sink: writes a stream into a MongoDB collection in batches.
+
+Reference §4: ``{into: {connectionName, db, coll}, on, whenMatched, whenNotMatched}``.
+``db``/``coll`` may be per-document expressions; a non-string result sends that document
+to the DLQ. Each batch becomes one ``bulk_write(ordered=False)`` per target namespace:
+
+=============  ==================================================================
+whenMatched    bulk operation (``upsert`` = whenNotMatched is ``insert``)
+=============  ==================================================================
+replace        ``ReplaceOne(on-filter, doc)``
+merge          ``UpdateOne(on-filter, {$set: doc's fields})``
+keepExisting   ``UpdateOne(on-filter, {$setOnInsert: doc})``
+delete         ``DeleteOne`` for matched keys; ``InsertOne`` for the others when insert
+fail           ``InsertOne``; a duplicate key goes to the DLQ with the server's message
+pipeline       existing documents read with one ``find``; the pipeline (``$$new`` = the
+               incoming document) runs client-side; ``ReplaceOne`` of the result
+=============  ==================================================================
+
+Reference §7 (at-least-once): every operation is idempotent on replay, so window results
+keyed by ``_id`` overwrite themselves. Transient failures (network, stepdown, restart) are
+retried forever with capped exponential backoff, never dropping the batch; permanent
+per-document errors go to the DLQ with the server's ``errmsg`` while the rest is written.
+Several documents with the same key in one batch are applied in arrival order (split into
+sequential rounds), since an unordered bulk write does not promise an order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+from bson import ObjectId
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DocumentTooLarge,
+    InvalidDocument,
+    OperationFailure,
+    PyMongoError,
+)
+
+from sinks.dlq import dlq_document
+from sinks.mongo_dlq import DlqWriter, DlqWriterFactory
+from translator.connections import Connection, ConnectionRegistry, mask_uri
+from translator.errors import TranslateError, did_you_mean
+from translator.ir import MergeStage
+from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr, const_value
+from translator.mql.values import MISSING
+
+log = logging.getLogger("mqlflow.merge")
+
+Doc = dict[str, Any]
+Op = InsertOne[Doc] | ReplaceOne[Doc] | UpdateOne | DeleteOne
+
+DUPLICATE_KEY = 11000
+MAX_BSON_SIZE = 16 * 1024 * 1024
+# Server codes that mean "try again": network, shutdown, stepdown, not primary, timeouts.
+TRANSIENT_CODES = frozenset(
+    {6, 7, 50, 64, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+FATAL_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed: a configuration error
+START_HINT = "start one with scripts/services.sh up mongodb"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network errors, ``AutoReconnect``/``NotPrimaryError``, timeouts and server-restart codes."""
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, NotPrimaryError...
+        return True
+    if isinstance(exc, OperationFailure) and not isinstance(exc, BulkWriteError):
+        return exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+    return False
+
+
+class MergeUnreachableError(RuntimeError):
+    """The ``$merge`` target does not answer at start (fail fast, reference issue 3)."""
+
+
+# ---- namespace resolution ------------------------------------------------------------------
+
+_BAD_DB_CHARS = frozenset('/\\. "$\x00')
+
+
+def _db_name_problem(name: str) -> str | None:
+    if not name:
+        return "is empty"
+    if len(name.encode()) >= 64:
+        return "is longer than 63 bytes"
+    bad = sorted(set(name) & _BAD_DB_CHARS)
+    return f"contains {bad[0]!r}" if bad else None
+
+
+def _coll_name_problem(name: str) -> str | None:
+    if not name:
+        return "is empty"
+    if "$" in name or "\x00" in name:
+        return "contains '$'" if "$" in name else "contains a NUL byte"
+    if name.startswith("system."):
+        return "names a system collection"
+    return None
+
+
+@dataclass(frozen=True)
+class _NameFn:
+    """``into.db`` / ``into.coll``: a constant, or an expression evaluated per document."""
+
+    what: str  # "db" / "coll"
+    const: str | None
+    fn: Expr | None
+    check: Callable[[str], str | None]
+
+    def resolve(self, doc: Doc) -> tuple[str | None, str | None]:
+        """``(name, None)`` or ``(None, dlq reason)``."""
+        if self.const is not None:
+            return self.const, None
+        assert self.fn is not None
+        try:
+            v = self.fn(doc, EMPTY_VARS)
+        except ExprError as exc:
+            return None, f"Failed to evaluate $merge into.{self.what}: {exc}"
+        if not isinstance(v, str):
+            shown = "missing" if v is MISSING else type(v).__name__
+            return None, f"$merge into.{self.what} must evaluate to a string, but it evaluated to {shown}"
+        problem = self.check(v)
+        if problem:
+            return None, f"$merge into.{self.what} evaluated to an invalid name {v!r}: it {problem}"
+        return v, None
+
+
+def _compile_name(spec: Any, path: str, what: str, check: Callable[[str], str | None]) -> _NameFn:
+    fn = compile_expr(spec, Ctx(path))
+    c = const_value(fn)
+    if c is MISSING:
+        return _NameFn(what, None, fn, check)
+    if not isinstance(c, str):
+        raise TranslateError(path, f"expected a string or an expression, got {type(c).__name__}")
+    problem = check(c)
+    if problem:
+        raise TranslateError(path, f"invalid {'database' if what == 'db' else 'collection'} name {c!r}: it {problem}")
+    return _NameFn(what, c, None, check)
+
+
+# ---- whenMatched pipelines, applied client-side ---------------------------------------------
+# FerretDB v1 has no update pipelines (and no `let`), so the pipeline runs here on the
+# document read back from the server, with `$$new` bound to the incoming document.
+
+DocFn = Callable[[Doc, Vars], Doc]
+
+
+def _set_path(doc: Doc, parts: list[str], value: Any) -> Doc:
+    out = dict(doc)
+    head = parts[0]
+    if len(parts) == 1:
+        if value is MISSING:
+            out.pop(head, None)
+        else:
+            out[head] = value
+        return out
+    cur = out.get(head)
+    if isinstance(cur, dict) or value is not MISSING:
+        out[head] = _set_path(cur if isinstance(cur, dict) else {}, parts[1:], value)
+    return out
+
+
+def _get_path(doc: Any, parts: list[str]) -> Any:
+    for p in parts:
+        if not isinstance(doc, dict) or p not in doc:
+            return MISSING
+        doc = doc[p]
+    return doc
+
+
+def _field_parts(name: Any, path: str) -> list[str]:
+    if not isinstance(name, str) or not name or name.startswith("$") or "" in name.split("."):
+        raise TranslateError(path, f"invalid field name {name!r}")
+    return name.split(".")
+
+
+def _flatten(spec: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in spec.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, dict) and v and not any(str(x).startswith("$") for x in v):
+            out.extend(_flatten(v, f"{full}."))
+        else:
+            out.append((full, v))
+    return out
+
+
+def _p_add_fields(spec: Any, ctx: Ctx) -> DocFn:
+    if not isinstance(spec, dict):
+        raise ctx.error("expected an object of field: expression")
+    fields = [(_field_parts(k, ctx.at(k).path), compile_expr(v, ctx.at(k))) for k, v in spec.items()]
+
+    def add_fields(doc: Doc, v: Vars) -> Doc:
+        values = [(p, f(doc, v)) for p, f in fields]
+        out = doc
+        for p, x in values:
+            out = _set_path(out, p, x)
+        return out
+
+    return add_fields
+
+
+def _p_unset(spec: Any, ctx: Ctx) -> DocFn:
+    names = [spec] if isinstance(spec, str) else spec
+    if not isinstance(names, list) or not names:
+        raise ctx.error("expected a field name or an array of field names")
+    paths = [_field_parts(n, ctx.at(i).path) for i, n in enumerate(names)]
+
+    def unset(doc: Doc, v: Vars) -> Doc:
+        for p in paths:
+            doc = _set_path(doc, p, MISSING)
+        return doc
+
+    return unset
+
+
+def _is_flag(v: Any) -> bool:
+    return isinstance(v, (bool, int, float))
+
+
+def _p_project(spec: Any, ctx: Ctx) -> DocFn:
+    if not isinstance(spec, dict) or not spec:
+        raise ctx.error("expected a non-empty projection object")
+    flat = _flatten(spec)
+    excl = [k for k, v in flat if _is_flag(v) and not v and k != "_id"]
+    incl = [(k, v) for k, v in flat if k != "_id" and not (_is_flag(v) and not v)]
+    if excl and incl:
+        raise ctx.error("cannot mix inclusion and exclusion in one $project (except for _id)")
+    id_spec = spec.get("_id", MISSING)
+    if not incl:
+        return _p_unset([k for k, v in flat if _is_flag(v) and not v], ctx)
+    keep_id = not (_is_flag(id_spec) and not id_spec)
+    computed = [(_field_parts(k, ctx.at(k).path), None if _is_flag(v) else compile_expr(v, ctx.at(k))) for k, v in incl]
+    id_fn = compile_expr(id_spec, ctx.at("_id")) if id_spec is not MISSING and not _is_flag(id_spec) else None
+
+    def project(doc: Doc, v: Vars) -> Doc:
+        out: Doc = {}
+        if id_fn is not None:
+            x = id_fn(doc, v)
+            if x is not MISSING:
+                out["_id"] = x
+        elif keep_id and "_id" in doc:
+            out["_id"] = doc["_id"]
+        for parts, f in computed:
+            x = _get_path(doc, parts) if f is None else f(doc, v)
+            if x is not MISSING:
+                out = _set_path(out, parts, x)
+        return out
+
+    return project
+
+
+def _p_replace_with(spec: Any, ctx: Ctx) -> DocFn:
+    f = compile_expr(spec, ctx)
+
+    def replace_with(doc: Doc, v: Vars) -> Doc:
+        r = f(doc, v)
+        if not isinstance(r, dict):
+            shown = "missing" if r is MISSING else type(r).__name__
+            raise ExprError("$replaceWith", f"the new root must evaluate to an object, got {shown}")
+        return r
+
+    return replace_with
+
+
+def _p_replace_root(spec: Any, ctx: Ctx) -> DocFn:
+    if not isinstance(spec, dict) or set(spec) != {"newRoot"}:
+        raise ctx.error("expected {newRoot: <expression>}")
+    return _p_replace_with(spec["newRoot"], ctx.at("newRoot"))
+
+
+PIPELINE_STAGES: dict[str, Callable[[Any, Ctx], DocFn]] = {
+    "$set": _p_add_fields,
+    "$addFields": _p_add_fields,
+    "$unset": _p_unset,
+    "$project": _p_project,
+    "$replaceWith": _p_replace_with,
+    "$replaceRoot": _p_replace_root,
+}
+
+
+def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str) -> DocFn:
+    """Compile ``whenMatched: [...]`` into ``fn(existing_doc, {"new": incoming}) -> doc``."""
+    fns: list[DocFn] = []
+    for i, st in enumerate(stages):
+        spath = f"{path}[{i}]"
+        if not isinstance(st, dict) or len(st) != 1:
+            raise TranslateError(spath, "a pipeline stage must be an object with exactly one key")
+        ((name, spec),) = st.items()
+        comp = PIPELINE_STAGES.get(name)
+        if comp is None:
+            raise TranslateError(
+                f"{spath}.{name}",
+                f"stage '{name}' is not supported in a $merge whenMatched pipeline{did_you_mean(name, PIPELINE_STAGES)}; "
+                f"supported: {', '.join(PIPELINE_STAGES)}",
+            )
+        fns.append(comp(spec, Ctx(f"{spath}.{name}").bind("new")))
+
+    def run(doc: Doc, v: Vars) -> Doc:
+        for f in fns:
+            doc = f(doc, v)
+        return doc
+
+    return run
+
+
+# ---- planning: documents -> bulk operations --------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    doc: Doc  # the document as written (an _id may have been added)
+    original: Doc  # the document as received (what the DLQ shows)
+    filter: Doc
+    key: Any  # hashable identity of the `on` values
+
+
+# One write as (kind, filter, document-or-update, upsert): both the bulk operation and, for
+# the one-by-one fallback, the single-document call are built from it.
+Spec = tuple[str, Doc, Doc, bool]
+
+OP_BUILDERS: dict[str, Callable[[Doc, Doc, bool], Op]] = {
+    "insert": lambda f, d, u: InsertOne(d),
+    "replace": lambda f, d, u: ReplaceOne(f, d, upsert=u),
+    "update": lambda f, d, u: UpdateOne(f, d, upsert=u),
+    "delete": lambda f, d, u: DeleteOne(f),
+}
+SINGLE_CALLS: dict[str, Callable[[Any, Doc, Doc, bool], Any]] = {
+    "insert": lambda c, f, d, u: c.insert_one(d),
+    "replace": lambda c, f, d, u: c.replace_one(f, d, upsert=u),
+    "update": lambda c, f, d, u: c.update_one(f, d, upsert=u),
+    "delete": lambda c, f, d, u: c.delete_one(f),
+}
+
+
+@dataclass
+class _Planned:
+    ops: list[Op] = field(default_factory=list)
+    specs: list[Spec] = field(default_factory=list)
+    entries: list[_Entry] = field(default_factory=list)
+    dlq: list[tuple[_Entry, str]] = field(default_factory=list)
+
+    def add(self, e: _Entry, kind: str, doc: Doc | None = None, filter: Doc | None = None, upsert: bool = False) -> None:
+        f = e.filter if filter is None else filter
+        d = e.doc if doc is None else doc
+        self.ops.append(OP_BUILDERS[kind](f, d, upsert))
+        self.specs.append((kind, f, d, upsert))
+        self.entries.append(e)
+
+
+def _hashable(values: list[Any]) -> Any:
+    t = tuple(values)
+    try:
+        hash(t)
+        return t
+    except TypeError:
+        return bson.encode({"k": values})
+
+
+class _Mode:
+    """How one whenMatched/whenNotMatched pair turns entries into operations."""
+
+    needs_existing = False  # read matching documents first (one find per round)
+    existing_full = False  # ...whole documents (pipelines), not just the keys
+
+    def __init__(self, stage: MergeStage) -> None:
+        self.on = stage.on
+        self.upsert = stage.when_not_matched == "insert"
+        self.on_top = frozenset(f for f in stage.on if "." not in f)
+
+    def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
+        raise NotImplementedError
+
+
+class _Replace(_Mode):
+    def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
+        for e in entries:
+            out.add(e, "replace", upsert=self.upsert)
+
+
+class _MergeFields(_Mode):
+    def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
+        for e in entries:
+            sets = {k: v for k, v in e.doc.items() if k not in self.on_top and k != "_id"}
+            update: Doc = {"$set": sets} if sets else {}
+            if "_id" in e.doc and "_id" not in self.on_top:
+                update["$setOnInsert"] = {"_id": e.doc["_id"]}
+            if not update:  # only the key: nothing to change when matched
+                if not self.upsert:
+                    continue
+                update = {"$setOnInsert": {k: e.doc[k] for k in self.on_top}}
+            out.add(e, "update", update, upsert=self.upsert)
+
+
+class _KeepExisting(_Mode):
+    def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
+        if not self.upsert:  # keepExisting + discard never writes anything
+            return
+        for e in entries:
+            fields = {k: v for k, v in e.doc.items() if k not in self.on_top}
+            if not fields:
+                fields = {k: e.doc[k] for k in self.on_top}
+            out.add(e, "update", {"$setOnInsert": fields}, upsert=True)
+
+
+class _Delete(_Mode):
+    def __init__(self, stage: MergeStage) -> None:
+        super().__init__(stage)
+        self.needs_existing = self.upsert  # only to know which ones to insert
+
+    def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
+        for e in entries:
+            if not self.upsert or e.key in existing:
+                out.add(e, "delete")
+            else:
+                out.add(e, "insert")
+
+
+class _Fail(_Mode):
+    def __init__(self, stage: MergeStage) -> None:
+        super().__init__(stage)
+        # With `on: _id` the unique _id index reports a match as a duplicate key error.
+        self.needs_existing = self.on != ("_id",) or not self.upsert
+
+    def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
+        for e in entries:
+            if self.needs_existing and e.key in existing:
+                shown = ", ".join(f"{k}: {e.filter[k]!r}" for k in self.on)
+                out.dlq.append((e, f"$merge whenMatched 'fail': a document with {{{shown}}} already exists"))
+            elif self.upsert:
+                out.add(e, "insert")
+
+
+class _Pipeline(_Mode):
+    needs_existing = True
+    existing_full = True
+
+    def __init__(self, stage: MergeStage) -> None:
+        super().__init__(stage)
+        assert isinstance(stage.when_matched, tuple)
+        self.fn = compile_when_matched_pipeline(stage.when_matched, f"{stage.path}.whenMatched")
+
+    def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
+        for e in entries:
+            old = existing.get(e.key)
+            if old is None:
+                if self.upsert:
+                    out.add(e, "insert")
+                continue
+            try:
+                new = self.fn(old, {"new": e.doc})
+            except ExprError as exc:
+                out.dlq.append((e, f"Failed to apply $merge whenMatched pipeline: {exc}"))
+                continue
+            if "_id" in new and new["_id"] != old["_id"]:
+                out.dlq.append((e, "$merge whenMatched pipeline may not change _id"))
+                continue
+            out.add(e, "replace", {"_id": old["_id"], **new}, {"_id": old["_id"]})
+
+
+MODES: dict[str, Callable[[MergeStage], _Mode]] = {
+    "replace": _Replace,
+    "merge": _MergeFields,
+    "keepExisting": _KeepExisting,
+    "delete": _Delete,
+    "fail": _Fail,
+}
+
+
+def make_mode(stage: MergeStage) -> _Mode:
+    if isinstance(stage.when_matched, tuple):
+        return _Pipeline(stage)
+    ctor = MODES.get(stage.when_matched)
+    if ctor is None:
+        raise TranslateError(f"{stage.path}.whenMatched", f"unknown whenMatched mode {stage.when_matched!r}")
+    return ctor(stage)
+
+
+# ---- the sink --------------------------------------------------------------------------------
+
+
+class MergeSink(DynamicSink[list[Doc]]):
+    """Bytewax sink for ``$merge``; stream items are lists of documents (one batch each).
+
+    Everything that can be checked is checked here, at create time (connection kind,
+    constant names, whenMatched pipeline). The server is contacted when the dataflow starts
+    (:meth:`build`), which fails fast when it does not answer.
+    """
+
+    server_timeout_ms = 5000
+    backoff_initial_s = 0.1
+    backoff_max_s = 5.0
+
+    def __init__(
+        self,
+        stage: MergeStage,
+        registry: ConnectionRegistry,
+        processor_name: str,
+        dlq: DlqWriterFactory | None,
+        batch_size: int = 1000,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        self.stage = stage
+        self.processor_name = processor_name
+        self.conn: Connection = registry.get_mongodb(stage.connection_name, f"{stage.path}.into.connectionName")
+        if not self.conn.uri:
+            raise TranslateError(f"{stage.path}.into.connectionName", f"connection '{self.conn.name}' has no uri")
+        self.db = _compile_name(stage.db, f"{stage.path}.into.db", "db", _db_name_problem)
+        self.coll = _compile_name(stage.coll, f"{stage.path}.into.coll", "coll", _coll_name_problem)
+        self.on_parts = [f.split(".") for f in stage.on]
+        self.mode = make_mode(stage)
+        self.dlq_factory = dlq
+        self.batch_size = max(1, batch_size)
+        self.flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
+        self.written = 0  # documents whose operation succeeded
+        self.dlq_count = 0  # documents sent to the DLQ
+        self.dlq_dropped = 0  # DLQ documents with no DLQ configured (logged)
+        self.retries = 0  # transient failures retried
+
+    def _count(self, written: int = 0, dlq: int = 0, dropped: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            self.written += written
+            self.dlq_count += dlq
+            self.dlq_dropped += dropped
+            self.retries += retries
+
+    def describe_target(self) -> str:
+        return f"$merge connection '{self.conn.name}' ({mask_uri(self.conn.uri or '')})"
+
+    def connect(self) -> MongoClient[Doc]:
+        """A client that answered ``ping``; else :class:`MergeUnreachableError`."""
+        client: MongoClient[Doc] = MongoClient(
+            self.conn.uri,
+            serverSelectionTimeoutMS=self.server_timeout_ms,
+            connectTimeoutMS=self.server_timeout_ms,
+            appname=f"mqlflow:{self.processor_name}",
+        )
+        try:
+            client.admin.command("ping")
+        except PyMongoError as exc:
+            client.close()
+            raise MergeUnreachableError(
+                f"{self.stage.path}: cannot reach MongoDB for $merge connection '{self.conn.name}' "
+                f"at {mask_uri(self.conn.uri or '')} ({type(exc).__name__}); {START_HINT} "
+                f"or point the connection at a running server"
+            ) from None
+        return client
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> MergePartition:
+        client = self.connect()
+        writer = self.dlq_factory() if self.dlq_factory is not None else None
+        return MergePartition(self, client, writer, f"{step_id}#{worker_index}")
+
+
+class MergePartition(StatelessSinkPartition[list[Doc]]):
+    """One worker's writer: buffers documents, flushes by size, by timer, and at close."""
+
+    def __init__(self, sink: MergeSink, client: MongoClient[Doc], dlq: DlqWriter | None, name: str) -> None:
+        self.sink = sink
+        self.client = client
+        self.dlq = dlq
+        self.name = name
+        self._buf: list[Doc] = []
+        self._since = 0.0  # monotonic time the oldest buffered document arrived
+        self._buf_lock = threading.Lock()  # guards _buf
+        self._write_lock = threading.Lock()  # one flush at a time
+        self._stop = threading.Event()
+        self._error: BaseException | None = None  # a fatal error of the timer thread
+        self._timer = threading.Thread(target=self._tick, name=f"merge-flush-{name}", daemon=True)
+        self._timer.start()
+
+    # -- Bytewax API ----------------------------------------------------------------------------
+
+    def write_batch(self, items: list[list[Doc]]) -> None:
+        self._raise_timer_error()
+        with self._buf_lock:
+            if not self._buf:
+                self._since = time.monotonic()
+            for batch in items:
+                self._buf.extend(batch)
+            full = len(self._buf) >= self.sink.batch_size
+        if full:
+            self._flush(only_full=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._timer.join(timeout=self.sink.flush_interval_s + 1.0)
+        self._raise_timer_error()
+        self._flush(only_full=False)
+        if self.dlq is not None:
+            self.dlq.close()
+        self.client.close()
+
+    def _raise_timer_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    # -- buffering ------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        interval = self.sink.flush_interval_s
+        step = min(max(interval / 4, 0.01), 0.25)
+        while not self._stop.wait(step):
+            with self._buf_lock:
+                due = bool(self._buf) and time.monotonic() - self._since >= interval
+            if due:
+                try:
+                    self._flush(only_full=False)
+                except Exception as exc:  # surfaced in the dataflow by the next write_batch/close
+                    log.exception("%s: timed flush failed", self.sink.describe_target())
+                    self._error = exc
+                    return
+
+    def _take(self, only_full: bool) -> list[Doc] | None:
+        with self._buf_lock:
+            n = self.sink.batch_size
+            if not self._buf or (only_full and len(self._buf) < n):
+                return None
+            chunk, self._buf = self._buf[:n], self._buf[n:]
+            self._since = time.monotonic()
+            return chunk
+
+    def _flush(self, only_full: bool) -> None:
+        with self._write_lock:
+            while (chunk := self._take(only_full)) is not None:
+                self.write_docs(chunk)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def write_docs(self, docs: list[Doc]) -> None:
+        """Write one batch: resolve namespaces, split into rounds, plan, bulk write."""
+        sink = self.sink
+        by_ns: dict[tuple[str, str], list[_Entry]] = {}
+        rejected: list[tuple[Doc, str]] = []
+        for doc in docs:
+            db, why = sink.db.resolve(doc)
+            coll, why2 = (None, None) if why else sink.coll.resolve(doc)
+            if db is None or coll is None:
+                rejected.append((doc, why or why2 or "invalid namespace"))
+                continue
+            entry, why = self._entry(doc)
+            if entry is None:
+                rejected.append((doc, why or "invalid 'on' field"))
+                continue
+            by_ns.setdefault((db, coll), []).append(entry)
+        if rejected:
+            self._to_dlq(rejected)
+        for (db, coll), entries in by_ns.items():
+            collection = self.client[db][coll]
+            for rnd in _rounds(entries):
+                self._write_round(collection, rnd)
+
+    def _entry(self, doc: Doc) -> tuple[_Entry | None, str | None]:
+        on = self.sink.stage.on
+        if on == ("_id",):
+            if "_id" not in doc:  # MongoDB $merge generates the _id of a document without one
+                doc2 = {"_id": ObjectId(), **doc}
+                return _Entry(doc2, doc, {"_id": doc2["_id"]}, (doc2["_id"],)), None
+            v = doc["_id"]
+            if v is None or isinstance(v, list):
+                return None, "$merge write error: 'on' field '_id' cannot be missing, null, undefined or an array"
+            return _Entry(doc, doc, {"_id": v}, _hashable([v])), None
+        values = []
+        for name, parts in zip(on, self.sink.on_parts, strict=True):
+            v = _get_path(doc, parts)
+            if v is MISSING or v is None or isinstance(v, list):
+                return None, f"$merge write error: 'on' field '{name}' cannot be missing, null, undefined or an array"
+            values.append(v)
+        return _Entry(doc, doc, dict(zip(on, values, strict=True)), _hashable(values)), None
+
+    def _write_round(self, collection: Any, entries: list[_Entry]) -> None:
+        sink = self.sink
+        mode = sink.mode
+        existing: dict[Any, Doc] = {}
+        if mode.needs_existing:
+            existing = self._read_existing(collection, entries, mode.existing_full)
+        planned = _Planned()
+        mode.plan(entries, existing, planned)
+        if planned.dlq:
+            self._to_dlq([(e.original, why) for e, why in planned.dlq])
+        if planned.ops:
+            self._execute(collection, planned)
+
+    def _read_existing(self, collection: Any, entries: list[_Entry], full: bool) -> dict[Any, Doc]:
+        on = self.sink.stage.on
+        if on == ("_id",):
+            query: Doc = {"_id": {"$in": [e.filter["_id"] for e in entries]}}
+        else:
+            query = {"$or": [e.filter for e in entries]}
+        projection = None if full else {f: 1 for f in ("_id", *on)}
+        docs = self._retrying("read existing documents", lambda: list(collection.find(query, projection)))
+        out: dict[Any, Doc] = {}
+        for d in docs:
+            vals = [_get_path(d, p) for p in self.sink.on_parts]
+            out[_hashable(vals)] = d
+        return out
+
+    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+        delay = self.sink.backoff_initial_s
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except PyMongoError as exc:
+                if not is_transient(exc):
+                    raise
+                attempt += 1
+                self.sink._count(retries=1)
+                log.warning(
+                    "%s: %s failed (%s: %s); retry %d in %.1f s",
+                    self.sink.describe_target(), what, type(exc).__name__, exc, attempt, delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, self.sink.backoff_max_s)
+
+    def _execute(self, collection: Any, planned: _Planned) -> None:
+        """Bulk-write ``planned.ops``; retry transient failures forever, DLQ permanent ones."""
+        sink = self.sink
+        pending = list(range(len(planned.ops)))
+        delay = sink.backoff_initial_s
+        attempt = 0
+        replayed = False  # an earlier attempt may have applied some operations
+        while pending:
+            try:
+                collection.bulk_write([planned.ops[i] for i in pending], ordered=False)
+                sink._count(written=len(pending))
+                if attempt:
+                    log.warning("%s: batch of %d written after %d retries", sink.describe_target(), len(pending), attempt)
+                return
+            except BulkWriteError as exc:
+                pending = self._after_bulk_error(collection, planned, pending, dict(exc.details), replayed)
+                if not pending:
+                    return
+                reason = "write concern / transient write errors"
+            except KeyError:
+                # FerretDB v1 answers an `update` batch with a write error without `n` /
+                # `nModified` (pymongo then fails with KeyError), stops at the failing update
+                # even when unordered, and reports index 0. Redo this batch one document at a
+                # time: every operation is idempotent and single calls report errors reliably.
+                self._execute_one_by_one(collection, planned, pending)
+                return
+            except (InvalidDocument, DocumentTooLarge):
+                # Client-side encoding failure: find the bad documents, DLQ them, write the rest.
+                pending = self._drop_unencodable(planned, pending)
+                replayed = True
+                continue
+            except OperationFailure as exc:
+                if is_transient(exc):
+                    reason = f"{type(exc).__name__}: {exc}"
+                elif exc.code in FATAL_CODES:
+                    raise RuntimeError(f"{sink.describe_target()}: {exc}") from None
+                else:  # the whole command was refused: every document gets the server's message
+                    errmsg = str(exc.details.get("errmsg", exc)) if exc.details else str(exc)
+                    self._to_dlq([(planned.entries[i].original, f"$merge write error: {errmsg}") for i in pending])
+                    return
+            except ConnectionFailure as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            attempt += 1
+            replayed = True
+            sink._count(retries=1)
+            log.warning(
+                "%s: writing %d document(s) to %s failed (%s); retry %d in %.1f s",
+                sink.describe_target(), len(pending), collection.full_name, reason, attempt, delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, sink.backoff_max_s)
+
+    def _execute_one_by_one(self, collection: Any, planned: _Planned, pending: list[int]) -> None:
+        dlq: list[tuple[Doc, str]] = []
+        written = 0
+        for i in pending:
+            kind, f, d, upsert = planned.specs[i]
+            call = SINGLE_CALLS[kind]
+            try:
+                self._retrying("write one document", lambda: call(collection, f, d, upsert))  # noqa: B023
+                written += 1
+            except OperationFailure as exc:
+                if exc.code in FATAL_CODES:
+                    raise RuntimeError(f"{self.sink.describe_target()}: {exc}") from None
+                if exc.code == DUPLICATE_KEY and kind == "insert" and self._already_written(collection, planned, i):
+                    written += 1
+                    continue
+                errmsg = (exc.details or {}).get("errmsg", str(exc))
+                dlq.append((planned.entries[i].original, f"$merge write error: {errmsg}"))
+            except (InvalidDocument, DocumentTooLarge, KeyError) as exc:
+                dlq.append((planned.entries[i].original, f"$merge write error: {type(exc).__name__}: {exc}"))
+        self.sink._count(written=written)
+        if dlq:
+            self._to_dlq(dlq)
+
+    def _after_bulk_error(
+        self, collection: Any, planned: _Planned, pending: list[int], details: Doc, replayed: bool
+    ) -> list[int]:
+        """Sort a BulkWriteError's per-document errors; return the indexes to retry."""
+        retry: list[int] = []
+        failed: set[int] = set()
+        dlq: list[tuple[Doc, str]] = []
+        for err in details.get("writeErrors", []):
+            i = pending[err["index"]]
+            failed.add(i)
+            code = err.get("code")
+            if code in TRANSIENT_CODES:
+                retry.append(i)
+            elif code == DUPLICATE_KEY and replayed and planned.specs[i][0] == "insert" and self._already_written(collection, planned, i):
+                self.sink._count(written=1)  # our own insert from an attempt that lost its reply
+            else:
+                dlq.append((planned.entries[i].original, f"$merge write error: {err.get('errmsg', 'unknown error')}"))
+        if details.get("writeConcernErrors"):
+            # Applied but not acknowledged as required: the operations are idempotent, redo them.
+            retry = [i for i in pending if i not in failed or i in retry]
+        else:
+            self.sink._count(written=len(pending) - len(failed))
+        if dlq:
+            self._to_dlq(dlq)
+        return retry
+
+    def _already_written(self, collection: Any, planned: _Planned, i: int) -> bool:
+        doc = planned.entries[i].doc
+        found = self._retrying("check a replayed insert", lambda: collection.find_one({"_id": doc.get("_id")}))
+        if found is None:
+            return False
+        try:
+            return bool(bson.encode(found) == bson.encode(doc))
+        except (InvalidDocument, TypeError):
+            return bool(found == doc)
+
+    def _drop_unencodable(self, planned: _Planned, pending: list[int]) -> list[int]:
+        keep: list[int] = []
+        dlq: list[tuple[Doc, str]] = []
+        limit = MAX_BSON_SIZE
+        for i in pending:
+            doc = planned.entries[i].doc
+            try:
+                size = len(bson.encode(doc))
+            except (InvalidDocument, TypeError, OverflowError) as exc:
+                dlq.append((planned.entries[i].original, f"$merge write error: document cannot be encoded as BSON: {exc}"))
+                continue
+            if size > limit:
+                dlq.append((planned.entries[i].original, f"$merge write error: document is {size} bytes, larger than the {limit} byte BSON limit"))
+                continue
+            keep.append(i)
+        if not dlq:  # nothing identifiable: treat every pending document as rejected rather than loop
+            dlq = [(planned.entries[i].original, "$merge write error: batch could not be encoded") for i in pending]
+            keep = []
+        self._to_dlq(dlq)
+        return keep
+
+    def _to_dlq(self, rejected: list[tuple[Doc, str]]) -> None:
+        sink = self.sink
+        if self.dlq is None:
+            sink._count(dropped=len(rejected))
+            for doc, why in rejected:
+                log.error("%s: document rejected and no DLQ is configured: %s (_id=%r)", sink.describe_target(), why, doc.get("_id"))
+            return
+        self.dlq.write([dlq_document(why, doc, sink.processor_name) for doc, why in rejected])
+        sink._count(dlq=len(rejected))
+
+
+def _rounds(entries: list[_Entry]) -> list[list[_Entry]]:
+    """Split so that no key repeats within a round (rounds run in order)."""
+    seen: dict[Any, int] = {}
+    rounds: list[list[_Entry]] = []
+    for e in entries:
+        r = seen.get(e.key, -1) + 1
+        seen[e.key] = r
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(e)
+    return rounds

@@ -1,0 +1,98 @@
+"""The DLQ collection sink and writer against the real server (reference §5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+from typing import Any
+
+import pytest
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
+
+from sinks.dlq import LATE_REASON, dlq_document
+from sinks.mongo_dlq import STATS, DlqWriter, MongoDlqSink, dlq_writer_factory
+from translator.connections import Connection, ConnectionRegistry
+from translator.errors import TranslateError
+from translator.ir import DlqTarget
+
+Doc = dict[str, Any]
+
+
+def registry(uri: str) -> ConnectionRegistry:
+    return ConnectionRegistry({"dlqConn": Connection(name="dlqConn", type="atlas", uri=uri)})
+
+
+@pytest.mark.mongodb
+def test_dlq_sink_writes_shaped_documents_and_counts_them(mongodb_uri: str, mongo_db: Any) -> None:
+    bad = [{"_id": i, "temp": "hot", "_ts": dt.datetime(2024, 8, 12, 21, 41, i)} for i in range(5)]
+    items = [
+        [dlq_document("Input document found to be invalid in $validate stage", d, "proc") for d in bad[:3]],
+        [],
+        [dlq_document(LATE_REASON, d, "proc", missedWindowStartTimes=[dt.datetime(2024, 1, 1)]) for d in bad[3:]],
+    ]
+    before = STATS.written
+    sink = MongoDlqSink(DlqTarget("dlqConn", mongo_db.name, "theBadOnes"), registry(mongodb_uri), "proc")
+    flow = Dataflow("dlq")
+    op.output("dlq", op.input("in", flow, TestingSource(items)), sink)
+    run_main(flow)
+    assert sink.written == 5 and sink.lost == 0
+    assert STATS.written - before == 5
+    got = sorted(mongo_db["theBadOnes"].find(), key=lambda d: d["doc"]["_id"])
+    assert [d["doc"] for d in got] == bad
+    assert [d["errInfo"] for d in got] == [{"reason": "Input document found to be invalid in $validate stage"}] * 3 + [
+        {"reason": LATE_REASON}
+    ] * 2
+    assert all(d["processorName"] == "proc" and isinstance(d["dlqTime"], dt.datetime) for d in got)
+    assert [d.get("missedWindowStartTimes") for d in got] == [None] * 3 + [[dt.datetime(2024, 1, 1)]] * 2
+
+
+@pytest.mark.mongodb
+def test_writer_batches_and_a_replayed_batch_counts_as_written(mongodb_uri: str, mongo_db: Any) -> None:
+    make = dlq_writer_factory(DlqTarget("dlqConn", mongo_db.name, "dlq"), registry(mongodb_uri))
+    w = make()
+    w.batch_size = 7
+    docs = [dlq_document("r", {"i": i}, "p") for i in range(20)]
+    w.write(docs)
+    assert w.flush(10)
+    w.write(docs[:4])  # the same _ids again: duplicates of what is already stored
+    w.close()
+    assert w.written == 24 and w.lost == 0
+    assert sorted(d["doc"]["i"] for d in mongo_db["dlq"].find()) == list(range(20))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_writer_never_blocks_and_counts_what_it_loses() -> None:
+    """Best effort (reference §5): an unreachable DLQ server costs nothing to the caller."""
+    w = DlqWriter.to(f"mongodb://127.0.0.1:{_closed_port()}/", "db", "dlq", max_queue=5)
+    w.server_timeout_ms = 200
+    w.retries = 2
+    w.backoff_s = 0.01
+    lost_before = STATS.lost
+    t0 = time.monotonic()
+    w.write([dlq_document("r", {"i": i}, "p") for i in range(8)])  # 5 queued, 3 over the bound
+    assert time.monotonic() - t0 < 0.2
+    assert w.flush(20)
+    w.close()
+    assert w.written == 0 and w.lost == 8
+    assert STATS.lost - lost_before == 8
+
+
+def test_dlq_needs_a_mongodb_connection() -> None:
+    reg = ConnectionRegistry({"k": Connection(name="k", type="kafka", bootstrap_servers="h:1")})
+    with pytest.raises(TranslateError) as ei:
+        MongoDlqSink(DlqTarget("k", "db", "c"), reg, "p")
+    assert str(ei.value) == (
+        "options.dlq.connectionName: connection 'k' is of type 'kafka'; "
+        "a MongoDB connection (type 'atlas' or 'mongodb') is needed"
+    )
+    with pytest.raises(TranslateError) as ei:
+        MongoDlqSink(DlqTarget("nope", "db", "c"), reg, "p")
+    assert str(ei.value) == "options.dlq.connectionName: unknown connection 'nope'; known connections: k, sample_stream_solar"
