@@ -126,7 +126,7 @@ def measure(engine: str, python: str, cfg: dict[str, Any], timeout: float) -> di
         r.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        tail = (err[0] if err else "").strip().splitlines()[-3:]
+        tail = (err[0] if err else "").strip().splitlines()[-1:]
         raise RuntimeError(f"exit {proc.returncode}: {' | '.join(tail)[-400:]}")
     res = json.loads((out[0] if out else "").strip().splitlines()[-1])
     res["peak_tree_rss_kb"] = peak[0]

@@ -51,7 +51,16 @@ from sinks.mongo_dlq import DlqWriter, DlqWriterFactory
 from translator.connections import Connection, ConnectionRegistry, mask_uri
 from translator.errors import TranslateError, did_you_mean
 from translator.ir import MergeStage
-from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr, const_value
+from translator.mql.expr import (
+    EMPTY_VARS,
+    Ctx,
+    Expr,
+    ExprError,
+    Vars,
+    compile_expr,
+    const_value,
+    get_path,
+)
 from translator.mql.values import MISSING
 
 log = logging.getLogger("mqlflow.merge")
@@ -151,158 +160,29 @@ def _compile_name(spec: Any, path: str, what: str, check: Callable[[str], str | 
 # document read back from the server, with `$$new` bound to the incoming document.
 
 DocFn = Callable[[Doc, Vars], Doc]
-
-
-def _set_path(doc: Doc, parts: list[str], value: Any) -> Doc:
-    out = dict(doc)
-    head = parts[0]
-    if len(parts) == 1:
-        if value is MISSING:
-            out.pop(head, None)
-        else:
-            out[head] = value
-        return out
-    cur = out.get(head)
-    if isinstance(cur, dict) or value is not MISSING:
-        out[head] = _set_path(cur if isinstance(cur, dict) else {}, parts[1:], value)
-    return out
-
-
-def _get_path(doc: Any, parts: list[str]) -> Any:
-    for p in parts:
-        if not isinstance(doc, dict) or p not in doc:
-            return MISSING
-        doc = doc[p]
-    return doc
-
-
-def _field_parts(name: Any, path: str) -> list[str]:
-    if not isinstance(name, str) or not name or name.startswith("$") or "" in name.split("."):
-        raise TranslateError(path, f"invalid field name {name!r}")
-    return name.split(".")
-
-
-def _flatten(spec: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for k, v in spec.items():
-        full = f"{prefix}{k}"
-        if isinstance(v, dict) and v and not any(str(x).startswith("$") for x in v):
-            out.extend(_flatten(v, f"{full}."))
-        else:
-            out.append((full, v))
-    return out
-
-
-def _p_add_fields(spec: Any, ctx: Ctx) -> DocFn:
-    if not isinstance(spec, dict):
-        raise ctx.error("expected an object of field: expression")
-    fields = [(_field_parts(k, ctx.at(k).path), compile_expr(v, ctx.at(k))) for k, v in spec.items()]
-
-    def add_fields(doc: Doc, v: Vars) -> Doc:
-        values = [(p, f(doc, v)) for p, f in fields]
-        out = doc
-        for p, x in values:
-            out = _set_path(out, p, x)
-        return out
-
-    return add_fields
-
-
-def _p_unset(spec: Any, ctx: Ctx) -> DocFn:
-    names = [spec] if isinstance(spec, str) else spec
-    if not isinstance(names, list) or not names:
-        raise ctx.error("expected a field name or an array of field names")
-    paths = [_field_parts(n, ctx.at(i).path) for i, n in enumerate(names)]
-
-    def unset(doc: Doc, v: Vars) -> Doc:
-        for p in paths:
-            doc = _set_path(doc, p, MISSING)
-        return doc
-
-    return unset
-
-
-def _is_flag(v: Any) -> bool:
-    return isinstance(v, (bool, int, float))
-
-
-def _p_project(spec: Any, ctx: Ctx) -> DocFn:
-    if not isinstance(spec, dict) or not spec:
-        raise ctx.error("expected a non-empty projection object")
-    flat = _flatten(spec)
-    excl = [k for k, v in flat if _is_flag(v) and not v and k != "_id"]
-    incl = [(k, v) for k, v in flat if k != "_id" and not (_is_flag(v) and not v)]
-    if excl and incl:
-        raise ctx.error("cannot mix inclusion and exclusion in one $project (except for _id)")
-    id_spec = spec.get("_id", MISSING)
-    if not incl:
-        return _p_unset([k for k, v in flat if _is_flag(v) and not v], ctx)
-    keep_id = not (_is_flag(id_spec) and not id_spec)
-    computed = [(_field_parts(k, ctx.at(k).path), None if _is_flag(v) else compile_expr(v, ctx.at(k))) for k, v in incl]
-    id_fn = compile_expr(id_spec, ctx.at("_id")) if id_spec is not MISSING and not _is_flag(id_spec) else None
-
-    def project(doc: Doc, v: Vars) -> Doc:
-        out: Doc = {}
-        if id_fn is not None:
-            x = id_fn(doc, v)
-            if x is not MISSING:
-                out["_id"] = x
-        elif keep_id and "_id" in doc:
-            out["_id"] = doc["_id"]
-        for parts, f in computed:
-            x = _get_path(doc, parts) if f is None else f(doc, v)
-            if x is not MISSING:
-                out = _set_path(out, parts, x)
-        return out
-
-    return project
-
-
-def _p_replace_with(spec: Any, ctx: Ctx) -> DocFn:
-    f = compile_expr(spec, ctx)
-
-    def replace_with(doc: Doc, v: Vars) -> Doc:
-        r = f(doc, v)
-        if not isinstance(r, dict):
-            shown = "missing" if r is MISSING else type(r).__name__
-            raise ExprError("$replaceWith", f"the new root must evaluate to an object, got {shown}")
-        return r
-
-    return replace_with
-
-
-def _p_replace_root(spec: Any, ctx: Ctx) -> DocFn:
-    if not isinstance(spec, dict) or set(spec) != {"newRoot"}:
-        raise ctx.error("expected {newRoot: <expression>}")
-    return _p_replace_with(spec["newRoot"], ctx.at("newRoot"))
-
-
-PIPELINE_STAGES: dict[str, Callable[[Any, Ctx], DocFn]] = {
-    "$set": _p_add_fields,
-    "$addFields": _p_add_fields,
-    "$unset": _p_unset,
-    "$project": _p_project,
-    "$replaceWith": _p_replace_with,
-    "$replaceRoot": _p_replace_root,
-}
+# The document-reshaping stages, compiled by the translator's own stage compilers.
+PIPELINE_STAGES = ("$set", "$addFields", "$unset", "$project", "$replaceWith", "$replaceRoot")
 
 
 def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str) -> DocFn:
     """Compile ``whenMatched: [...]`` into ``fn(existing_doc, {"new": incoming}) -> doc``."""
-    fns: list[DocFn] = []
+    from translator.parse import STAGE_PARSERS
+    from translator.stages import compile_steps
+
+    parsed = []
     for i, st in enumerate(stages):
         spath = f"{path}[{i}]"
         if not isinstance(st, dict) or len(st) != 1:
             raise TranslateError(spath, "a pipeline stage must be an object with exactly one key")
         ((name, spec),) = st.items()
-        comp = PIPELINE_STAGES.get(name)
-        if comp is None:
+        if name not in PIPELINE_STAGES:
             raise TranslateError(
                 f"{spath}.{name}",
                 f"stage '{name}' is not supported in a $merge whenMatched pipeline{did_you_mean(name, PIPELINE_STAGES)}; "
                 f"supported: {', '.join(PIPELINE_STAGES)}",
             )
-        fns.append(comp(spec, Ctx(f"{spath}.{name}").bind("new")))
+        parsed.append(STAGE_PARSERS[name](spec, f"{spath}.{name}"))
+    fns = [step.fn for step in compile_steps(tuple(parsed), frozenset({"new"}))]
 
     def run(doc: Doc, v: Vars) -> Doc:
         for f in fns:
@@ -588,7 +468,11 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
             for batch in items:
                 self._buf.extend(batch)
             full = len(self._buf) >= self.sink.batch_size
-        if full:
+        if self.sink.flush_interval_s <= 0:
+            # Durable mode: everything Bytewax handed over is written before this returns,
+            # so a checkpoint never covers documents still sitting in a buffer.
+            self._flush(only_full=False)
+        elif full:
             self._flush(only_full=True)
 
     def close(self) -> None:
@@ -672,7 +556,7 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
             return _Entry(doc, doc, {"_id": v}, _hashable([v])), None
         values = []
         for name, parts in zip(on, self.sink.on_parts, strict=True):
-            v = _get_path(doc, parts)
+            v = get_path(doc, tuple(parts))
             if v is MISSING or v is None or isinstance(v, list):
                 return None, f"$merge write error: 'on' field '{name}' cannot be missing, null, undefined or an array"
             values.append(v)
@@ -701,7 +585,7 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         docs = self._retrying("read existing documents", lambda: list(collection.find(query, projection)))
         out: dict[Any, Doc] = {}
         for d in docs:
-            vals = [_get_path(d, p) for p in self.sink.on_parts]
+            vals = [get_path(d, tuple(p)) for p in self.sink.on_parts]
             out[_hashable(vals)] = d
         return out
 

@@ -19,5 +19,7 @@ class ProcessorOptions:
     dlq: DlqTarget | None = None
     batch_size: int = 1024
     sink_batch_size: int = 1000
-    sink_flush_interval_s: float = 1.0
+    # 0: a sink writes each batch Bytewax hands it before returning (no loss on a crash);
+    # > 0: partial batches wait up to this long (faster, may lose that much on a crash).
+    sink_flush_interval_s: float = 0.0
     window_buckets: int = 4  # group buckets that window state is spread over (workers)

@@ -158,9 +158,9 @@ def _flatten_spec(spec: dict[str, Any], prefix: tuple[str, ...], path: str) -> l
     return out
 
 
-def compile_add_fields(spec: dict[str, Any], path: str) -> Callable[[Any, Vars], Any]:
+def compile_add_fields(spec: dict[str, Any], path: str, variables: frozenset[str] = frozenset()) -> Callable[[Any, Vars], Any]:
     fields = [
-        (parts, compile_expr(v, Ctx(p))) for parts, v, p in _flatten_spec(spec, (), path)
+        (parts, compile_expr(v, Ctx(p, variables))) for parts, v, p in _flatten_spec(spec, (), path)
     ]
     simple = all(len(p) == 1 for p, _ in fields)
     if simple:
@@ -233,7 +233,7 @@ def _tree_modes(tree: dict[str, Any], top: bool, acc: set[str]) -> None:
             acc.add("include")
 
 
-def compile_project(spec: dict[str, Any], path: str) -> Callable[[Any, Vars], Any]:
+def compile_project(spec: dict[str, Any], path: str, variables: frozenset[str] = frozenset()) -> Callable[[Any, Vars], Any]:
     """$project: inclusion (with computed fields) or exclusion, never both (but _id)."""
     tree = _build_tree(spec, path)
     modes: set[str] = set()
@@ -254,7 +254,7 @@ def compile_project(spec: dict[str, Any], path: str) -> Callable[[Any, Vars], An
     include_id = id_spec != ("flag", False)
     if id_spec is not None and isinstance(id_spec, tuple) and id_spec[0] == "flag":
         del tree["_id"]
-    compiled = _compile_include(tree, path)
+    compiled = _compile_include(tree, path, variables)
 
     def include(doc: Any, v: Vars) -> Any:
         out: dict[str, Any] = {}
@@ -276,15 +276,15 @@ def _leaf_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tupl
     return out
 
 
-def _compile_include(tree: dict[str, Any], path: str) -> list[tuple[str, int, Any]]:
+def _compile_include(tree: dict[str, Any], path: str, variables: frozenset[str]) -> list[tuple[str, int, Any]]:
     out: list[tuple[str, int, Any]] = []
     for k, v in tree.items():
         if isinstance(v, dict):
-            out.append((k, 2, _compile_include(v, f"{path}.{k}")))
+            out.append((k, 2, _compile_include(v, f"{path}.{k}", variables)))
         elif v[0] == "flag":
             out.append((k, 0, None))
         else:
-            out.append((k, 1, compile_expr(v[1], Ctx(f"{path}.{k}"))))
+            out.append((k, 1, compile_expr(v[1], Ctx(f"{path}.{k}", variables))))
     return out
 
 
@@ -324,16 +324,18 @@ def compile_unset(fields: tuple[str, ...], path: str) -> Callable[[Any, Vars], A
     return compile_project({f: 0 for f in fields}, path)
 
 
-def compile_replace_root(new_root: Any, path: str) -> Callable[[Any, Vars], Any]:
-    f = compile_expr(new_root, Ctx(f"{path}.newRoot"))
+def compile_replace_root(
+    new_root: Any, path: str, variables: frozenset[str] = frozenset(), op: str = "$replaceRoot"
+) -> Callable[[Any, Vars], Any]:
+    with_ = op == "$replaceWith"
+    f = compile_expr(new_root, Ctx(path if with_ else f"{path}.newRoot", variables))
+    what = "'replacement document'" if with_ else "'newRoot' expression"
 
     def replace_root(doc: Any, v: Vars) -> Any:
         r = f(doc, v)
         if not isinstance(r, dict):
             shown = "missing" if r is MISSING else f"{bson_type(r)} {r!r}"
-            raise ExprError(
-                "$replaceRoot", f"'newRoot' expression must evaluate to an object, but resulting value was: {shown}"
-            )
+            raise ExprError(op, f"{what} must evaluate to an object, but resulting value was: {shown}")
         return r
 
     return replace_root
@@ -433,19 +435,24 @@ def _compile_validate(stage: ir.ValidateStage) -> Step:
     return Step(VALIDATE, lambda d, v: q(d), "$validate", stage.path, stage.action == "dlq", desc)
 
 
-STEP_COMPILERS: dict[type, Callable[[Any], Step]] = {
-    ir.ValidateStage: _compile_validate,
-    ir.MatchStage: _compile_match,
-    ir.ProjectStage: lambda s: Step(MAP, compile_project(s.spec, s.path), "$project", s.path),
-    ir.AddFieldsStage: lambda s: Step(MAP, compile_add_fields(s.spec, s.path), s.path.rsplit(".", 1)[-1], s.path),
-    ir.UnsetStage: lambda s: Step(MAP, compile_unset(s.fields, s.path), "$unset", s.path),
-    ir.ReplaceRootStage: lambda s: Step(MAP, compile_replace_root(s.new_root, s.path), s.path.rsplit(".", 1)[-1], s.path),
-    ir.UnwindStage: lambda s: Step(FLAT, compile_unwind(s), "$unwind", s.path),
-    ir.RedactStage: lambda s: Step(FLAT, compile_redact(s.expr, s.path), "$redact", s.path),
+def _name(s: Any) -> str:
+    return str(s.path.rsplit(".", 1)[-1])
+
+
+# (stage IR, variables bound by the caller, e.g. {"new"} in $merge's whenMatched) -> Step
+STEP_COMPILERS: dict[type, Callable[[Any, frozenset[str]], Step]] = {
+    ir.ValidateStage: lambda s, v: _compile_validate(s),
+    ir.MatchStage: lambda s, v: _compile_match(s),
+    ir.ProjectStage: lambda s, v: Step(MAP, compile_project(s.spec, s.path, v), "$project", s.path),
+    ir.AddFieldsStage: lambda s, v: Step(MAP, compile_add_fields(s.spec, s.path, v), _name(s), s.path),
+    ir.UnsetStage: lambda s, v: Step(MAP, compile_unset(s.fields, s.path), "$unset", s.path),
+    ir.ReplaceRootStage: lambda s, v: Step(MAP, compile_replace_root(s.new_root, s.path, v, _name(s)), _name(s), s.path),
+    ir.UnwindStage: lambda s, v: Step(FLAT, compile_unwind(s), "$unwind", s.path),
+    ir.RedactStage: lambda s, v: Step(FLAT, compile_redact(s.expr, s.path), "$redact", s.path),
 }
 
 
-def compile_steps(stages: tuple[Any, ...]) -> tuple[Step, ...]:
+def compile_steps(stages: tuple[Any, ...], variables: frozenset[str] = frozenset()) -> tuple[Step, ...]:
     """Compile a run of stateless stages (raises TranslateError for bad expressions)."""
-    return tuple(STEP_COMPILERS[type(s)](s) for s in stages)
+    return tuple(STEP_COMPILERS[type(s)](s, variables) for s in stages)
 

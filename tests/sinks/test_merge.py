@@ -203,7 +203,7 @@ def test_whenmatched_pipeline_failure_goes_to_the_dlq(mongodb_uri: str, mongo_db
     run(make_sink(mongodb_uri, st, mongo_db), [[{"_id": 1, "inner": {"n": 9}}, {"_id": 2, "inner": 4}]])
     assert contents(mongo_db["c"]) == [{"_id": 1, "n": 9}, {"_id": 2, "n": 2}]
     assert dlq_entries(mongo_db) == [(
-        "Failed to apply $merge whenMatched pipeline: $replaceWith: the new root must evaluate to an object, got int",
+        "Failed to apply $merge whenMatched pipeline: $replaceWith: 'replacement document' must evaluate to an object, but resulting value was: int 4",
         {"_id": 2, "inner": 4},
     )]
 
