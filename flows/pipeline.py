@@ -12,7 +12,7 @@ from typing import Any
 
 from bytewax.dataflow import Dataflow
 
-from translator.compile import build_flow, compile_pipeline
+from translator.compile import build_flow, compile_pipeline, make_sinks
 from translator.connections import ConnectionRegistry
 from translator.errors import TranslateError
 from translator.loader import load_pipeline_file, options_from_mapping
@@ -53,12 +53,29 @@ def flow_for(
             from sinks.jsonl import JsonlDirSink
 
             sinks = {"output_sink": JsonlDirSink(output_dir), "dlq_sink": JsonlDirSink(output_dir, "dlq")}
+        else:
+            out_sink, dlq_sink = make_sinks(pipeline, registry, opts)
+            _preflight(out_sink)
+            sinks = {"output_sink": out_sink, "dlq_sink": dlq_sink}
         flow = build_flow(pipeline, opts, registry, flow_id=_flow_id(opts.name), **sinks)
         tune_gc()
         return flow
     except TranslateError as exc:
         print(f"mqlflow: invalid pipeline: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _preflight(sink: Any) -> None:
+    """Fail fast, in one line, when the $merge server does not answer (not from deep
+    inside the Bytewax runtime once workers start)."""
+    from sinks.mongo import MergeSink, MergeUnreachableError
+
+    if isinstance(sink, MergeSink):
+        try:
+            sink.connect().close()
+        except MergeUnreachableError as exc:
+            print(f"mqlflow: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def from_file(path: str, connections: str | None = None, output_dir: str | None = None) -> Dataflow:

@@ -10,7 +10,7 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.outputs import Sink
 
 from translator import ir
@@ -18,7 +18,7 @@ from translator.connections import ConnectionRegistry
 from translator.errors import TranslateError
 from translator.options import ProcessorOptions
 from translator.parse import parse_pipeline
-from translator.runtime import Observer, Plan, make_ingest_builder
+from translator.runtime import IngestSource, Observer, Plan
 from translator.windows import DLQ, OUT, WIN, CloseLogic
 
 
@@ -180,16 +180,16 @@ def build_flow(
         output_sink = output_sink or default_out
         dlq_sink = dlq_sink or default_dlq
 
+    if not isinstance(source, FixedPartitionedSource):
+        raise TypeError("mqlflow sources are FixedPartitionedSource (one partition per source partition)")
     flow = Dataflow(flow_id)
-    raw = op.input("source", flow, source)
-    tagged = op.map("partition", raw, lambda kv: (kv[0], (kv[0], kv[1])))
-    ingested = op.stateful_batch("ingest", tagged, make_ingest_builder(plan))
+    ingested = op.input("source", flow, IngestSource(source, plan))
     dlq = op.filter_map("ingest_dlq", ingested, _payload(DLQ))
     if plan.window is None:
         out = op.filter_map("ingest_out", ingested, _payload(OUT))
     else:
         window = plan.window
-        partitions = list(source.list_parts()) if hasattr(source, "list_parts") else [""]
+        partitions = list(source.list_parts())
         to_close = op.filter_map("to_close", ingested, _payload(WIN))
         closed = op.stateful_batch(
             "close", to_close, lambda resume: CloseLogic(window, partitions, plan.dlq_doc, resume, plan.after)
@@ -205,8 +205,8 @@ def build_flow(
 
 
 def _payload(tag: int) -> Any:
-    def pick(kv: tuple[str, tuple[int, Any]]) -> Any:
-        value = kv[1]
+    def pick(kv: tuple[Any, Any]) -> Any:
+        value = kv if isinstance(kv[0], int) else kv[1]  # emissions, or keyed close output
         return value[1] if value[0] == tag else None
 
     return pick

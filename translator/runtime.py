@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bytewax.operators import StatefulBatchLogic
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from sinks.dlq import dlq_document
 from sources.base import SOURCE_DLQ_KEY, IdleBatch, RawBatch, now_ms
@@ -23,7 +23,7 @@ from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
 from translator.options import ProcessorOptions
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
-from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
+from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, WIN, WindowPlan
 
 Emission = tuple[int, Any]
 Observer = Callable[[RawBatch, int], None]  # (raw batch, partition watermark ms)
@@ -62,11 +62,12 @@ class Plan:
         return dlq_document(reason, doc, self.options.name, **extra)
 
 
-class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
-    """Per source partition. State: the partition's watermark in ms."""
+class IngestLogic:
+    """Per source partition; its state is the partition's watermark in ms."""
 
-    def __init__(self, plan: Plan, resume: int | None) -> None:
+    def __init__(self, plan: Plan, part: str, resume: int | None) -> None:
         self.plan = plan
+        self.part = part
         self.wm = NEG_INF if resume is None else resume
         src = plan.pipeline.source
         self.ts_field = src.ts_field_name
@@ -74,22 +75,13 @@ class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
         self.windowed = plan.window is not None
         self.processing = plan.window is not None and plan.window.stage.boundary == "processingTime"
         self.buckets = plan.window.buckets if plan.window is not None else 1
-        self.part = ""
-
-    def on_batch(self, values: list[tuple[str, RawBatch]]) -> tuple[list[Emission], bool]:
-        out: list[Emission] = []
-        for part, batch in values:
-            self.part = part
-            out.extend(self.process(batch))
-        return out, False
-
-    def snapshot(self) -> int:
-        return self.wm
 
     def process(self, batch: RawBatch) -> list[Emission]:
         plan = self.plan
         if type(batch) is IdleBatch:
             return [(WIN, (str(b), (self.part, self.wm, None, IDLE))) for b in range(self.buckets)]
+        if not batch:
+            return []
         dlq: list[dict[str, Any]] = []
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
@@ -106,9 +98,8 @@ class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
                 emissions.append((OUT, [d for d, _ in recs]))
         else:
             partials = plan.window.fold(recs, dlq_fn)
-            active = ACTIVE if batch else QUIET
             for b in range(self.buckets):
-                emissions.append((WIN, (str(b), (self.part, self.wm, partials.get(b), active))))
+                emissions.append((WIN, (str(b), (self.part, self.wm, partials.get(b), ACTIVE))))
         if dlq:
             emissions.append((DLQ, dlq))
         return emissions
@@ -157,5 +148,44 @@ class IngestLogic(StatefulBatchLogic[tuple[str, RawBatch], Emission, int]):
         return recs
 
 
-def make_ingest_builder(plan: Plan) -> Callable[[int | None], IngestLogic]:
-    return lambda resume: IngestLogic(plan, resume)
+class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, int]]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], logic: IngestLogic) -> None:
+        self.inner = inner
+        self.logic = logic
+
+    def next_batch(self) -> list[Emission]:
+        out: list[Emission] = []
+        for _key, batch in self.inner.next_batch():
+            out.extend(self.logic.process(batch))
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self.inner.next_awake()
+
+    def snapshot(self) -> tuple[Any, int]:
+        # Source position and watermark are snapshotted together, so a resume is consistent.
+        return (self.inner.snapshot(), self.logic.wm)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class IngestSource(FixedPartitionedSource[Emission, tuple[Any, int]]):
+    """Runs the ingest step inside each source partition, on the worker that reads it.
+
+    Keying a separate step by partition would let Bytewax hash partitions to other
+    workers and pickle every raw batch across processes; here raw documents never leave
+    their worker, and only window partials (or outputs) move on.
+    """
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any], plan: Plan) -> None:
+        self.inner = inner
+        self.plan = plan
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: tuple[Any, int] | None) -> _IngestPartition:
+        inner_state, wm = resume_state if resume_state is not None else (None, None)
+        part = self.inner.build_part(step_id, for_part, inner_state)
+        return _IngestPartition(part, IngestLogic(self.plan, for_part, wm))

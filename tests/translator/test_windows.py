@@ -357,7 +357,9 @@ def test_processor_watermark_is_the_minimum_over_partitions() -> None:
 
 
 def test_idle_partition_stops_holding_windows_back() -> None:
-    out = _run_scripted({"p0": [[rec("a", 1, 1)], [], [rec("a", 2, 20)]], "p1": [[rec("b", 3, 1)], IdleBatch()]})
+    out = _run_scripted(
+        {"p0": [[rec("a", 1, 1)], [], [rec("a", 2, 20)], [], [], []], "p1": [[rec("b", 3, 1)], IdleBatch(), [], [], [], []]}
+    )
     assert strip([(d["_id"], window_of(d)[0], d["xs"]) for d in out]) == strip(  # type: ignore[arg-type]
         [("a", at(0), [1]), ("b", at(0), [3])]
     )
