@@ -10,11 +10,13 @@ and DLQ documents are also tapped to the service's side channel (``sp.process``,
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import bson
 from bson import json_util
+from bson.int64 import Int64
 from bytewax.dataflow import Dataflow
 
 from flows.pipeline import registry_from, tune_gc
@@ -41,6 +43,28 @@ def _observer(batch: RawBatch, wm: int) -> None:
         ch.set_gauges(watermark=ms_to_datetime(wm))
 
 
+_kafka_parts: dict[tuple[str, int], dict[str, Any]] = {}
+_kafka_lock = threading.Lock()
+
+
+def _kafka_partition_observer(report: dict[str, Any]) -> None:
+    """``stats().kafkaPartitions[]`` (reference §6): merge one partition's report into
+    the gauge; each worker thread reports only its own partitions."""
+    from service.channel import channel
+
+    ckpt = report["checkpointOffset"]
+    entry = {
+        "partition": report["partition"],
+        "currentOffset": Int64(report["currentOffset"]),
+        "checkpointOffset": None if ckpt is None else Int64(ckpt),
+        "isIdle": bool(report["isIdle"]),
+    }
+    with _kafka_lock:
+        _kafka_parts[(report["topic"], report["partition"])] = entry
+        parts = [_kafka_parts[k] for k in sorted(_kafka_parts)]
+    channel().set_gauges(kafkaPartitions=parts)
+
+
 def from_definition(path: str) -> Dataflow:
     from service.channel import ChannelSink, channel
 
@@ -59,6 +83,10 @@ def from_definition(path: str) -> Dataflow:
         kwargs = {"output_sink": ChannelSink("output"), "dlq_sink": ChannelSink("dlq")} if enabled else {}
     elif enabled:
         kwargs = {"taps": (ChannelSink("output"), ChannelSink("dlq"))}
+    if enabled:
+        import sources.kafka
+
+        sources.kafka.PARTITION_OBSERVER = _kafka_partition_observer
     flow = build_flow(
         pipeline, opts, registry, flow_id="processor", observer=_observer if enabled else None, **kwargs
     )

@@ -352,6 +352,11 @@ kafka_status() {
 # mongosh (a tool, not a daemon)
 
 mongosh_up() {
+  # Reinstall when the cached copy is not the pinned version.
+  if [[ -x "$MONGOSH_BIN" ]] && [[ "$("$MONGOSH_BIN" --version 2>/dev/null)" != "$MONGOSH_VERSION" ]]; then
+    log "mongosh: cached $("$MONGOSH_BIN" --version 2>/dev/null) is not the pinned $MONGOSH_VERSION; reinstalling"
+    rm -rf "$NODE_PREFIX"
+  fi
   if [[ ! -x "$MONGOSH_BIN" ]]; then
     command -v npm >/dev/null || die "mongosh: npm is not installed"
     log "mongosh: installing mongosh@$MONGOSH_VERSION (once)..."

@@ -27,6 +27,7 @@ import json
 import logging
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,6 +64,12 @@ KEY_FORMATS = ("binData", "string", "json", "int", "long")
 SOURCE_CONFIG_KEYS = frozenset(
     {"auto_offset_reset", "group_id", "enable_auto_commit", "keyFormat", "keyFormatError"}
 )
+
+# Reporting hook for ``stats().kafkaPartitions`` (reference §6): when set (by
+# flows/processor.py inside the service), every partition calls it with
+# ``{topic, partition, currentOffset, checkpointOffset, isIdle}`` at start, after each
+# batch it reads, when it turns idle and at each snapshot. Per batch, not per message.
+PARTITION_OBSERVER: Callable[[dict[str, Any]], None] | None = None
 
 # Errors in a consumed message that mean "this partition cannot be read": fail the processor.
 _FATAL_CODES = frozenset(
@@ -266,6 +273,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
         self.last_data = time.monotonic()
         self.idle = False
         self.empty = False
+        self._report()
 
     # -- Bytewax callbacks ---------------------------------------------------------------------
 
@@ -277,6 +285,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
             if idle_ms is not None and not self.idle and (time.monotonic() - self.last_data) * 1000 >= idle_ms:
                 # ASP partitionIdleTimeout: stop holding the processor watermark back.
                 self.idle = True
+                self._report()
                 return [(self.key, IdleBatch())]
             return []
         self.empty = False
@@ -296,6 +305,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
         self.idle = False
         if self.s.auto_commit and self.s.group_id is not None:
             self._commit()
+        self._report()
         return [(self.key, batch)]
 
     def next_awake(self) -> datetime | None:
@@ -311,12 +321,25 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
         self.checkpoint_offset = self.next_offset
         if self.s.group_id is not None and not self.s.auto_commit:
             self._commit()
+        self._report()
         return self.next_offset
 
     def close(self) -> None:
         self.consumer.close()
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _report(self) -> None:
+        """Offsets are "the next offset to read", as in the snapshot."""
+        hook = PARTITION_OBSERVER
+        if hook is not None:
+            hook({
+                "topic": self.topic,
+                "partition": self.partition,
+                "currentOffset": self.next_offset,
+                "checkpointOffset": self.checkpoint_offset,
+                "isIdle": self.idle,
+            })
 
     def _commit(self) -> None:
         try:
