@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from bson import Decimal128, Int64
 
+from tests.translator.mql.mqlhelpers import run, runtime_error, same
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, compile_expr, const_value
 from translator.mql.values import MISSING
@@ -16,25 +17,6 @@ from translator.mql.values import MISSING
 UTC = dt.UTC
 NAN = float("nan")
 INF = float("inf")
-
-
-def run(spec: Any, doc: dict[str, Any] | None = None) -> Any:
-    return compile_expr(spec, Ctx("t"))({} if doc is None else doc, EMPTY_VARS)
-
-
-def same(actual: Any, expected: Any) -> None:
-    """Exact value and exact Python type (Int64 vs int, float vs int, Decimal128 digits)."""
-    assert type(actual) is type(expected), f"{actual!r} is {type(actual)}, want {expected!r}"
-    if isinstance(expected, float) and math.isnan(expected):
-        assert math.isnan(actual)
-    else:
-        assert actual == expected, f"{actual!r} != {expected!r}"
-
-
-def runtime_error(spec: Any, doc: dict[str, Any] | None = None) -> ExprError:
-    with pytest.raises(ExprError) as ei:
-        run(spec, doc)
-    return ei.value
 
 
 SALES = {"price": 10, "fee": 2, "discount": 5, "date": dt.datetime(2014, 3, 1, 8, tzinfo=UTC)}

@@ -7,25 +7,9 @@ from typing import Any
 import pytest
 from bson import Decimal128, Int64
 
-from translator.errors import TranslateError
-from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, compile_expr
+from tests.translator.mql.mqlhelpers import compile_error, ev, expr_error
+from translator.mql.expr import EMPTY_VARS, Ctx, compile_expr
 from translator.mql.values import MISSING
-
-
-def ev(spec: Any, doc: Any = None) -> Any:
-    return compile_expr(spec, Ctx("t"))({} if doc is None else doc, EMPTY_VARS)
-
-
-def expr_error(spec: Any, doc: Any = None) -> ExprError:
-    with pytest.raises(ExprError) as ei:
-        ev(spec, doc)
-    return ei.value
-
-
-def compile_error(spec: Any) -> str:
-    with pytest.raises(TranslateError) as ei:
-        compile_expr(spec, Ctx("t"))
-    return str(ei.value)
 
 
 def same(a: Any, b: Any) -> bool:

@@ -8,26 +8,10 @@ from typing import Any
 import pytest
 from bson import Int64, ObjectId, Timestamp
 
-from translator.errors import TranslateError
-from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, compile_expr
+from tests.translator.mql.mqlhelpers import compile_error, ev, expr_error
+from translator.mql.expr import ExprError
 from translator.mql.operators.dates import parse_date_string
 from translator.mql.values import UTC
-
-
-def ev(spec: Any, doc: Any = None) -> Any:
-    return compile_expr(spec, Ctx("t"))({} if doc is None else doc, EMPTY_VARS)
-
-
-def expr_error(spec: Any, doc: Any = None) -> ExprError:
-    with pytest.raises(ExprError) as ei:
-        ev(spec, doc)
-    return ei.value
-
-
-def compile_error(spec: Any) -> str:
-    with pytest.raises(TranslateError) as ei:
-        compile_expr(spec, Ctx("t"))
-    return str(ei.value)
 
 
 def D(s: str) -> dt.datetime:

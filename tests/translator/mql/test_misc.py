@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
 
 import pytest
 from bson.binary import Binary, UuidRepresentation
@@ -12,10 +11,6 @@ from bson.binary import Binary, UuidRepresentation
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, compile_expr
 from translator.mql.values import UTC
-
-
-def ev(spec: Any, doc: Any = None) -> Any:
-    return compile_expr(spec, Ctx("t"))({} if doc is None else doc, EMPTY_VARS)
 
 
 def test_current_date_is_now_in_utc_with_ms_precision() -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from typing import Any
 
 import pytest
 from bson import Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 
+from tests.translator.mql.mqlhelpers import run, same
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, compile_expr
 from translator.mql.operators.types import ConvertError, convert
@@ -17,18 +17,6 @@ from translator.mql.operators.types import ConvertError, convert
 UTC = dt.UTC
 DATE = dt.datetime(2018, 3, 26, 4, 38, 28, 44000, tzinfo=UTC)  # 1522039108044 ms
 OID = ObjectId("5ab9c3da31c2ab715d421285")
-
-
-def run(spec: Any, doc: dict[str, Any] | None = None) -> Any:
-    return compile_expr(spec, Ctx("t"))({} if doc is None else doc, EMPTY_VARS)
-
-
-def same(actual: Any, expected: Any) -> None:
-    assert type(actual) is type(expected), f"{actual!r} is {type(actual)}, want {expected!r}"
-    if isinstance(expected, float) and math.isnan(expected):
-        assert math.isnan(actual)
-    else:
-        assert actual == expected, f"{actual!r} != {expected!r}"
 
 
 ERROR = object()  # marker: the conversion fails
