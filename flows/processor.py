@@ -9,6 +9,7 @@ and DLQ documents are also tapped to the service's side channel (``sp.process``,
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from bytewax.dataflow import Dataflow
 
 from flows.pipeline import registry_from, tune_gc
 from sources.base import RawBatch
+from translator import metrics
 from translator.compile import build_flow, compile_pipeline
 from translator.errors import TranslateError
 from translator.loader import options_from_mapping
@@ -90,5 +92,14 @@ def from_definition(path: str) -> Dataflow:
     flow = build_flow(
         pipeline, opts, registry, flow_id="processor", observer=_observer if enabled else None, **kwargs
     )
+    if enabled:
+        # stateSize and operatorStats (issue 4 §5): per-stage counters kept by the
+        # translator's hooks, read by the channel once a second and at exit.
+        metrics.enable()
+        channel().add_gauge_provider(functools.partial(_gauges, pipeline))
     tune_gc()
     return flow
+
+
+def _gauges(pipeline: Any) -> dict[str, Any]:
+    return {"stateSize": metrics.state_size(), "operatorStats": metrics.operator_stats(pipeline)}

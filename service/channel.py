@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bson import json_util
@@ -53,6 +54,7 @@ class Channel:
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._gauges: dict[str, Any] = {"stateSize": 0, "watermark": None}
         self._last_sent = 0.0
+        self._providers: list[Callable[[], dict[str, Any]]] = []
         if path:
             try:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -110,8 +112,21 @@ class Channel:
         with self._lock:
             self._gauges.update(gauges)
 
+    def add_gauge_provider(self, fn: Callable[[], dict[str, Any]]) -> None:
+        """``fn()`` returns gauges (``stateSize``, ``operatorStats``) computed at each
+        flush, so they are fresh once a second and at exit without per-batch work."""
+        with self._lock:
+            self._providers.append(fn)
+
     def flush_stats(self) -> None:
         with self._lock:
+            providers = list(self._providers)
+        extra: dict[str, Any] = {}
+        for fn in providers:
+            with contextlib.suppress(Exception):  # figures are best effort, never fatal
+                extra.update(fn())
+        with self._lock:
+            self._gauges.update(extra)
             stats = {**self._counts, **self._gauges}
         self._send([json_util.dumps({"type": "stats", "stats": stats}, json_options=CANONICAL_JSON_OPTIONS)])
 

@@ -176,6 +176,7 @@ class Run:
         self.server: asyncio.AbstractServer | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.conn_stats: dict[int, dict[str, Any]] = {}
+        self.closed_ops: list[list[Any]] = []  # final operatorStats of closed connections
         self.base: dict[str, int] = sup.load_counters(workdir)
         self.watermark: _dt.datetime | None = None
         self.exit_error: str | None = None
@@ -212,6 +213,8 @@ class Run:
             self.writers.discard(writer)
             # Keep the final counters of this connection in the totals.
             last = self.conn_stats.pop(key, None)
+            if last and isinstance(last.get("operatorStats"), list):
+                self.closed_ops.append(last["operatorStats"])
             if last:
                 for f in COUNTER_FIELDS:
                     self.base[f] = self.base.get(f, 0) + int(last.get(f, 0) or 0)
@@ -262,11 +265,9 @@ class Run:
         return sum(int(st.get("stateSize", 0) or 0) for st in self.conn_stats.values())
 
     def operator_stats(self) -> list[Any]:
-        for st in self.conn_stats.values():
-            ops = st.get("operatorStats")
-            if isinstance(ops, list):
-                return ops
-        return []
+        """Per-stage figures summed over the child's processes (and restarts of it)."""
+        lists = [st["operatorStats"] for st in self.conn_stats.values() if isinstance(st.get("operatorStats"), list)]
+        return _merge_operator_stats([*self.closed_ops, *lists])
 
     # --- child process -----------------------------------------------------------
     def command(self) -> list[str]:
@@ -391,6 +392,7 @@ class Supervisor:
         self.started = time.monotonic()
         self.connection_count = 0
         self.users = config.users
+        self.final_ops: dict[str, list[Any]] = {}
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = ProcessorStore(config.state_dir / "processors.db")
         self.sock_dir = Path(tempfile.mkdtemp(prefix="mqlflow-"))
@@ -555,6 +557,7 @@ class Supervisor:
             rec = self._record(name)
             if rec.state == "STARTED":
                 raise CommandError(COMMAND_FAILED, f"stream processor '{name}' is already started")
+            self.final_ops.pop(name, None)
             resume = options.get("resumeFromCheckpoint", True)
             if not isinstance(resume, bool):
                 raise CommandError(INVALID_OPTIONS, "resumeFromCheckpoint must be a boolean")
@@ -623,6 +626,7 @@ class Supervisor:
             self.store.set_state(name, "STOPPED")
 
     async def drop(self, name: str) -> None:
+        self.final_ops.pop(name, None)
         run = self.runs.get(name)
         if run is not None and run.temporary:
             await self._drop_temporary(run)
@@ -677,10 +681,13 @@ class Supervisor:
             st[f] = Int64(v) if f not in SIZE_FIELDS else _scaled(v, scale)
         st["stateSize"] = _scaled(state_size, scale)
         st["watermark"] = _naive(run.watermark) if run and run.watermark else None
+        kparts = [p for c in (run.conn_stats.values() if run else ()) for p in c.get("kafkaPartitions") or ()]
+        if kparts:
+            st["kafkaPartitions"] = kparts
         if rec.error_msg:
             st["errorMsg"] = rec.error_msg
         if verbose:
-            st["operatorStats"] = run.operator_stats() if run else []
+            st["operatorStats"] = run.operator_stats() if run else self.final_ops.get(name, [])
         return {"ns": f"admin.{name}", "stats": st, "pipeline": rec.pipeline}
 
     def _stored_counters(self, name: str) -> dict[str, int]:
@@ -706,6 +713,13 @@ class Supervisor:
         for c in list(run.cursors):
             c.end()
         if not run.temporary and self.runs.get(run.name) is run:
+            # A finished processor keeps its final per-stage figures for verbose stats();
+            # the child has exited, so its channel lines end promptly: read them first.
+            for _ in range(40):
+                if not run.writers:
+                    break
+                await asyncio.sleep(0.05)
+            self.final_ops[run.name] = run.operator_stats()
             self.runs.pop(run.name, None)
             self.store.set_state(run.name, "STOPPED")
             await run.close_channel()
@@ -835,6 +849,32 @@ def _toml_registry(path: str | None) -> Any:
         if isinstance(t, dict)
     }
     return ConnectionRegistry(conns)
+
+
+def _merge_operator_stats(lists: list[list[Any]]) -> list[Any]:
+    """Same pipeline, same stage order: add counts, widen the open-window range."""
+    if not lists:
+        return []
+    out = [dict(e) for e in lists[0] if isinstance(e, dict)]
+    for other in lists[1:]:
+        for e, o in zip(out, other, strict=False):
+            if not isinstance(o, dict):
+                continue
+            for k, v in o.items():
+                cur = e.get(k)
+                if k == "minOpenWindowStartTime":
+                    e[k] = v if cur is None else cur if v is None else min(cur, v)
+                elif k == "maxOpenWindowStartTime":
+                    e[k] = v if cur is None else cur if v is None else max(cur, v)
+                elif k == "openWindowCount":
+                    e[k] = max(int(cur or 0), int(v or 0))
+                elif isinstance(v, int) and not isinstance(v, bool) and isinstance(cur, int):
+                    e[k] = cur + v
+    for e in out:
+        for k, v in e.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                e[k] = Int64(v)
+    return out
 
 
 def _scaled(v: int, scale: float) -> Int64 | float:

@@ -251,6 +251,10 @@ class _DlqPartition(StatelessSinkPartition[list[dict[str, Any]]]):
         docs = [d for batch in items for d in batch]
         if docs:
             self._writer.write(docs)
+            # Wait (briefly, bounded) for the queue to drain, so that a checkpoint taken
+            # after this batch normally covers written DLQ entries; never long enough to
+            # hold the main output back when the DLQ server is away.
+            self._writer.flush(timeout_s=2.0)
 
     def close(self) -> None:
         self._writer.close()

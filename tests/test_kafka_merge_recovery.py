@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import json_util
 from pymongo import MongoClient
 
 # The project root must be on sys.path before tests/ (tests/translator, tests/sources
@@ -96,7 +96,7 @@ def write_files(tmp: Path, name: str, topic: str, bootstrap: str, uri: str, db: 
     )
     pipeline: list[dict[str, Any]] = [
         {"$source": {"connectionName": KAFKA, "topic": topic, "timeField": {"$toDate": "$t"},
-                     "config": {"auto_offset_reset": "earliest"}}},
+                     "config": {"auto_offset_reset": "latest"}}},
         {"$validate": {"validator": {"v": {"$type": "int"}}, "validationAction": "dlq"}},
         {"$tumblingWindow": {"interval": {"size": 1, "unit": "second"}, "allowedLateness": 0, "pipeline": [
             {"$group": {"_id": {"g": "$g", "start": {"$meta": "stream.window.start"}},
@@ -148,6 +148,20 @@ def wait_for(pred: Callable[[], bool], timeout_s: float, proc: Processor, what: 
     raise AssertionError(f"timed out waiting for {what}:\n{proc.log.read_text()[-3000:]}")
 
 
+def source_checkpointed(recovery: Path, topic: str) -> bool:
+    """True once a committed checkpoint holds the offsets of all 3 partitions: from then
+    on, data produced is read whatever ``auto_offset_reset`` says. The source starts at
+    ``latest``, so a restart that ignored the checkpoint would skip everything produced
+    while the processor was down, and the test would fail."""
+    try:
+        with sqlite3.connect(f"file:{recovery / 'part-0.sqlite3'}?mode=ro", uri=True, timeout=1) as c:
+            commits = c.execute("SELECT count(*) FROM commits").fetchone()[0]
+            keys = c.execute("SELECT count(DISTINCT state_key) FROM snaps WHERE state_key LIKE ?", (f"{topic}-%",)).fetchone()[0]
+    except sqlite3.OperationalError:
+        return False
+    return bool(commits) and keys == 3
+
+
 def windows(coll: Any) -> dict[Key, dict[str, int]]:
     """The window collection keyed by (group, window start); a duplicate fails."""
     out: dict[Key, dict[str, int]] = {}
@@ -184,10 +198,11 @@ def test_kill9_mid_stream_merge_and_dlq_equal_uninterrupted_run(
 
     # -- uninterrupted run: everything produced first, one process, no kill -------------------
     topic_a = new_topic(kafka_bootstrap, 3, prefix="mrec-a")
-    produce(kafka_bootstrap, topic_a, records(0, N) + flush_records())
     spec, conns = write_files(tmp_path, "mreca", topic_a, kafka_bootstrap, mongodb_uri, db.name, "win_a", "dlq_a")
     a = Processor(spec, conns, tmp_path / "a-rec", tmp_path / "a.log")
     a.start()
+    wait_for(lambda: source_checkpointed(a.recovery, topic_a), 30, a, "the first checkpoint (uninterrupted)")
+    produce(kafka_bootstrap, topic_a, records(0, N) + flush_records())
     wait_for(lambda: db.win_a.count_documents({}) >= len(want) and db.dlq_a.count_documents({}) >= len(INVALID),
              60, a, "all windows and DLQ entries (uninterrupted)")
     time.sleep(1.0)  # anything extra (a duplicate, a stray window) would show up now
@@ -196,12 +211,13 @@ def test_kill9_mid_stream_merge_and_dlq_equal_uninterrupted_run(
     assert baseline == want
     check_dlq(db.dlq_a, topic_a)
 
-    # -- crash run: 40% produced, start, kill -9 while producing, rest while down, restart ----
+    # -- crash run: start, 40% produced, kill -9 while producing, rest while down, restart ----
     topic_b = new_topic(kafka_bootstrap, 3, prefix="mrec-b")
     spec, conns = write_files(tmp_path, "mrecb", topic_b, kafka_bootstrap, mongodb_uri, db.name, "win_b", "dlq_b")
     b = Processor(spec, conns, tmp_path / "b-rec", tmp_path / "b.log")
-    produce(kafka_bootstrap, topic_b, records(0, 1200))
     b.start()
+    wait_for(lambda: source_checkpointed(b.recovery, topic_b), 30, b, "the first checkpoint")
+    produce(kafka_bootstrap, topic_b, records(0, 1200))
     wait_for(lambda: db.win_b.count_documents({}) > 0, 60, b, "first window results")
     time.sleep(3.0)  # several checkpoints (-s 1)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from translator import ir
+from translator import ir, metrics
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, Vars, compile_expr
 from translator.mql.values import MISSING, bson_type
@@ -42,7 +42,14 @@ def failure_reason(step_name: str, path: str, exc: BaseException) -> str:
 
 def run_chain(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars = EMPTY_VARS) -> list[Rec]:
     """Apply ``steps`` to a batch. Fast path per step over the whole list; a step that
-    raises is re-run document by document so that only the bad documents go to the DLQ."""
+    raises is re-run document by document so that only the bad documents go to the DLQ.
+    With :mod:`translator.metrics` enabled, each step's figures are recorded."""
+    if metrics.ENABLED:
+        return metrics.measured_chain(_run_chain, steps, recs, dlq, vars_)
+    return _run_chain(steps, recs, dlq, vars_)
+
+
+def _run_chain(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
     for st in steps:
         if not recs:
             return recs

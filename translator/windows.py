@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pickle
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from sinks.dlq import LATE_REASON
-from translator import ir
+from translator import ir, metrics
 from translator.accumulators import AccSpec, compile_accumulator
 from translator.mql.expr import META, Ctx, Expr, Vars, compile_expr, get_path
 from translator.mql.values import MISSING, compare, hashable, ms_to_datetime
@@ -212,6 +213,21 @@ class WindowPlan:
         sessions ``{partition_key: [session, ...]}``. A table is
         ``{group_key: [group_id, state...]}`` or, without $group, a list of documents.
         """
+        if metrics.ENABLED:
+            # The window's figures include its inner stages (also listed on their own).
+            dropped = [0]
+
+            def counting(reason: str, doc: Any, **extra: Any) -> None:
+                dropped[0] += 1
+                dlq(reason, doc, **extra)
+
+            t0 = time.perf_counter()
+            out = self._fold(recs, counting)
+            metrics.record(self.stage.path, _name_of(self.stage), len(recs), 0, dropped[0], time.perf_counter() - t0)
+            return out
+        return self._fold(recs, dlq)
+
+    def _fold(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
         if self.stage.kind == "session":
             return self._fold_sessions(recs, dlq)
         st = self.stage
@@ -381,6 +397,10 @@ class WindowPlan:
         return out
 
 
+def _name_of(stage: ir.WindowStage) -> str:
+    return stage.path.rsplit(".", 1)[-1]
+
+
 def _err(path: str, msg: str) -> Exception:
     from translator.errors import TranslateError
 
@@ -548,6 +568,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         out: list[dict[str, Any]] = []
         dlq: list[dict[str, Any]] = []
         plan = self.plan
+        t0 = time.perf_counter() if metrics.ENABLED else 0.0
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
             dlq.append(self.dlq_doc(reason, doc, **extra))
@@ -575,6 +596,8 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
                 payload = self.windows.pop(start)
                 self.closed_upto = max(self.closed_upto, start)
                 out.extend(plan.finalize(payload, plan.meta_for(start, end), dlq_fn))
+        if t0:
+            self._report(len(out), len(dlq) + len(self.late), time.perf_counter() - t0)
         if out and self.after:
             # Stages after the window run on its results ($project, $addFields ...).
             out = [d for d, _ in run_chain(self.after, [(d, 0) for d in out], lambda r, d: dlq_fn(r, d))]
@@ -587,6 +610,19 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         if dlq:
             res.append((DLQ, dlq))
         return res
+
+    def _report(self, n_out: int, n_dlq: int, seconds: float) -> None:
+        """Closed-window figures and the open-window state for ``operatorStats``."""
+        st = self.plan.stage
+        metrics.record(st.path, _name_of(st), 0, n_out, n_dlq, seconds)
+        if st.kind == "session":
+            starts = [s[0] for lst in self.sessions.values() for s in lst]
+            entries = sum(len(s[3]) for lst in self.sessions.values() for s in lst)
+        else:
+            starts = list(self.windows)
+            entries = sum(len(p) for p in self.windows.values())
+        lo, hi = (min(starts), max(starts)) if starts else (None, None)
+        metrics.set_window_state(id(self), st.path, len(starts), entries, lo, hi)
 
 
 OUT, DLQ, WIN = 0, 1, 2

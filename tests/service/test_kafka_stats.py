@@ -1,0 +1,142 @@
+"""``getStreamProcessorStats`` for a Kafka source reports ``kafkaPartitions[]`` with
+``partition``, ``currentOffset``, ``checkpointOffset``, ``isIdle`` (reference §6), through
+the real service: ``python -m service serve`` running ``flows.processor`` children,
+a real Kafka topic with 3 partitions and ``$merge`` into a real MongoDB.
+
+Offsets are "the next offset to read" (what a checkpoint stores): after 30 messages in a
+partition both are 30. ``checkpointOffset`` catches up at the next checkpoint
+(``--snapshot-interval 1``). A partition silent for ``partitionIdleTimeout`` is idle.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from kafka_flows import new_topic, produce
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongodb, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+class Svc:
+    def __init__(self, tmp: Path, bootstrap: str, uri: str) -> None:
+        conns = tmp / "connections.toml"
+        conns.write_text(
+            f'[connections.kafka1]\ntype = "kafka"\nbootstrap_servers = "{bootstrap}"\n\n'
+            f'[connections.mongo1]\ntype = "mongodb"\nuri = "{uri}"\n'
+        )
+        self.log = tmp / "service.log"
+        env = dict(os.environ)
+        # Project root after any PYTHONPATH already set (the service's children inherit it).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [env.get("PYTHONPATH", ""), str(ROOT)] if p)
+        self.fh = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "service", "serve", "--port", "0", "--state-dir", str(tmp / "state"),
+             "--connections", str(conns), "--snapshot-interval", "1"],
+            stdout=subprocess.PIPE, stderr=self.fh, text=True, env=env, cwd=tmp,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("mqlflow listening on "):
+            self.proc.kill()
+            raise AssertionError(f"service did not start: {line!r}\n{self.log.read_text()}")
+        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            f"mongodb://127.0.0.1:{int(line.rsplit(':', 1)[1])}", serverSelectionTimeoutMS=5000
+        )
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.fh.close()
+
+
+@pytest.fixture
+def svc(tmp_path: Path, kafka_bootstrap: str, mongodb_uri: str) -> Iterator[Svc]:
+    s = Svc(tmp_path, kafka_bootstrap, mongodb_uri)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def msgs(partition: int, lo: int, hi: int) -> list[dict[str, Any]]:
+    return [{"partition": partition, "value": {"_id": f"p{partition}-{i}", "i": i}} for i in range(lo, hi)]
+
+
+def wait_stats(svc: Svc, pred: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    st: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        st = svc.client.admin.command({"getStreamProcessorStats": "kstats"})["stats"]
+        if pred(st):
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last stats: {st}\n{svc.log.read_text()[-3000:]}")
+
+
+def parts(st: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {p["partition"]: p for p in st.get("kafkaPartitions") or []}
+
+
+def offsets(st: dict[str, Any], field: str) -> dict[int, Any]:
+    return {n: p[field] for n, p in parts(st).items()}
+
+
+def test_stats_report_kafka_partitions_with_advancing_offsets(svc: Svc, kafka_bootstrap: str, mongo_db: Any) -> None:
+    topic = new_topic(kafka_bootstrap, 3, prefix="kstats")
+    pipeline = [
+        {"$source": {"connectionName": "kafka1", "topic": topic, "config": {"auto_offset_reset": "earliest"},
+                     "partitionIdleTimeout": {"size": 3, "unit": "second"}}},
+        {"$merge": {"into": {"connectionName": "mongo1", "db": mongo_db.name, "coll": "out"}}},
+    ]
+    produce(kafka_bootstrap, topic, msgs(0, 0, 30) + msgs(1, 0, 20))
+    svc.client.admin.command({"createStreamProcessor": "kstats", "pipeline": pipeline})
+    svc.client.admin.command({"startStreamProcessor": "kstats"})
+
+    # Everything read and checkpointed; partition 2 never had a message: idle after 3 s.
+    st = wait_stats(
+        svc,
+        lambda s: offsets(s, "checkpointOffset") == {0: 30, 1: 20, 2: 0} and parts(s)[2]["isIdle"] is True,
+        "offsets 30/20/0 checkpointed and partition 2 idle",
+    )
+    assert [p["partition"] for p in st["kafkaPartitions"]] == [0, 1, 2]
+    assert offsets(st, "currentOffset") == {0: 30, 1: 20, 2: 0}
+    assert all(set(p) == {"partition", "currentOffset", "checkpointOffset", "isIdle"} for p in st["kafkaPartitions"])
+    assert st["inputMessageCount"] == 50
+
+    # More data: offsets advance, and partition 2 is active again as soon as it reads.
+    produce(kafka_bootstrap, topic, msgs(0, 30, 40) + msgs(2, 0, 5))
+    st = wait_stats(
+        svc,
+        lambda s: offsets(s, "currentOffset") == {0: 40, 1: 20, 2: 5} and parts(s)[2]["isIdle"] is False,
+        "offsets 40/20/5 with partition 2 active",
+    )
+    st = wait_stats(svc, lambda s: offsets(s, "checkpointOffset") == {0: 40, 1: 20, 2: 5}, "checkpoint 40/20/5")
+    assert offsets(st, "currentOffset") == {0: 40, 1: 20, 2: 5}
+    deadline = time.monotonic() + 15
+    while mongo_db.out.count_documents({}) < 65 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sorted(d["_id"] for d in mongo_db.out.find({}, {"_id": 1})) == sorted(
+        [f"p0-{i}" for i in range(40)] + [f"p1-{i}" for i in range(20)] + [f"p2-{i}" for i in range(5)]
+    )
+    svc.client.admin.command({"stopStreamProcessor": "kstats"})
