@@ -11,6 +11,9 @@ also run through ``flows.pipeline:from_file``.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from translator.compile import build_flow, compile_pipeline
 from translator.connections import Connection, ConnectionRegistry
 from translator.loader import options_from_mapping
 
+ROOT = Path(__file__).resolve().parents[1]
 CONN = "kafka1"
 
 
@@ -193,3 +197,45 @@ def read_jsonl(directory: Path, prefix: str) -> list[dict[str, Any]]:
             if line.strip():
                 out.append(json_util.loads(line, json_options=json_util.JSONOptions(tz_aware=True)))
     return out
+
+
+class RecoveringRun:
+    """``python -m bytewax.run <target>`` with a recovery directory (checkpoint every
+    second), started, and killed with SIGKILL, by pid: the crash-recovery tests' processor."""
+
+    def __init__(self, target: str, recovery: Path, log: Path) -> None:
+        self.target = target
+        self.recovery = recovery
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        if not recovery.exists():
+            recovery.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+        with self.log.open("ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bytewax.run", self.target, "-r", str(self.recovery), "-s", "1", "-b", "0"],
+                cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT,
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        assert self.proc.poll() is None, f"processor exited early:\n{self.log.read_text()[-3000:]}"
+        self.proc.kill()  # SIGKILL: no snapshot, no close, no flush
+        self.proc.wait(10)
+
+
+def wait_for(pred: Callable[[], bool], timeout_s: float, proc: RecoveringRun, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        assert proc.alive(), f"processor died while waiting for {what}:\n{proc.log.read_text()[-3000:]}"
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n{proc.log.read_text()[-3000:]}")

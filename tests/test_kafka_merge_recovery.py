@@ -17,13 +17,10 @@ What is asserted, precisely:
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +33,7 @@ from pymongo import MongoClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from kafka_flows import new_topic, produce
+from kafka_flows import RecoveringRun, new_topic, produce, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongodb, pytest.mark.slow]
 
@@ -109,43 +106,8 @@ def write_files(tmp: Path, name: str, topic: str, bootstrap: str, uri: str, db: 
     return path, conns
 
 
-class Processor:
-    """``python -m bytewax.run flows.pipeline:from_file(...)`` with a recovery directory."""
-
-    def __init__(self, spec: Path, conns: Path, recovery: Path, log: Path) -> None:
-        self.spec, self.conns, self.recovery, self.log = spec, conns, recovery, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        recovery.mkdir(parents=True)
-        subprocess.run([PY, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-        with self.log.open("ab") as logf:
-            self.proc = subprocess.Popen(
-                [PY, "-m", "bytewax.run", f"flows.pipeline:from_file('{self.spec}', connections='{self.conns}')",
-                 "-r", str(self.recovery), "-s", "1", "-b", "0"],
-                cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT,
-            )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        assert self.proc.poll() is None, f"processor exited early:\n{self.log.read_text()[-3000:]}"
-        self.proc.kill()  # SIGKILL: no snapshot, no close, no flush
-        self.proc.wait(10)
-
-
-def wait_for(pred: Callable[[], bool], timeout_s: float, proc: Processor, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        assert proc.alive(), f"processor died while waiting for {what}:\n{proc.log.read_text()[-3000:]}"
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}:\n{proc.log.read_text()[-3000:]}")
+def Processor(spec: Path, conns: Path, recovery: Path, log: Path) -> RecoveringRun:
+    return RecoveringRun(f"flows.pipeline:from_file('{spec}', connections='{conns}')", recovery, log)
 
 
 def source_checkpointed(recovery: Path, topic: str) -> bool:

@@ -19,8 +19,6 @@ What is asserted, precisely:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -37,7 +35,7 @@ from bson import json_util
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from kafka_flows import CONN, consume_all, new_topic, produce, write_spec
+from kafka_flows import CONN, RecoveringRun, consume_all, new_topic, produce, wait_for, write_spec
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -100,46 +98,8 @@ def pipeline(topic: str, emit_topic: str | None = None) -> list[dict[str, Any]]:
 # ---- the processor process ------------------------------------------------------------------
 
 
-class Processor:
-    """``python -m bytewax.run`` with a recovery directory, started and killed by pid."""
-
-    def __init__(self, spec: Path, recovery: Path, log: Path) -> None:
-        self.spec = spec
-        self.recovery = recovery
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        if not recovery.exists():
-            recovery.mkdir(parents=True)
-            subprocess.run([PY, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-        with self.log.open("ab") as logf:
-            self.proc = subprocess.Popen(
-                [PY, "-m", "bytewax.run", f"kafka_flows:flow_from_spec('{self.spec}')",
-                 "-r", str(self.recovery), "-s", "1", "-b", "0"],
-                cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT,
-            )
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        assert self.proc.poll() is None, f"processor exited early:\n{self.log.read_text()[-3000:]}"
-        self.proc.kill()  # SIGKILL: no snapshot, no close, no flush
-        self.proc.wait(10)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-def wait_for(pred: Callable[[], bool], timeout_s: float, proc: Processor, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        assert proc.alive(), f"processor died while waiting for {what}:\n{proc.log.read_text()[-3000:]}"
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}:\n{proc.log.read_text()[-3000:]}")
+def Processor(spec: Path, recovery: Path, log: Path) -> RecoveringRun:
+    return RecoveringRun(f"kafka_flows:flow_from_spec('{spec}')", recovery, log)
 
 
 def read_docs(directory: Path, prefix: str) -> list[dict[str, Any]]:
