@@ -35,7 +35,7 @@ class ProcessorCollector(Collector):
             for r in runs:
                 fam.add_metric([r.name], r.counters()[field])
             yield fam
-        state = GaugeMetricFamily("mqlflow_state_bytes", "Operator state size", labels=["processor"])
+        state = GaugeMetricFamily("mqlflow_state_entries", "Open window state: (window, group) entries", labels=["processor"])
         wm = GaugeMetricFamily(
             "mqlflow_watermark_seconds", "Event-time watermark (Unix seconds)", labels=["processor"]
         )

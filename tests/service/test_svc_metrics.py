@@ -80,7 +80,7 @@ def test_metrics_endpoint_exposes_running_processor_figures(tmp_path: Path, mong
         assert m[("mqlflow_output_messages_total", "prom")] == 0
         assert m[("mqlflow_dlq_messages_total", "prom")] == 0
         assert m[("mqlflow_dlq_bytes_total", "prom")] == 0
-        assert m[("mqlflow_state_bytes", "prom")] == 10  # 10 groups in the open window
+        assert m[("mqlflow_state_entries", "prom")] == 10  # 10 groups in the open window
         assert m[("mqlflow_processor_running", "prom")] == 1
         wm = m[("mqlflow_watermark_seconds", "prom")]
         assert abs(wm - before["watermark"].replace(tzinfo=UTC).timestamp()) < 10
