@@ -430,6 +430,30 @@ def _min_add(s: Any, v: Any) -> Any:
     return v if compare(v, s) < 0 else s
 
 
+def _all_int(values: list[Any]) -> bool:
+    for v in values:
+        if type(v) is not int:
+            return False
+    return True
+
+
+def _max_add_many(s: Any, values: list[Any]) -> Any:
+    # Plain ints (the common case) fold with the builtin; ties keep the earlier value.
+    if values and _all_int(values):
+        return _max_add(s, max(values))
+    for v in values:
+        s = _max_add(s, v)
+    return s
+
+
+def _min_add_many(s: Any, values: list[Any]) -> Any:
+    if values and _all_int(values):
+        return _min_add(s, min(values))
+    for v in values:
+        s = _min_add(s, v)
+    return s
+
+
 def _identity(s: Any) -> Any:
     return s
 
@@ -437,13 +461,13 @@ def _identity(s: Any) -> Any:
 @accumulator("$max")
 def _acc_max(arg: Any, ctx: Ctx) -> AccSpec:
     """$max: BSON order, null/missing ignored, null when nothing else; ties keep the first."""
-    return _spec("$max", _unary("$max", arg, ctx), _none, _max_add, _max_add, _identity)
+    return _spec("$max", _unary("$max", arg, ctx), _none, _max_add, _max_add, _identity, _max_add_many)
 
 
 @accumulator("$min")
 def _acc_min(arg: Any, ctx: Ctx) -> AccSpec:
     """$min: BSON order, null/missing ignored, null when nothing else; ties keep the first."""
-    return _spec("$min", _unary("$min", arg, ctx), _none, _min_add, _min_add, _identity)
+    return _spec("$min", _unary("$min", arg, ctx), _none, _min_add, _min_add, _identity, _min_add_many)
 
 
 # ---- $first / $last -------------------------------------------------------------------
@@ -651,6 +675,17 @@ def _sd_add(s: list[int], v: Any) -> list[int]:
     return s
 
 
+def _sd_add_many(s: list[int], values: list[Any]) -> list[int]:
+    if values and _all_int(values):
+        s[0] += len(values)
+        s[1] += sum(values)
+        s[2] += sum([i * i for i in values])
+        return s
+    for v in values:
+        s = _sd_add(s, v)
+    return s
+
+
 def _sd_merge(a: list[int], b: list[int]) -> list[int]:
     for i in (0, 1, 2, 5):
         a[i] += b[i]
@@ -697,13 +732,13 @@ def _sd_samp_final(s: list[int]) -> float | None:
 @accumulator("$stdDevPop")
 def _acc_std_dev_pop(arg: Any, ctx: Ctx) -> AccSpec:
     """$stdDevPop: population standard deviation of the numbers (double); null for none."""
-    return _spec("$stdDevPop", _unary("$stdDevPop", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_pop_final)
+    return _spec("$stdDevPop", _unary("$stdDevPop", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_pop_final, _sd_add_many)
 
 
 @accumulator("$stdDevSamp")
 def _acc_std_dev_samp(arg: Any, ctx: Ctx) -> AccSpec:
     """$stdDevSamp: sample standard deviation (double); null for fewer than two numbers."""
-    return _spec("$stdDevSamp", _unary("$stdDevSamp", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_samp_final)
+    return _spec("$stdDevSamp", _unary("$stdDevSamp", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_samp_final, _sd_add_many)
 
 
 # ---- $median / $percentile ------------------------------------------------------------

@@ -548,3 +548,22 @@ def test_merge_does_not_mutate_the_later_state() -> None:
     b = spec.fold(spec.init(), [3])
     spec.merge(a, b)
     assert b == [3]
+
+
+@pytest.mark.parametrize("op", ["$min", "$max", "$stdDevPop", "$stdDevSamp", "$sum", "$avg"])
+@pytest.mark.parametrize(
+    "values",
+    [[3, 1, 4, 1, 5, 9, 2, 6], [7], [], [2, 2.0, Int64(2)], [1, None, "x", 3.5, MISSING, True]],
+)
+def test_batch_fold_equals_one_by_one(op: str, values: list[Any]) -> None:
+    """The batch fast path (add_many) gives exactly what folding one value at a time does."""
+    from translator.accumulators import compile_accumulator
+    from translator.mql.expr import Ctx
+
+    acc = compile_accumulator(op, "$x", Ctx("t"))
+    one = acc.init()
+    for v in values:
+        one = acc.add(one, v)
+    batch = acc.fold(acc.init(), list(values))
+    a, b = acc.final(one), acc.final(batch)
+    assert type(a) is type(b) and (a == b or (a != a and b != b))
