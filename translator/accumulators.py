@@ -431,10 +431,7 @@ def _min_add(s: Any, v: Any) -> Any:
 
 
 def _all_int(values: list[Any]) -> bool:
-    for v in values:
-        if type(v) is not int:
-            return False
-    return True
+    return all(type(v) is int for v in values)
 
 
 def _max_add_many(s: Any, values: list[Any]) -> Any:
