@@ -3,6 +3,7 @@ reply shape and error path (codes 9/59/72/125 with exact messages)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from typing import Any
 
@@ -302,3 +303,26 @@ def test_non_loopback_bind_requires_scram_sha_256(tmp_path: Any) -> None:
 def test_non_loopback_bind_without_users_refuses_to_start(tmp_path: Any) -> None:
     with pytest.raises(AssertionError, match="requires users for SCRAM-SHA-256"):
         start_service(tmp_path, "--host", "0.0.0.0")
+
+
+def test_process_is_dropped_when_the_client_stops_polling(tmp_path: Any) -> None:
+    """sp.process: a temporary processor nobody polls any more is dropped (its child
+    stopped), so an abandoned shell leaves nothing running."""
+    svc = start_service(tmp_path, "--sample-idle-timeout", "2")
+    try:
+        with svc.client() as c:
+            r = c.admin.command({"processStreamProcessor": [SOLAR]})
+            first = c.admin.command({"getMoreSampleStreamProcessor": r["name"], "cursorId": r["cursorId"]})
+            assert first["cursorId"] != 0
+            kids_before = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True, text=True).stdout.split()
+            assert kids_before, "the temporary processor's child is not running"
+            deadline = time.monotonic() + 30
+            kids: list[str] = kids_before
+            while kids and time.monotonic() < deadline:
+                time.sleep(0.5)
+                kids = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True, text=True).stdout.split()
+            assert kids == [], "the abandoned temporary processor is still running"
+            with pytest.raises(OperationFailure):
+                c.admin.command({"getMoreSampleStreamProcessor": r["name"], "cursorId": r["cursorId"]})
+    finally:
+        svc.stop()
