@@ -9,12 +9,12 @@ the dataflow go on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from translator import ir, metrics
 from translator.errors import TranslateError
-from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, Vars, compile_expr
+from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr, field_parts
 from translator.mql.values import MISSING, bson_type
 
 Rec = tuple[dict[str, Any], Any]  # (document, event time ms | (time, watermark))
@@ -31,6 +31,10 @@ class Step:
     path: str  # "pipeline[2].$addFields"
     dlq_on_fail: bool = False
     describe: Callable[[dict[str, Any]], str] | None = None
+    # FILTER steps: the same test as ``fn`` without the variables argument (a query).
+    pred: Callable[[Any], bool] | None = None
+    # MAP steps: this step and the next one as one function (see _fuse_add_include).
+    fused_next: Callable[[Any, Vars], Any] | None = None
 
 
 def failure_reason(step_name: str, path: str, exc: BaseException) -> str:
@@ -49,29 +53,92 @@ def run_chain(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars 
     return _run_chain(steps, recs, dlq, vars_)
 
 
+_MAX_FUSED_MAPS = 3
+
+
 def _run_chain(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
-    for st in steps:
+    n = len(steps)
+    i = 0
+    while i < n:
         if not recs:
             return recs
-        fn, kind = st.fn, st.kind
-        try:
-            if kind == MAP:
-                recs = [(fn(d, vars_), t) for d, t in recs]
-            elif kind == FILTER:
-                recs = [r for r in recs if fn(r[0], vars_)]
-            elif kind == FLAT:
-                recs = [(o, t) for d, t in recs for o in fn(d, vars_)]
+        # A $match followed by up to three map stages ($addFields, $project...), or two
+        # or three map stages in a row, run as one comprehension: no intermediate lists
+        # and no (doc, t) tuples in between. The stages are pure, so when anything
+        # raises, the same records go through those stages one at a time instead, which
+        # sends just the bad documents to the DLQ with the failing stage's reason.
+        pred = steps[i].pred if steps[i].kind == FILTER else None
+        first = i + 1 if pred is not None else i
+        end = first
+        while end < n and end - first < _MAX_FUSED_MAPS and steps[end].kind == MAP:
+            end += 1
+        if pred is None and end - first < 2:
+            recs = _run_step(steps[i], recs, dlq, vars_)
+            i += 1
+            continue
+        fns = []
+        j = first
+        while j < end:
+            st = steps[j]
+            if st.fused_next is not None and j + 1 < end:
+                fns.append(st.fused_next)
+                j += 2
             else:
-                ok = [fn(d, vars_) for d, _ in recs]
-                if not all(ok):
-                    bad = [r for r, good in zip(recs, ok, strict=True) if not good]
-                    recs = [r for r, good in zip(recs, ok, strict=True) if good]
-                    if st.dlq_on_fail:
-                        for d, _ in bad:
-                            dlq(_validate_reason(st, d), d)
+                fns.append(st.fn)
+                j += 1
+        try:
+            recs = _fused(pred, fns, recs, vars_) if fns or pred is not None else recs
         except Exception:
-            recs = _slow_step(st, recs, dlq, vars_)
+            for st in steps[i:end]:
+                if recs:
+                    recs = _run_step(st, recs, dlq, vars_)
+        i = end
     return recs
+
+
+def _fused(pred: Callable[[Any], bool] | None, fns: list[Callable[[Any, Vars], Any]], recs: list[Rec], v: Vars) -> list[Rec]:
+    if len(fns) == 1 and pred is None:
+        (f,) = fns
+        return [(f(d, v), t) for d, t in recs]
+    if pred is not None:
+        if not fns:
+            return [r for r in recs if pred(r[0])]
+        if len(fns) == 1:
+            (f,) = fns
+            return [(f(d, v), t) for d, t in recs if pred(d)]
+        if len(fns) == 2:
+            f, g = fns
+            return [(g(f(d, v), v), t) for d, t in recs if pred(d)]
+        f, g, h = fns
+        return [(h(g(f(d, v), v), v), t) for d, t in recs if pred(d)]
+    if len(fns) == 2:
+        f, g = fns
+        return [(g(f(d, v), v), t) for d, t in recs]
+    f, g, h = fns
+    return [(h(g(f(d, v), v), v), t) for d, t in recs]
+
+
+def _run_step(st: Step, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
+    """One step over the whole batch; if it raises, again document by document."""
+    fn, kind = st.fn, st.kind
+    try:
+        if kind == MAP:
+            return [(fn(d, vars_), t) for d, t in recs]
+        if kind == FILTER:
+            return [r for r in recs if fn(r[0], vars_)]
+        if kind == FLAT:
+            return [(o, t) for d, t in recs for o in fn(d, vars_)]
+        ok = [fn(d, vars_) for d, _ in recs]
+        if all(ok):
+            return recs
+        bad = [r for r, good in zip(recs, ok, strict=True) if not good]
+        good_recs = [r for r, good in zip(recs, ok, strict=True) if good]
+    except Exception:
+        return _slow_step(st, recs, dlq, vars_)
+    if st.dlq_on_fail:
+        for d, _ in bad:
+            dlq(_validate_reason(st, d), d)
+    return good_recs
 
 
 def _validate_reason(st: Step, doc: dict[str, Any]) -> str:
@@ -171,19 +238,7 @@ def compile_add_fields(spec: dict[str, Any], path: str, variables: frozenset[str
     ]
     simple = all(len(p) == 1 for p, _ in fields)
     if simple:
-        flat = [(p[0], f) for p, f in fields]
-
-        def add_simple(doc: Any, v: Vars) -> Any:
-            out = dict(doc)
-            for k, f in flat:
-                x = f(doc, v)
-                if x is MISSING:
-                    out.pop(k, None)
-                else:
-                    out[k] = x
-            return out
-
-        return add_simple
+        return _add_top_level([(p[0], f) for p, f in fields])
 
     def add_fields(doc: Any, v: Vars) -> Any:
         values = [(p, f(doc, v)) for p, f in fields]
@@ -193,6 +248,63 @@ def compile_add_fields(spec: dict[str, Any], path: str, variables: frozenset[str
         return out if out is not doc else dict(doc)
 
     return add_fields
+
+
+def _add_top_level(flat: list[tuple[str, Expr]]) -> Callable[[Any, Vars], Any]:
+    """$addFields of top-level fields: every value is computed from the input document
+    (in spec order, so the first failing field names the error), then set on a copy;
+    a missing value removes the field. One or two fields (the common case) are unrolled.
+    The closure carries ``add_spec`` for :func:`_fuse_add_include`.
+    """
+    fn = _add_top_level_fn(flat)
+    fn.add_spec = tuple(flat)  # type: ignore[attr-defined]
+    return fn
+
+
+def _add_top_level_fn(flat: list[tuple[str, Expr]]) -> Callable[[Any, Vars], Any]:
+    if len(flat) == 1:
+        ((k1, f1),) = flat
+
+        def add1(doc: Any, v: Vars) -> Any:
+            x1 = f1(doc, v)
+            out = dict(doc)
+            if x1 is MISSING:
+                out.pop(k1, None)
+            else:
+                out[k1] = x1
+            return out
+
+        return add1
+    if len(flat) == 2:
+        (k1, f1), (k2, f2) = flat
+
+        def add2(doc: Any, v: Vars) -> Any:
+            x1 = f1(doc, v)
+            x2 = f2(doc, v)
+            out = dict(doc)
+            if x1 is MISSING:
+                out.pop(k1, None)
+            else:
+                out[k1] = x1
+            if x2 is MISSING:
+                out.pop(k2, None)
+            else:
+                out[k2] = x2
+            return out
+
+        return add2
+
+    def add_simple(doc: Any, v: Vars) -> Any:
+        values = [f(doc, v) for _, f in flat]
+        out = dict(doc)
+        for (k, _), x in zip(flat, values, strict=True):
+            if x is MISSING:
+                out.pop(k, None)
+            else:
+                out[k] = x
+        return out
+
+    return add_simple
 
 
 # ---- $project --------------------------------------------------------------------------
@@ -270,7 +382,126 @@ def compile_project(spec: dict[str, Any], path: str, variables: frozenset[str] =
         _apply_include(compiled, doc, doc, v, out)
         return out
 
-    return include
+    if any(kind == 2 for _, kind, _ in compiled):
+        return include
+    return _include_top_level(compiled, include_id and "_id" not in tree, include)
+
+
+def _include_top_level(
+    compiled: list[tuple[str, int, Any]], with_id: bool, general: Callable[[Any, Vars], Any]
+) -> Callable[[Any, Vars], Any]:
+    """Inclusion $project without sub-documents (``{_id: 0, a: 1, t: "$obs.temp"}``):
+    one loop over a fixed tuple, in the same output order as :func:`_apply_include`
+    (``_id`` first, then the spec's order). Included fields and one-part field paths
+    are one ``dict.get``; two-part paths read through a sub-document inline and use the
+    compiled expression for anything else (arrays along the path); other expressions
+    are called. A document that is not a plain ``dict`` takes the general path.
+    """
+    entries: list[tuple[str, int, Any, Any]] = []  # (output key, kind, key | expr, second key)
+    for k, kind, payload in compiled:
+        parts = field_parts(payload) if kind == 1 else (k,)
+        if parts is not None and len(parts) == 1:
+            entries.append((k, 0, parts[0], None))
+        elif parts is not None and len(parts) == 2:
+            entries.append((k, 1, payload, parts))
+        else:
+            entries.append((k, 2, payload, None))
+    fixed = tuple(entries)
+
+    def include_top(doc: Any, v: Vars) -> Any:
+        if type(doc) is not dict:
+            return general(doc, v)
+        out: dict[str, Any] = {}
+        get = doc.get
+        if with_id:
+            x = get("_id", MISSING)
+            if x is not MISSING:
+                out["_id"] = x
+        for k, kind, a, b in fixed:
+            if kind == 0:
+                x = get(a, MISSING)
+            elif kind == 1:
+                x = get(b[0], MISSING)
+                if type(x) is dict:
+                    x = x.get(b[1], MISSING)
+                elif x is not MISSING:
+                    x = a(doc, v)
+            else:
+                x = a(doc, v)
+            if x is not MISSING:
+                out[k] = x
+        return out
+
+    include_top.include_spec = (fixed, with_id)  # type: ignore[attr-defined]
+    return include_top
+
+
+def _fuse_add_include(add: Callable[[Any, Vars], Any], include: Callable[[Any, Vars], Any]) -> Callable[[Any, Vars], Any] | None:
+    """``$addFields`` of top-level fields then an inclusion ``$project`` of top-level
+    fields and short field paths, as one closure that never builds the intermediate
+    document: a projected field comes from the added values when $addFields set (or
+    removed) it, else from the input document. Output and evaluation order are the two
+    stages' own. Used only by the chain runner, which re-runs the two stages separately
+    when this raises, so a DLQ entry still names the stage that failed. None when the
+    pair has another shape.
+    """
+    flat = getattr(add, "add_spec", None)
+    spec = getattr(include, "include_spec", None)
+    if flat is None or spec is None:
+        return None
+    fixed, with_id = spec
+    index = {k: i for i, (k, _) in enumerate(flat)}
+    entries: list[tuple[str, str, str | None, Any, int]] = []  # (out key, key, 2nd key, expr, value index)
+    for k, kind, a, b in fixed:
+        if kind == 0:
+            entries.append((k, a, None, None, index.get(a, -1)))
+        elif kind == 1:
+            entries.append((k, b[0], b[1], a, index.get(b[0], -1)))
+        else:
+            return None
+    rows = tuple(entries)
+    keys = tuple(k for k, _ in flat)
+    fs = tuple(f for _, f in flat)
+    f1 = fs[0]
+    f2 = fs[1] if len(fs) == 2 else None
+    id_index = index.get("_id", -1)
+
+    def merged(doc: dict[str, Any], vals: Any) -> dict[str, Any]:
+        out = dict(doc)
+        for k, x in zip(keys, vals, strict=True):
+            if x is MISSING:
+                out.pop(k, None)
+            else:
+                out[k] = x
+        return out
+
+    def add_include(doc: Any, v: Vars) -> Any:
+        if type(doc) is not dict:
+            return include(add(doc, v), v)
+        if f2 is not None:
+            vals: Any = (f1(doc, v), f2(doc, v))
+        elif len(fs) == 1:
+            vals = (f1(doc, v),)
+        else:
+            vals = [f(doc, v) for f in fs]
+        out: dict[str, Any] = {}
+        get = doc.get
+        if with_id:
+            x = vals[id_index] if id_index >= 0 else get("_id", MISSING)
+            if x is not MISSING:
+                out["_id"] = x
+        for k, key, key2, expr, i in rows:
+            x = vals[i] if i >= 0 else get(key, MISSING)
+            if key2 is not None:
+                if type(x) is dict:
+                    x = x.get(key2, MISSING)
+                elif x is not MISSING:
+                    x = expr(merged(doc, vals), v)  # arrays along the path
+            if x is not MISSING:
+                out[k] = x
+        return out
+
+    return add_include
 
 
 def _leaf_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -429,7 +660,7 @@ def _compile_match(stage: ir.MatchStage) -> Step:
     from translator.mql.query import compile_query
 
     q = compile_query(stage.query, Ctx(stage.path))
-    return Step(FILTER, lambda d, v: q(d), "$match", stage.path)
+    return Step(FILTER, lambda d, v: q(d), "$match", stage.path, pred=q)
 
 
 def _compile_validate(stage: ir.ValidateStage) -> Step:
@@ -461,5 +692,12 @@ STEP_COMPILERS: dict[type, Callable[[Any, frozenset[str]], Step]] = {
 
 def compile_steps(stages: tuple[Any, ...], variables: frozenset[str] = frozenset()) -> tuple[Step, ...]:
     """Compile a run of stateless stages (raises TranslateError for bad expressions)."""
-    return tuple(STEP_COMPILERS[type(s)](s, variables) for s in stages)
+    steps = [STEP_COMPILERS[type(s)](s, variables) for s in stages]
+    for i in range(len(steps) - 1):
+        a, b = steps[i], steps[i + 1]
+        if a.kind == MAP and b.kind == MAP:
+            fused = _fuse_add_include(a.fn, b.fn)
+            if fused is not None:
+                steps[i] = replace(a, fused_next=fused)
+    return tuple(steps)
 

@@ -197,6 +197,7 @@ def compile_field_path(path: str, ctx: Ctx) -> Expr:
                 return doc.get(key, MISSING)
             return get_path(doc, parts)
 
+        field1.field_parts = parts  # type: ignore[attr-defined]
         return field1
     if len(parts) == 2:
         k1, k2 = parts
@@ -210,12 +211,23 @@ def compile_field_path(path: str, ctx: Ctx) -> Expr:
                     return MISSING
             return get_path(doc, parts)
 
+        field2.field_parts = parts  # type: ignore[attr-defined]
         return field2
 
     def field(doc: Any, v: Vars) -> Any:
         return get_path(doc, parts)
 
+    field.field_parts = parts  # type: ignore[attr-defined]
     return field
+
+
+def field_parts(fn: Expr) -> tuple[str, ...] | None:
+    """The parts of a plain ``"$a.b"`` expression (``$$CURRENT``-relative), else None.
+
+    Lets a stage or operator inline the dict lookups of a short path and keep the
+    compiled closure as the fallback for arrays and non-documents along it.
+    """
+    return getattr(fn, "field_parts", None)
 
 
 def _compile_variable(spec: str, ctx: Ctx) -> Expr:

@@ -193,6 +193,15 @@ def top_level_operator(*names: str) -> Callable[[TopCompiler], TopCompiler]:
 
 
 def _conj(preds: list[Pred]) -> Pred:
+    if len(preds) > 1:
+        specs: list[HotSpec] = []
+        for p in preds:
+            s = getattr(p, "hot_specs", None)
+            if s is None:
+                break
+            specs.extend(s)
+        else:
+            return _hot_all(tuple(specs))
     if not preds:
         return lambda x: True
     if len(preds) == 1:
@@ -808,9 +817,18 @@ def _field_ops(arg: Any, ctx: Ctx) -> list[tuple[str, Any, FieldOp]]:
     return [("$eq", arg, _eq_op(arg))]
 
 
+# (first key, second key or None, value types, Python operator, operand, negated, general
+# predicate): one field clause that _hot / _hot_all evaluate with dict lookups.
+HotSpec = tuple[str, "str | None", frozenset[type], Callable[[Any, Any], bool], Any, bool, Pred]
+
+
 def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
     """A field (``a`` or ``a.b``) with one scalar equality/comparison: dict lookups and one
-    Python compare when the value has the expected type; anything else takes the general path.
+    Python compare when the value has the expected type; anything else (arrays along the
+    path or at the leaf, missing, null, bool, Decimal128, NaN...) takes the general path.
+
+    The closure carries ``hot_specs`` so that :func:`_conj` can fuse an AND of such
+    clauses (``{event_type: 0, "obs.temp": {$gte: 12}}``) into one closure.
     """
     negate = False
     if isinstance(op, NotOp) and len(op.inner) == 1:
@@ -818,11 +836,7 @@ def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
     if not isinstance(op, AnyOp) or op.fast is None or len(parts) > 2:
         return general
     types, py_op, rhs = op.fast
-    if negate:
-        positive = py_op
-
-        def py_op(a: Any, b: Any) -> bool:
-            return not positive(a, b)
+    spec: HotSpec = (parts[0], parts[1] if len(parts) == 2 else None, types, py_op, rhs, negate, general)
 
     if len(parts) == 1:
         (key,) = parts
@@ -830,9 +844,10 @@ def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
         def hot1(doc: Any) -> bool:
             v = doc.get(key, MISSING)
             if type(v) in types:
-                return py_op(v, rhs)
+                return py_op(v, rhs) is not negate
             return general(doc)
 
+        hot1.hot_specs = (spec,)  # type: ignore[attr-defined]
         return hot1
     k1, k2 = parts
 
@@ -841,10 +856,35 @@ def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
         if type(sub) is dict:
             v = sub.get(k2, MISSING)
             if type(v) in types:
-                return py_op(v, rhs)
+                return py_op(v, rhs) is not negate
         return general(doc)
 
+    hot2.hot_specs = (spec,)  # type: ignore[attr-defined]
     return hot2
+
+
+def _hot_all(specs: tuple[HotSpec, ...]) -> Pred:
+    """An AND of hot clauses in one closure: per clause, the same test as :func:`_hot`
+    (the Python operators here return a bool for the types they are used on)."""
+
+    def hot_all(doc: Any) -> bool:
+        for k1, k2, types, py_op, rhs, negate, general in specs:
+            v = doc.get(k1, MISSING)
+            if k2 is not None:
+                if type(v) is not dict:
+                    if not general(doc):
+                        return False
+                    continue
+                v = v.get(k2, MISSING)
+            if type(v) in types:
+                if py_op(v, rhs) is negate:
+                    return False
+            elif not general(doc):
+                return False
+        return True
+
+    hot_all.hot_specs = specs  # type: ignore[attr-defined]
+    return hot_all
 
 
 def _compile_field(path: str, arg: Any, ctx: Ctx) -> Pred:

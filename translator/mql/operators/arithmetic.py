@@ -260,14 +260,20 @@ def _add(args: Any, ctx: Ctx) -> Expr:
         a, b = parts
 
         def add2(doc: Any, v: Vars) -> Any:
+            # Fast path: plain ints (int32 in and out) and doubles; an int with a double
+            # is float(x) + float(y) in Python too. Bool, Int64, Decimal128, dates, null
+            # and anything that would overflow int32 take the general path.
             x = a(doc, v)
             y = b(doc, v)
             tx, ty = type(x), type(y)
-            if tx is int and ty is int:
-                r = x + y
-                if INT32_MIN <= r <= INT32_MAX and INT32_MIN <= x <= INT32_MAX and INT32_MIN <= y <= INT32_MAX:
-                    return r
-            elif tx is float and ty is float:
+            if tx is int:
+                if ty is int:
+                    r = x + y
+                    if INT32_MIN <= r <= INT32_MAX and INT32_MIN <= x <= INT32_MAX and INT32_MIN <= y <= INT32_MAX:
+                        return r
+                elif ty is float:
+                    return x + y
+            elif tx is float and (ty is float or ty is int):
                 return x + y
             return add_values((x, y))
 
@@ -317,11 +323,15 @@ def _subtract(args: Any, ctx: Ctx) -> Expr:
     def subtract(doc: Any, v: Vars) -> Any:
         x = a(doc, v)
         y = b(doc, v)
-        if type(x) is int and type(y) is int:
-            r = x - y
-            if INT32_MIN <= r <= INT32_MAX and INT32_MIN <= x <= INT32_MAX and INT32_MIN <= y <= INT32_MAX:
-                return r
-        elif type(x) is float and type(y) is float:
+        tx, ty = type(x), type(y)
+        if tx is int:
+            if ty is int:
+                r = x - y
+                if INT32_MIN <= r <= INT32_MAX and INT32_MIN <= x <= INT32_MAX and INT32_MIN <= y <= INT32_MAX:
+                    return r
+            elif ty is float:
+                return x - y
+        elif tx is float and (ty is float or ty is int):
             return x - y
         return subtract_values(x, y)
 
@@ -364,9 +374,19 @@ def _multiply(args: Any, ctx: Ctx) -> Expr:
         a, b = parts
 
         def multiply2(doc: Any, v: Vars) -> Any:
+            # Same fast path as add2: int32 x int32 within int32, or any double involved.
             x = a(doc, v)
             y = b(doc, v)
-            if type(x) is float and type(y) is float:
+            tx, ty = type(x), type(y)
+            if tx is int:
+                if ty is int:
+                    if INT32_MIN <= x <= INT32_MAX and INT32_MIN <= y <= INT32_MAX:
+                        r = x * y
+                        if INT32_MIN <= r <= INT32_MAX:
+                            return r
+                elif ty is float:
+                    return x * y
+            elif tx is float and (ty is float or ty is int):
                 return x * y
             return multiply_values((x, y))
 
@@ -406,10 +426,19 @@ def _divide(args: Any, ctx: Ctx) -> Expr:
     a, b = arg_list(args, ctx, 2)
 
     def divide(doc: Any, v: Vars) -> Any:
+        # Fast path for int/double operands and a non-zero divisor: float(x) / float(y),
+        # as the general path computes it (Python converts an int operand of a float
+        # division the same way; ``float(x)`` keeps int / int from dividing exactly).
+        # Zero, bool, Int64, Decimal128, null and non-numbers take the general path,
+        # which raises MongoDB's error text.
         x = a(doc, v)
         y = b(doc, v)
-        if type(x) is float and type(y) is float and y != 0:
-            return x / y
+        tx, ty = type(x), type(y)
+        if tx is float:
+            if (ty is float or ty is int) and y:
+                return x / y
+        elif tx is int and (ty is int or ty is float) and y:
+            return float(x) / y
         return divide_values(x, y)
 
     return fold(divide, (a, b))

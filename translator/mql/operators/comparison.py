@@ -9,12 +9,13 @@ puts "missing"/undefined before null).
 
 from __future__ import annotations
 
+import operator as _op
 from collections.abc import Callable
 from typing import Any
 
 from bson import MinKey
 
-from translator.mql.expr import Ctx, Expr, Vars, operator
+from translator.mql.expr import Ctx, Expr, Vars, const_value, field_parts, operator
 from translator.mql.operators.arithmetic import arg_list, fold
 from translator.mql.values import MISSING, compare
 
@@ -34,6 +35,9 @@ def _make(op: str, test: Callable[[int], bool], fast: Callable[[Any, Any], bool]
     @operator(op)
     def compile_(args: Any, ctx: Ctx) -> Expr:
         a, b = arg_list(args, ctx, 2)
+        special = _against_constant(a, b, test, fast)
+        if special is not None:
+            return special
 
         def cmp_op(doc: Any, v: Vars) -> Any:
             x = a(doc, v)
@@ -50,12 +54,69 @@ def _make(op: str, test: Callable[[int], bool], fast: Callable[[Any, Any], bool]
         return fold(cmp_op, (a, b))
 
 
-_make("$eq", lambda c: c == 0, lambda x, y: x == y)
-_make("$ne", lambda c: c != 0, lambda x, y: x != y)
-_make("$gt", lambda c: c > 0, lambda x, y: x > y)
-_make("$gte", lambda c: c >= 0, lambda x, y: x >= y)
-_make("$lt", lambda c: c < 0, lambda x, y: x < y)
-_make("$lte", lambda c: c <= 0, lambda x, y: x <= y)
+def _against_constant(
+    a: Expr, b: Expr, test: Callable[[int], bool], fast: Callable[[Any, Any], bool]
+) -> Expr | None:
+    """``{$gte: ["$obs.temp", 20]}``: a constant int/double (not NaN, not bool) or string
+    on the right. An int, a non-NaN double (resp. a string) on the left compares with one
+    Python operator; a one- or two-part field path on the left is read inline. Any other
+    value (NaN, bool, Int64, Decimal128, null, missing, arrays...) takes ``agg_compare``.
+    """
+    c = const_value(b)
+    if const_value(a) is not MISSING:
+        return None  # both constant: fold() below evaluates it once
+    tc = type(c)
+    if tc is str:
+        numeric = False
+    elif (tc is int or tc is float) and c == c:
+        numeric = True
+    else:
+        return None
+    parts = field_parts(a)
+    if parts is not None and len(parts) <= 2:
+        k1 = parts[0]
+        k2 = parts[1] if len(parts) == 2 else None
+
+        def cmp_path_const(doc: Any, v: Vars) -> Any:
+            if type(doc) is dict:
+                x = doc.get(k1, MISSING)
+                if k2 is not None:
+                    if type(x) is dict:
+                        x = x.get(k2, MISSING)
+                    elif x is not MISSING:
+                        x = a(doc, v)  # arrays along the path: the general getter
+            else:
+                x = a(doc, v)
+            t = type(x)
+            if numeric:
+                if t is int or (t is float and x == x):
+                    return fast(x, c)
+            elif t is str:
+                return fast(x, c)
+            return test(agg_compare(x, c))
+
+        return cmp_path_const
+
+    def cmp_const(doc: Any, v: Vars) -> Any:
+        x = a(doc, v)
+        t = type(x)
+        if numeric:
+            if t is int or (t is float and x == x):
+                return fast(x, c)
+        elif t is str:
+            return fast(x, c)
+        return test(agg_compare(x, c))
+
+    return cmp_const
+
+
+# The Python operators are the C functions of the ``operator`` module (no lambda frame).
+_make("$eq", lambda c: c == 0, _op.eq)
+_make("$ne", lambda c: c != 0, _op.ne)
+_make("$gt", lambda c: c > 0, _op.gt)
+_make("$gte", lambda c: c >= 0, _op.ge)
+_make("$lt", lambda c: c < 0, _op.lt)
+_make("$lte", lambda c: c <= 0, _op.le)
 
 
 @operator("$cmp")
