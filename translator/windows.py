@@ -13,12 +13,18 @@ from two batch-level ``stateful_batch`` steps instead of ``fold_window``:
    partitions, keeps every partition's watermark, and closes windows when the minimum
    passes, at end of input, or on ``idleTimeout``. Only partials cross workers, never
    single documents.
+
+A hopping window with an order-free ``$group`` is folded by *pane* (gcd(interval, hop)
+wide): each document is folded once, into its pane, instead of once per window it is
+in, and a window is merged from its panes when it closes (:meth:`WindowPlan.fold`,
+:meth:`CloseLogic._close_panes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pickle
 import time
 import zlib
@@ -42,6 +48,12 @@ _UNARY = frozenset(
      "$stdDevSamp", "$mergeObjects"}
 )
 DlqFn = Callable[..., None]  # (reason, doc, **extra)
+# Accumulators whose final value does not depend on the order their inputs arrive in, so a
+# hopping window can be merged from panes (sub-windows) in any order. $first/$last/$push,
+# $addToSet (first-seen order), $mergeObjects, the N-selections (ties keep the earlier) are not.
+_ORDER_FREE = frozenset(
+    {"$sum", "$avg", "$count", "$min", "$max", "$stdDevPop", "$stdDevSamp", "$median", "$percentile"}
+)
 
 # Partial message from ingest to close: (partition, watermark_ms, partials, activity)
 WindowMsg = tuple[str, int, Any, int]
@@ -125,12 +137,31 @@ class WindowPlan:
     partition_by: Expr | None
     extracts: list[Expr] = dataclasses.field(default_factory=list)
     slot: list[int] = dataclasses.field(default_factory=list)
+    # True when ``fold`` returns pane partials (``{pane_start | (pane_start, from_start):
+    # table}``, see :meth:`fold`): tumbling windows (pane == window) and hopping windows
+    # with an order-free ``$group`` that does not read the window's ``$meta``.
+    panes: bool = dataclasses.field(default=False, init=False)
+    _pane: int = dataclasses.field(default=0, init=False)
 
     def __post_init__(self) -> None:
         # Accumulators over the same field path ($min/$max/$avg of "$obs.temp") share
         # one evaluation per document.
         seen: dict[str, int] = {}
-        group = next((s for s in self.stage.pipeline if isinstance(s, ir.GroupStage)), None)
+        st = self.stage
+        gi = next((i for i, s in enumerate(st.pipeline) if isinstance(s, ir.GroupStage)), None)
+        group = st.pipeline[gi] if gi is not None else None
+        assert group is None or isinstance(group, ir.GroupStage)
+        if st.kind == "tumbling":
+            self._pane, self.panes = st.interval_ms, True
+        elif st.kind == "hopping":
+            self._pane = math.gcd(st.interval_ms, st.hop_ms)
+            # A document is folded once into its pane instead of once per window, so
+            # nothing before the window's end may depend on which window it is in.
+            self.panes = (
+                gi is not None
+                and all(a.name in _ORDER_FREE for a in self.accs)
+                and not _reads_meta(st.pipeline[: gi + 1])
+            )
         args = [a.arg if a.op in _UNARY else None for a in group.accumulations] if group else []
         for acc, arg in zip(self.accs, args, strict=True):
             key = arg if isinstance(arg, str) and arg.startswith("$") else None
@@ -198,6 +229,36 @@ class WindowPlan:
         out.reverse()
         return out
 
+    @property
+    def pane_ms(self) -> int:
+        """The pane (sub-window) size: the interval for tumbling windows, gcd(interval,
+        hop) for hopping ones, so every window is a whole number of panes and all of a
+        pane's documents lie in the same windows. Absent (``AttributeError``, so
+        ``hasattr`` is False) unless :attr:`panes`: other windows' partials are per window."""
+        if not self.panes:
+            raise AttributeError("pane_ms: this window's partials are per window, not per pane")
+        return self._pane
+
+    def pane_start(self, t: int) -> int:
+        """Start of the pane holding event time ``t``."""
+        return t - (t - self.stage.offset_ms) % self._pane
+
+    def earliest_start(self, t: int) -> int:
+        """Start of the oldest window containing ``t``; a start above ``t`` means none
+        does (``t`` falls in a gap of a hopping window whose hop exceeds its interval)."""
+        st = self.stage
+        if st.kind == "tumbling":
+            return t - (t - st.offset_ms) % st.interval_ms
+        hop = st.hop_ms
+        last = t - (t - st.offset_ms) % hop
+        return last - ((st.interval_ms - (t - last) - 1) // hop) * hop
+
+    def last_start(self, t: int) -> int:
+        """Start of the newest window that may contain ``t`` (the hop grid point <= t)."""
+        st = self.stage
+        step = st.interval_ms if st.kind == "tumbling" else st.hop_ms
+        return t - (t - st.offset_ms) % step
+
     def meta_for(self, start: int, end: int, partition: Any = MISSING) -> dict[str, Any]:
         w: dict[str, Any] = {"start": ms_to_datetime(start), "end": ms_to_datetime(end)}
         if partition is not MISSING:
@@ -209,9 +270,15 @@ class WindowPlan:
     def fold(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
         """Fold ``(doc, (t, wm_before))`` records into ``{bucket: partials}``.
 
-        For tumbling/hopping windows partials are ``{window_start: table}``; for
-        sessions ``{partition_key: [session, ...]}``. A table is
-        ``{group_key: [group_id, state...]}`` or, without $group, a list of documents.
+        With :attr:`panes` (tumbling, and hopping with an order-free ``$group``) each
+        document is folded once, into its pane, and partials are ``{key: table}`` where
+        ``key`` is a pane start (an ``int``: the pane counts in every window containing
+        it) or ``(pane_start, from_start)`` (only in windows starting at or after
+        ``from_start``: the documents were late for the earlier ones). For tumbling
+        windows pane == window, so keys are window starts. Other hopping windows give
+        ``{window_start: table}``. Sessions give ``{partition_key: [session, ...]}``.
+        A table is ``{group_key: [group_id, state...]}`` or, without $group, a list of
+        documents.
         """
         if metrics.ENABLED:
             # The window's figures include its inner stages (also listed on their own).
@@ -235,6 +302,8 @@ class WindowPlan:
         size = st.interval_ms
         by_win: dict[int, list[Rec]] = {}
         tumbling = st.kind == "tumbling"
+        if self.panes and not tumbling:
+            return self._fold_panes(recs, dlq)
         for rec in recs:
             t, wm = rec[1]
             if tumbling:
@@ -261,6 +330,48 @@ class WindowPlan:
             if self.pre:
                 wrecs = run_chain(self.pre, wrecs, lambda r, d: dlq(r, d), v)
             self._accumulate(out, s, wrecs, v, dlq)
+        return out
+
+    def _fold_panes(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
+        """Hopping: fold each document once into its pane (lateness still per window)."""
+        st = self.stage
+        size, hop, off, pane = st.interval_ms, st.hop_ms, st.offset_ms, self._pane
+        closed_by = size + st.allowed_lateness_ms  # window s is closed once s + this <= wm
+        by_key: dict[Any, list[Rec]] = {}
+        for rec in recs:
+            t, wm = rec[1]
+            last = t - (t - off) % hop
+            first = last - ((size - (t - last) - 1) // hop) * hop
+            if first > last:
+                continue  # in the gap between two windows (hop > interval)
+            key: Any = t - (t - off) % pane
+            if first + closed_by <= wm:
+                # Late for the oldest windows (a prefix): DLQ naming just those, and
+                # count the document only in the windows still open for it.
+                s = first
+                missed = []
+                while s <= last and s + closed_by <= wm:
+                    missed.append(s)
+                    s += hop
+                dlq_late(dlq, rec[0], missed)
+                if s > last:
+                    continue
+                key = (key, s)
+            lst = by_key.get(key)
+            if lst is None:
+                by_key[key] = [rec]
+            else:
+                lst.append(rec)
+        out: dict[int, Any] = {}
+        for key, krecs in by_key.items():
+            p = key if type(key) is int else key[0]
+            first = self.earliest_start(p)
+            # No stage before the window's end reads the window's $meta (see ``panes``);
+            # the oldest window's bounds are there for completeness.
+            v = {META: self.meta_for(first, first + size)}
+            if self.pre:
+                krecs = run_chain(self.pre, krecs, lambda r, d: dlq(r, d), v)
+            self._accumulate(out, key, krecs, v, dlq)
         return out
 
     def _accumulate(self, out: dict[int, Any], key: Any, recs: list[Rec], v: Vars, dlq: DlqFn) -> None:
@@ -370,6 +481,21 @@ class WindowPlan:
                     ea[i] = acc.merge(ea[i], eb[i])
         return a
 
+    def merge_pane(self, a: dict[Any, Any], b: dict[Any, Any], owned: bool) -> None:
+        """Merge pane table ``b`` into window table ``a``. Unless ``owned`` (``b`` is being
+        dropped), ``b`` still belongs to later windows: its entries are not taken into
+        ``a`` but rebuilt from fresh states (``merge`` never mutates its second argument)."""
+        accs = self.accs
+        for hk, eb in b.items():
+            ea = a.get(hk)
+            if ea is None:
+                if owned:
+                    a[hk] = eb
+                    continue
+                ea = a[hk] = [eb[0], *(acc.init() for acc in accs)]
+            for i, acc in enumerate(accs, 1):
+                ea[i] = acc.merge(ea[i], eb[i])
+
     def finalize(self, payload: Any, meta: dict[str, Any], dlq: DlqFn) -> list[dict[str, Any]]:
         """Run the rest of the inner pipeline over a closed window; add ``_stream_meta``."""
         if self.group_id is None:
@@ -399,6 +525,17 @@ class WindowPlan:
 
 def _name_of(stage: ir.WindowStage) -> str:
     return stage.path.rsplit(".", 1)[-1]
+
+
+def _reads_meta(obj: Any) -> bool:
+    """Whether an IR fragment uses ``$meta`` anywhere (a window bound could be read)."""
+    if isinstance(obj, dict):
+        return "$meta" in obj or any(_reads_meta(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_reads_meta(v) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return any(_reads_meta(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    return False
 
 
 def _err(path: str, msg: str) -> Exception:
@@ -448,6 +585,9 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         self.last_activity: float = _now_ms()
         self.idle: set[str] = set()
         self.closed_upto = NEG_INF  # start of the last closed window
+        # Hopping windows folded by pane: ``windows`` holds panes, keyed as ``fold``
+        # returns them, and a window is merged from its panes when it closes.
+        self.by_pane = plan.panes and st.kind == "hopping"
         self.late: list[dict[str, Any]] = []
         if resume is not None:
             (self.wms, self.windows, self.sessions, self.last_activity, self.idle, self.closed_upto) = pickle.loads(resume)
@@ -488,7 +628,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         if not (self.windows or self.sessions):
             return None
         if self.processing:
-            ends = [self._end(s) for s in self.windows]
+            ends = [self._end(s) for s in (self._open_starts() if self.by_pane else self.windows)]
             return _dt(min(ends)) if ends else None
         if self.idle_ms is not None:
             return _dt(int(self.last_activity) + self.idle_ms)
@@ -520,7 +660,81 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
     def _end(self, start: int) -> int:
         return start + self.plan.stage.interval_ms
 
+    def _pane_span(self, key: Any) -> tuple[int, int, int]:
+        """``(pane start, first window, last window)`` that a stored pane counts in."""
+        plan = self.plan
+        if type(key) is tuple:
+            p, first = key
+        else:
+            p = key
+            first = plan.earliest_start(p)
+        return p, first, plan.last_start(p)
+
+    def _open_starts(self) -> list[int]:
+        """Starts of the open windows holding at least one stored pane, in order."""
+        hop, after = self.plan.stage.hop_ms, self.closed_upto + self.plan.stage.hop_ms
+        starts: set[int] = set()
+        for key in self.windows:
+            _, first, last = self._pane_span(key)
+            starts.update(range(max(first, after), last + 1, hop))
+        return sorted(starts)
+
+    def _merge_panes(self, partials: dict[Any, Any]) -> None:
+        plan, panes = self.plan, self.windows
+        hop, closed = plan.stage.hop_ms, self.closed_upto
+        late: dict[int, dict[Any, Any]] = {}
+        for key, payload in partials.items():
+            p, first, last = self._pane_span(key)
+            if first <= closed:
+                # Some of the pane's windows are out already: see ``_late_partial``.
+                for s in range(first, min(last, closed) + 1, hop):
+                    plan.merge_pane(late.setdefault(s, {}), payload, owned=False)
+                if last <= closed:
+                    continue
+                key = (p, closed + hop)
+            cur = panes.get(key)
+            if cur is None:
+                panes[key] = payload
+            else:
+                plan.merge_pane(cur, payload, owned=True)
+        for s in sorted(late):
+            self._late_partial(s, late[s])
+
+    def _close_panes(self, wm: int | None, lateness: int, out: list[dict[str, Any]], dlq_fn: DlqFn) -> None:
+        """Close every window whose end + lateness the watermark passed, in start order,
+        each merged from its stored panes; drop a pane after its last window."""
+        panes = self.windows
+        if not panes:
+            return
+        plan = self.plan
+        size, hop = plan.stage.interval_ms, plan.stage.hop_ms
+        limit = None if wm is None else wm - size - lateness
+        after = self.closed_upto + hop
+        spans = sorted(((*self._pane_span(k), k) for k in panes), key=lambda e: (e[0], e[1]))
+        starts: set[int] = set()
+        for _, first, last, _ in spans:
+            hi = last if limit is None or last < limit else limit
+            starts.update(range(max(first, after), hi + 1, hop))
+        for s in sorted(starts):
+            end = s + size
+            table: dict[Any, Any] = {}
+            keep = []
+            for e in spans:
+                p, first, last, key = e
+                if s <= p < end and first <= s:
+                    plan.merge_pane(table, panes[key], owned=last <= s)
+                if last <= s:
+                    del panes[key]
+                else:
+                    keep.append(e)
+            spans = keep
+            self.closed_upto = s
+            out.extend(plan.finalize(table, plan.meta_for(s, end), dlq_fn))
+
     def _merge_windows(self, partials: dict[int, Any]) -> None:
+        if self.by_pane:
+            self._merge_panes(partials)
+            return
         plan, windows = self.plan, self.windows
         for start, payload in partials.items():
             if start <= self.closed_upto and start not in windows:
@@ -588,6 +802,8 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
                     self.sessions[hk] = remaining
                 else:
                     del self.sessions[hk]
+        elif self.by_pane:
+            self._close_panes(wm, lateness, out, dlq_fn)
         else:
             for start in sorted(self.windows):
                 end = self._end(start)
@@ -619,7 +835,8 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
             starts = [s[0] for lst in self.sessions.values() for s in lst]
             entries = sum(len(s[3]) for lst in self.sessions.values() for s in lst)
         else:
-            starts = list(self.windows)
+            # Hopping by pane: open windows are counted, the state is the panes' entries.
+            starts = self._open_starts() if self.by_pane else list(self.windows)
             entries = sum(len(p) for p in self.windows.values())
         lo, hi = (min(starts), max(starts)) if starts else (None, None)
         metrics.set_window_state(id(self), st.path, len(starts), entries, lo, hi)
