@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cmp_to_key
@@ -78,6 +79,9 @@ class AccSpec:
     final: Callable[[Any], Any]
     # Optional batch fold ``(state, values) -> state``; use :meth:`fold`, which falls back to ``add``.
     add_many: Callable[[Any, list[Any]], Any] | None = None
+    # Optional fold of a column known to hold only plain ``int`` values, from its summary
+    # (computed once and shared by every accumulator of the same argument).
+    add_ints: Callable[[Any, IntColumn], Any] | None = None
 
     def fold(self, state: Any, values: list[Any]) -> Any:
         """Fold a batch of extracted values into ``state`` (same result as ``add`` per value)."""
@@ -87,6 +91,28 @@ class AccSpec:
         for v in values:
             state = add(state, v)
         return state
+
+    def fold_ints(self, state: Any, col: IntColumn) -> Any:
+        """:meth:`fold` for a column of plain ints (same result), using its summary."""
+        if self.add_ints is not None:
+            return self.add_ints(state, col)
+        return self.fold(state, list(col.values))
+
+
+@dataclass(frozen=True)
+class IntColumn:
+    """A non-empty column of plain ``int`` values with its count, minimum, maximum and
+    sum, each computed once in C (``len``/``min``/``max``/``sum``)."""
+
+    values: list[int]
+    n: int
+    lo: int
+    hi: int
+    total: int
+
+    @staticmethod
+    def of(values: list[int]) -> IntColumn:
+        return IntColumn(values, len(values), min(values), max(values), sum(values))
 
 
 AccCompiler = Callable[[Any, Ctx], AccSpec]
@@ -162,8 +188,9 @@ def _spec(
     merge: Callable[[Any, Any], Any],
     final: Callable[[Any], Any],
     add_many: Callable[[Any, list[Any]], Any] | None = None,
+    add_ints: Callable[[Any, IntColumn], Any] | None = None,
 ) -> AccSpec:
-    return AccSpec(name, extract, init, add, merge, final, add_many)
+    return AccSpec(name, extract, init, add, merge, final, add_many, add_ints)
 
 
 def _const_one(doc: Any, v: Vars) -> Any:
@@ -267,6 +294,14 @@ def _sum_add_many(s: list[Any], values: list[Any]) -> list[Any]:
     return s
 
 
+def _sum_add_ints(s: list[Any], col: IntColumn) -> list[Any]:
+    s[1] += col.total
+    s[7] += col.n
+    if s[0] < 1 and (col.lo < INT32_MIN or col.hi > INT32_MAX):
+        s[0] = 1  # a long was seen: the sum is a long (as _sum_add decides per value)
+    return s
+
+
 def _sum_merge(a: list[Any], b: list[Any]) -> list[Any]:
     if b[0] > a[0]:
         a[0] = b[0]
@@ -361,13 +396,13 @@ def _avg_final(s: list[Any]) -> Any:
 @accumulator("$sum")
 def _acc_sum(arg: Any, ctx: Ctx) -> AccSpec:
     """$sum: numbers only (others ignored); int -> long on overflow -> double; 0 for none."""
-    return _spec("$sum", _unary("$sum", arg, ctx), _sum_init, _sum_add, _sum_merge, _sum_final, _sum_add_many)
+    return _spec("$sum", _unary("$sum", arg, ctx), _sum_init, _sum_add, _sum_merge, _sum_final, _sum_add_many, _sum_add_ints)
 
 
 @accumulator("$avg")
 def _acc_avg(arg: Any, ctx: Ctx) -> AccSpec:
     """$avg: numbers only; null when there are none; double (Decimal128 if any decimal)."""
-    return _spec("$avg", _unary("$avg", arg, ctx), _sum_init, _sum_add, _sum_merge, _avg_final, _sum_add_many)
+    return _spec("$avg", _unary("$avg", arg, ctx), _sum_init, _sum_add, _sum_merge, _avg_final, _sum_add_many, _sum_add_ints)
 
 
 # ---- $count ---------------------------------------------------------------------------
@@ -385,6 +420,10 @@ def _count_add_many(s: int, values: list[Any]) -> int:
     return s + len(values)
 
 
+def _count_add_ints(s: int, col: IntColumn) -> int:
+    return s + col.n
+
+
 def _count_merge(a: int, b: int) -> int:
     return a + b
 
@@ -398,7 +437,7 @@ def _acc_count(arg: Any, ctx: Ctx) -> AccSpec:
     """$count: {} counts the group's documents (int, long beyond int32)."""
     if not isinstance(arg, dict) or arg:
         raise ctx.error("$count takes no arguments, i.e. $count: {}")
-    return _spec("$count", _const_one, _count_init, _count_add, _count_merge, _int_or_long, _count_add_many)
+    return _spec("$count", _const_one, _count_init, _count_add, _count_merge, _int_or_long, _count_add_many, _count_add_ints)
 
 
 # ---- $min / $max ----------------------------------------------------------------------
@@ -431,7 +470,10 @@ def _min_add(s: Any, v: Any) -> Any:
 
 
 def _all_int(values: list[Any]) -> bool:
-    return all(type(v) is int for v in values)
+    return set(map(type, values)) == _INT_ONLY
+
+
+_INT_ONLY = {int}
 
 
 def _max_add_many(s: Any, values: list[Any]) -> Any:
@@ -451,6 +493,14 @@ def _min_add_many(s: Any, values: list[Any]) -> Any:
     return s
 
 
+def _max_add_ints(s: Any, col: IntColumn) -> Any:
+    return _max_add(s, col.hi)
+
+
+def _min_add_ints(s: Any, col: IntColumn) -> Any:
+    return _min_add(s, col.lo)
+
+
 def _identity(s: Any) -> Any:
     return s
 
@@ -458,13 +508,13 @@ def _identity(s: Any) -> Any:
 @accumulator("$max")
 def _acc_max(arg: Any, ctx: Ctx) -> AccSpec:
     """$max: BSON order, null/missing ignored, null when nothing else; ties keep the first."""
-    return _spec("$max", _unary("$max", arg, ctx), _none, _max_add, _max_add, _identity, _max_add_many)
+    return _spec("$max", _unary("$max", arg, ctx), _none, _max_add, _max_add, _identity, _max_add_many, _max_add_ints)
 
 
 @accumulator("$min")
 def _acc_min(arg: Any, ctx: Ctx) -> AccSpec:
     """$min: BSON order, null/missing ignored, null when nothing else; ties keep the first."""
-    return _spec("$min", _unary("$min", arg, ctx), _none, _min_add, _min_add, _identity, _min_add_many)
+    return _spec("$min", _unary("$min", arg, ctx), _none, _min_add, _min_add, _identity, _min_add_many, _min_add_ints)
 
 
 # ---- $first / $last -------------------------------------------------------------------
@@ -676,10 +726,17 @@ def _sd_add_many(s: list[int], values: list[Any]) -> list[int]:
     if values and _all_int(values):
         s[0] += len(values)
         s[1] += sum(values)
-        s[2] += sum([i * i for i in values])
+        s[2] += sum(map(operator.mul, values, values))
         return s
     for v in values:
         s = _sd_add(s, v)
+    return s
+
+
+def _sd_add_ints(s: list[int], col: IntColumn) -> list[int]:
+    s[0] += col.n
+    s[1] += col.total
+    s[2] += sum(map(operator.mul, col.values, col.values))
     return s
 
 
@@ -729,13 +786,13 @@ def _sd_samp_final(s: list[int]) -> float | None:
 @accumulator("$stdDevPop")
 def _acc_std_dev_pop(arg: Any, ctx: Ctx) -> AccSpec:
     """$stdDevPop: population standard deviation of the numbers (double); null for none."""
-    return _spec("$stdDevPop", _unary("$stdDevPop", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_pop_final, _sd_add_many)
+    return _spec("$stdDevPop", _unary("$stdDevPop", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_pop_final, _sd_add_many, _sd_add_ints)
 
 
 @accumulator("$stdDevSamp")
 def _acc_std_dev_samp(arg: Any, ctx: Ctx) -> AccSpec:
     """$stdDevSamp: sample standard deviation (double); null for fewer than two numbers."""
-    return _spec("$stdDevSamp", _unary("$stdDevSamp", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_samp_final, _sd_add_many)
+    return _spec("$stdDevSamp", _unary("$stdDevSamp", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_samp_final, _sd_add_many, _sd_add_ints)
 
 
 # ---- $median / $percentile ------------------------------------------------------------

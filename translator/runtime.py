@@ -19,6 +19,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from sinks.dlq import dlq_document
 from sources.base import SOURCE_DLQ_KEY, IdleBatch, RawBatch, now_ms
 from translator import ir
+from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, time_getter
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
 from translator.options import ProcessorOptions
@@ -38,6 +39,14 @@ class Plan:
     window: WindowPlan | None
     after: tuple[Step, ...]  # stateless stages after the window, run on its results
     observer: Observer | None = None
+    fast_fold: FastGroupFold | None = None  # whole-batch ingest for the common window shape
+    fast_time: tuple[Getter, IsoMillis] | None = None  # whole-batch timeField
+
+    def __post_init__(self) -> None:
+        src = self.pipeline.source
+        self.fast_time = time_getter(src) if src.time_field is not None else None
+        if self.window is not None and not self.pre:
+            self.fast_fold = FastGroupFold.build(self.window, src)
 
     @staticmethod
     def compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
@@ -75,6 +84,9 @@ class IngestLogic:
         self.windowed = plan.window is not None
         self.processing = plan.window is not None and plan.window.stage.boundary == "processingTime"
         self.buckets = plan.window.buckets if plan.window is not None else 1
+        self.fast = None if self.processing else plan.fast_fold
+        self.fast_time = None if self.processing else plan.fast_time
+        self.dates = DateCache()
 
     def process(self, batch: RawBatch) -> list[Emission]:
         plan = self.plan
@@ -82,6 +94,13 @@ class IngestLogic:
             return [(WIN, (str(b), (self.part, self.wm, None, IDLE))) for b in range(self.buckets)]
         if not batch:
             return []
+        if self.fast is not None:
+            done = self.fast.run(batch, self.wm)
+            if done is not None:
+                partials, self.wm = done
+                if plan.observer is not None:
+                    plan.observer(batch, self.wm)
+                return [(WIN, (str(b), (self.part, self.wm, partials.get(b), ACTIVE))) for b in range(self.buckets)]
         dlq: list[dict[str, Any]] = []
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
@@ -106,6 +125,10 @@ class IngestLogic:
 
     def _stamp(self, batch: RawBatch, dlq_fn: Callable[..., None]) -> list[Rec]:
         """Evaluate timeField, add the envelope, and advance the watermark per document."""
+        if self.fast_time is not None:
+            fast = self._stamp_batch(batch, self.fast_time)
+            if fast is not None:
+                return fast
         time_expr = self.plan.time_expr
         ts_field = self.ts_field
         windowed, processing = self.windowed, self.processing
@@ -142,6 +165,38 @@ class IngestLogic:
                 recs.append((doc, (t, wm)))  # type: ignore[arg-type]
             else:
                 recs.append((doc, t))
+            if t > wm:
+                wm = t
+        self.wm = wm
+        return recs
+
+
+    def _stamp_batch(self, batch: RawBatch, fast: tuple[Getter, IsoMillis]) -> list[Rec] | None:
+        """:meth:`_stamp` for a batch whose timestamps all parse through the caches of
+        :class:`~translator.fastpath.IsoMillis` (None otherwise, before any change)."""
+        docs = [d for d, _ in batch]
+        try:
+            ms = fast[1].millis(fast[0](docs))
+        except (KeyError, TypeError):
+            return None
+        if ms is None:
+            return None
+        ts_field = self.ts_field
+        for doc, value in zip(docs, self.dates.dates(ms), strict=True):
+            meta = doc.pop("_stream_meta", None)
+            doc[ts_field] = value
+            if meta is not None:
+                doc["_stream_meta"] = meta
+        wm = self.wm
+        if not self.windowed:
+            hi = max(ms)
+            if hi > wm:
+                self.wm = hi
+            return list(zip(docs, ms, strict=True))
+        recs: list[Rec] = []
+        append = recs.append
+        for doc, t in zip(docs, ms, strict=True):
+            append((doc, (t, wm)))  # type: ignore[arg-type]
             if t > wm:
                 wm = t
         self.wm = wm

@@ -1,0 +1,272 @@
+"""The batch fast paths (translator/fastpath.py) give exactly the general path's results.
+
+Each fast step is all-or-nothing per batch: any unusual document sends the batch to the
+general path. So the tests run the same pipelines and documents with the fast paths on
+and off and require identical outputs and DLQ documents (content and order), over
+documents built to hit every fallback: missing fields, arrays and scalars along paths,
+non-string or unparsable timestamps, late documents, group ids that need MongoDB's
+number/bool rules, values accumulators treat specially.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from bson import Decimal128, Int64
+
+from translator import fastpath
+from translator.fastpath import FastGroupFold, IsoMillis, field_getter
+from translator.mql.operators.dates import parse_date_string
+from translator.mql.values import datetime_to_ms
+from translator.runtime import Plan
+from translator.testing import RunResult, run_pipeline
+
+T0 = datetime(2024, 7, 26, 13, 20, 0, tzinfo=UTC)
+
+
+def iso(ms: int, suffix: str = "+00:00") -> str:
+    dt = T0 + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}" + suffix
+
+
+# ---- IsoMillis -----------------------------------------------------------------------
+
+GOOD = [
+    "2024-07-26T13:20:00.881+00:00",
+    "2024-07-26T13:20:00.881Z",
+    "2024-07-26T13:20:00Z",
+    "2024-07-26T13:20:00",
+    "2024-07-26T13:20:00.8Z",
+    "2024-07-26T13:20:00.123456Z",  # microseconds truncate to the millisecond
+    "2024-07-26T13:20:00.999999-08:00",
+    "2024-07-26T23:59:59.500+05:30",  # the offset moves it to the previous... day boundary
+    "2024-12-31T23:59:59.999-00:30",
+    "2024-02-29T00:00:00.000+00:00",
+    "1969-12-31T23:59:59.999Z",  # before the epoch
+]
+
+
+def test_iso_millis_equals_the_engines_parser() -> None:
+    m = IsoMillis(parse_date_string)
+    got = m.millis(GOOD)
+    assert got == [datetime_to_ms(parse_date_string(s)) for s in GOOD]
+    m.dedupe = False
+    assert m.millis(GOOD) == got
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "2024-02-30T00:00:00Z",  # no such day
+        "2024-07-26 13:20:00Z",  # parseable by the general path, but not vouched for here
+        "2024-07-26T13:20:00.881+0000x",
+        "July 26 2024",
+        "",
+        17,
+        None,
+        ["2024-07-26T13:20:00Z"],
+    ],
+)
+def test_iso_millis_refuses_what_it_cannot_vouch_for(bad: Any) -> None:
+    m = IsoMillis(parse_date_string)
+    assert m.millis(["2024-07-26T13:20:00Z", bad]) is None
+    m.dedupe = False
+    assert m.millis(["2024-07-26T13:20:00Z", bad]) is None
+    assert m.millis(["2024-07-26T13:20:00Z"]) == [datetime_to_ms(parse_date_string("2024-07-26T13:20:00Z"))]
+
+
+def test_field_getter_only_follows_plain_dicts() -> None:
+    get = field_getter("$obs.temp")
+    assert get is not None
+    assert get([{"obs": {"temp": 3}}, {"obs": {"temp": [1, 2]}}]) == [3, [1, 2]]
+    with pytest.raises(TypeError):
+        get([{"obs": [{"temp": 1}]}])  # an array along the path: MQL semantics differ
+    with pytest.raises(KeyError):
+        get([{"obs": {}}])
+    assert field_getter("$$ROOT") is None
+    assert field_getter("plain") is None
+
+
+# ---- the fast paths against the general path ----------------------------------------
+
+SEED_GROUP = {
+    "$group": {
+        "_id": "$group_id",
+        "minTemp": {"$min": "$obs.temp"},
+        "maxTemp": {"$max": "$obs.temp"},
+        "avgTemp": {"$avg": "$obs.temp"},
+        "stdevPTemp": {"$stdDevPop": "$obs.temp"},
+        "n": {"$count": {}},
+        "ones": {"$sum": 1},
+        "sumWatts": {"$sum": "$obs.watts"},
+    }
+}
+
+
+def source(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"$source": {"documents": docs, "timeField": {"$dateFromString": {"dateString": "$timestamp"}}}}
+
+
+def tumbling(group: dict[str, Any], lateness: int | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"interval": {"size": 3, "unit": "second"}, "pipeline": [group]}
+    if lateness is not None:
+        spec["allowedLateness"] = {"size": lateness, "unit": "second"}
+    return {"$tumblingWindow": spec}
+
+
+def hopping(group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "$hoppingWindow": {
+            "interval": {"size": 10, "unit": "second"},
+            "hopSize": {"size": 2, "unit": "second"},
+            "pipeline": [group],
+        }
+    }
+
+
+def clean_docs(rng: random.Random, n: int, groups: list[Any]) -> list[dict[str, Any]]:
+    docs = []
+    for i in range(n):
+        t = i * 2 - (rng.randrange(1000) if rng.random() < 0.05 else 0)
+        docs.append(
+            {
+                "device_id": f"device_{i % 5}",
+                "group_id": groups[i % len(groups)],
+                "timestamp": iso(t),
+                "obs": {"temp": rng.randrange(-5, 40), "watts": rng.choice([rng.randrange(500), rng.random() * 500])},
+            }
+        )
+    return docs
+
+
+ODD_VALUES: list[Any] = [
+    None,
+    "hot",
+    [1, 2],
+    Int64(7),
+    Decimal128("2.5"),
+    1.5,
+    True,
+    float("nan"),
+    2**40,
+]
+
+
+def spoil(rng: random.Random, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sprinkle documents that each defeat one fast step."""
+    out = [dict(d, obs=dict(d["obs"])) for d in docs]
+    for d in rng.sample(out, k=max(1, len(out) // 15)):
+        kind = rng.randrange(9)
+        if kind == 0:
+            del d["obs"]["temp"]
+        elif kind == 1:
+            d["obs"] = [d["obs"]]
+        elif kind == 2:
+            d["obs"]["temp"] = rng.choice(ODD_VALUES)
+        elif kind == 3:
+            d["timestamp"] = rng.choice(["not a date", 12345, None, "2024-07-26 13:20:01Z"])
+        elif kind == 4:
+            d["group_id"] = rng.choice([1, 1.0, Int64(1), True, None, {"a": 1}, [1]])
+        elif kind == 5:
+            del d["group_id"]
+        elif kind == 6:
+            d["timestamp"] = iso(-20_000)  # far behind: late
+        elif kind == 7:
+            d["obs"] = "scalar"
+        else:
+            d["timestamp"] = iso(int(d["timestamp"][17:19]) * 1000, "+05:30")
+    return out
+
+
+def run_both(pipeline: list[dict[str, Any]], batch_size: int, monkeypatch: pytest.MonkeyPatch) -> tuple[RunResult, RunResult, int]:
+    opts = {"batchSize": batch_size} if batch_size else None
+    taken = [0]
+    real_run = FastGroupFold.run
+
+    def counting(self: FastGroupFold, batch: Any, wm: int) -> Any:
+        res = real_run(self, batch, wm)
+        taken[0] += res is not None
+        return res
+
+    with monkeypatch.context() as m:
+        m.setattr(FastGroupFold, "run", counting)
+        fast = run_pipeline(_copy(pipeline), _opts(opts))
+    with monkeypatch.context() as m:
+        m.setattr(Plan, "__post_init__", lambda self: None)  # no fast paths at all
+        slow = run_pipeline(_copy(pipeline), _opts(opts))
+    return fast, slow, taken[0]
+
+
+def _opts(opts: dict[str, Any] | None) -> Any:
+    from translator.options import ProcessorOptions
+
+    return ProcessorOptions(name="run_pipeline", batch_size=(opts or {}).get("batchSize", 1024))
+
+
+def _copy(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import copy
+
+    return copy.deepcopy(pipeline)
+
+
+def _nan_safe(docs: list[dict[str, Any]]) -> str:
+    """NaN != NaN, so compare reprs; a DLQ entry's own ``_id`` and ``dlqTime`` differ per run."""
+    return repr([{k: v for k, v in d.items() if k not in ("dlqTime",) and not (k == "_id" and "errInfo" in d)} for d in docs])
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1024])
+@pytest.mark.parametrize("window", ["tumbling", "hopping"])
+@pytest.mark.parametrize("spoiled", [False, True])
+def test_fast_and_general_paths_agree(batch_size: int, window: str, spoiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(batch_size * 31 + len(window) + spoiled)
+    docs = clean_docs(rng, 6000, ["g1", "g2", "g3", 4, None])
+    if spoiled:
+        docs = spoil(rng, docs)
+    stage = tumbling(SEED_GROUP) if window == "tumbling" else hopping(SEED_GROUP)
+    fast, slow, taken = run_both([source(docs), stage], batch_size, monkeypatch)
+    assert _nan_safe(fast.output) == _nan_safe(slow.output)
+    assert _nan_safe(fast.dlq) == _nan_safe(slow.dlq)
+    assert fast.output, "the pipeline produced windows"
+    if spoiled:
+        assert fast.dlq, "the spoiled documents reached the DLQ"
+    if not spoiled or batch_size <= 7:  # big spoiled batches all hold a bad document
+        assert taken > 0, "the fast path ran on some batches"
+
+
+def test_constant_id_and_source_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(5)
+    docs = clean_docs(rng, 800, ["a"])
+    group = {"$group": {"_id": None, "n": {"$count": {}}, "t": {"$sum": "$obs.temp"}}}
+    fast, slow, taken = run_both([source(docs), tumbling(group, lateness=0)], 64, monkeypatch)
+    assert fast.output == slow.output and _nan_safe(fast.dlq) == _nan_safe(slow.dlq)
+    assert taken > 0
+    assert sum(d["n"] for d in fast.output) + len(fast.dlq) == 800
+
+
+def test_the_seed_shape_takes_the_fast_path() -> None:
+    from translator.compile import compile_pipeline
+    from translator.options import ProcessorOptions
+
+    opts = ProcessorOptions(name="p")
+    plan = Plan.compile(compile_pipeline([source([]), tumbling(SEED_GROUP)], options=opts), opts)
+    assert plan.fast_fold is not None and plan.fast_time is not None
+    # Shapes outside the fast path's exact cover keep the general path.
+    for group in (
+        {"$group": {"_id": {"g": "$group_id"}, "n": {"$count": {}}}},  # compound _id
+        {"$group": {"_id": "$group_id", "v": {"$push": "$obs.temp"}}},  # fine: order kept
+        {"$group": {"_id": "$group_id", "v": {"$sum": {"$multiply": ["$obs.temp", 2]}}}},  # computed argument
+    ):
+        p = Plan.compile(compile_pipeline([source([]), tumbling(group)], options=opts), opts)
+        expect_fast = group["$group"]["_id"] == "$group_id" and "$push" in str(group)
+        assert (p.fast_fold is not None) == expect_fast, group
+
+
+def test_date_cache_matches_ms_to_datetime() -> None:
+    from translator.mql.values import ms_to_datetime
+
+    cache = fastpath.DateCache()
+    ms = [0, -1, 1_722_000_000_881, 1_722_000_000_881, 253402300799999]
+    assert cache.dates(ms) == [ms_to_datetime(t) for t in ms]

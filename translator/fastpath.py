@@ -1,0 +1,421 @@
+"""Batch-level fast paths for the common shapes of ASP pipelines.
+
+The general ingest path (:mod:`translator.runtime`, :meth:`WindowPlan.fold`) handles
+every document on its own: evaluate ``timeField``, stamp ``_ts``, check lateness, then
+evaluate ``_id`` and each accumulator argument. For the shape most ASP pipelines have
+(the seed's: ``timeField: {$dateFromString: {dateString: "$field"}}``, a
+``$tumblingWindow``/``$hoppingWindow`` whose pipeline is ``$group`` on field paths), the
+same results come from whole-batch steps that run in C: ``map``/``itemgetter`` pull the
+fields out of every document, the timestamps parse through two small caches, and a batch
+is checked for lateness with one ``min``/``max``.
+
+Every fast step is *all or nothing* for a batch: the moment anything is unusual (a
+missing field, a non-dict along a path, a string the caches cannot vouch for, a late
+document, a group key type that needs MongoDB's number/bool rules) it returns ``None``
+and the general path processes the batch, so DLQ entries, reasons and results are the
+general path's own. Nothing is mutated before that decision.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from itertools import compress, repeat
+from operator import add, contains, itemgetter
+from typing import Any
+
+from sources.base import SOURCE_DLQ_KEY
+from translator import ir, metrics
+from translator.accumulators import AccSpec, IntColumn
+from translator.mql.expr import const_value
+from translator.mql.values import EPOCH, MISSING, datetime_to_ms
+
+Getter = Callable[[list[Any]], list[Any]]
+
+_PREFIX = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+_SUFFIX = re.compile(r"(?:\.\d{1,9})?(?:Z|[+-]\d\d(?::?\d\d)?)?")
+_CACHE_LIMIT = 1 << 16
+_ZERO = "2000-01-01T00:00:00"
+
+
+def field_getter(path: str) -> Getter | None:
+    """A batch getter for ``"$a.b.c"``: ``list(map(itemgetter("c"), map(itemgetter("b"), ...)))``.
+
+    Only dict intermediates and present fields get through: ``itemgetter`` raises
+    KeyError for a missing field and TypeError for an array or scalar along the path,
+    the cases where MQL path semantics (missing, array traversal) differ from plain
+    lookups, and the caller falls back to the general path.
+    """
+    if not isinstance(path, str) or not path.startswith("$") or path.startswith("$$"):
+        return None
+    parts = path[1:].split(".")
+    if not all(parts) or any(p.startswith("$") for p in parts):
+        return None
+    getters = [itemgetter(p) for p in parts]
+    if len(getters) == 1:
+        g0 = getters[0]
+        return lambda docs: list(map(g0, docs))
+    if len(getters) == 2:
+        g0, g1 = getters
+        return lambda docs: list(map(g1, map(g0, docs)))
+
+    def deep(docs: list[Any]) -> list[Any]:
+        it: Any = docs
+        for g in getters:
+            it = map(g, it)
+        return list(it)
+
+    return deep
+
+
+class IsoMillis:
+    """Batch ``$dateFromString`` (no format/timezone) for ISO-8601 strings.
+
+    A timestamp ``2024-07-26T13:20:00.881+00:00`` is its second (``...T13:20:00``) plus
+    its fraction and offset (``.881+00:00``). Consecutive events share the second and
+    there are few distinct suffixes, so both halves come from dicts filled by the
+    engine's own ``$dateFromString`` parser: each half is validated by a strict pattern
+    before it enters a cache, and the sum equals the parser's result because ISO
+    offsets are fixed minutes and BSON truncation to milliseconds commutes with them.
+    """
+
+    def __init__(self, parse: Callable[[str], datetime]) -> None:
+        self.parse = parse
+        self.prefix: dict[str, int] = {}
+        self.suffix: dict[str, int] = {}
+        self.zero = datetime_to_ms(parse(_ZERO + "Z"))
+        self._pre = itemgetter(slice(None, 19))
+        self._suf = itemgetter(slice(19, None))
+        self.dedupe = True
+
+    def millis(self, strs: list[Any]) -> list[int] | None:
+        """Each string's milliseconds, or None if any string is not a plain ISO date."""
+        if self.dedupe:
+            # Busy streams repeat timestamps (many events per millisecond): parse each
+            # distinct string once. ``fromkeys`` hashes every string once (the hash is
+            # then cached in the string), so the final lookups are cheap.
+            try:
+                table: dict[Any, int] = dict.fromkeys(strs, 0)
+            except TypeError:
+                return None
+            uniq = list(table)
+            ms = self._split(uniq)
+            if ms is None:
+                return None
+            # Whether to keep deduplicating: only while it saves work.
+            self.dedupe = len(uniq) * 2 < len(strs)
+            table.update(zip(uniq, ms, strict=True))
+            return list(map(table.__getitem__, strs))
+        ms = self._split(strs)
+        if ms is not None:
+            self.dedupe = len(set(strs)) * 2 < len(strs)
+        return ms
+
+    def _split(self, strs: list[Any]) -> list[int] | None:
+        for _attempt in (0, 1):
+            try:
+                return list(
+                    map(
+                        add,
+                        map(self.prefix.__getitem__, map(self._pre, strs)),
+                        map(self.suffix.__getitem__, map(self._suf, strs)),
+                    )
+                )
+            except (KeyError, TypeError):
+                if _attempt or not self._learn(strs):
+                    return None
+        return None  # pragma: no cover - the loop always returns
+
+    def _learn(self, strs: list[Any]) -> bool:
+        """Add this batch's unseen halves to the caches; False if any cannot be vouched for."""
+        prefix, suffix = self.prefix, self.suffix
+        if len(prefix) > _CACHE_LIMIT:
+            prefix.clear()
+        if len(suffix) > _CACHE_LIMIT:
+            suffix.clear()
+        for s in strs:
+            if type(s) is not str:
+                return False
+            p, x = s[:19], s[19:]
+            try:
+                if p not in prefix:
+                    if not _PREFIX.fullmatch(p):
+                        return False
+                    prefix[p] = datetime_to_ms(self.parse(p + "Z"))
+                if x not in suffix:
+                    if not _SUFFIX.fullmatch(x):
+                        return False
+                    suffix[x] = datetime_to_ms(self.parse(_ZERO + x)) - self.zero
+            except Exception:
+                return False
+        return True
+
+
+class DateCache:
+    """``_ts`` datetimes for millisecond times: one ``timedelta`` addition each, reusing
+    the datetime of a millisecond already seen (documents often share one)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[int, datetime] = {}
+
+    def dates(self, ms: list[int]) -> list[datetime]:
+        cache = self.cache
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        try:
+            return list(map(cache.__getitem__, ms))
+        except KeyError:
+            pass
+        for t in ms:
+            if t not in cache:
+                cache[t] = EPOCH + timedelta(milliseconds=t)
+        return list(map(cache.__getitem__, ms))
+
+
+def time_getter(src: ir.SourceStage) -> tuple[Getter, IsoMillis] | None:
+    """The batch form of ``timeField`` when it is ``{$dateFromString: {dateString: "$f"}}``."""
+    tf = src.time_field
+    if not (isinstance(tf, dict) and len(tf) == 1 and isinstance(tf.get("$dateFromString"), dict)):
+        return None
+    spec = tf["$dateFromString"]
+    if set(spec) != {"dateString"}:
+        return None
+    get = field_getter(spec["dateString"])
+    if get is None:
+        return None
+    from translator.mql.operators.dates import parse_date_string
+
+    return get, IsoMillis(parse_date_string)
+
+
+# ---- windowed $group -------------------------------------------------------------------
+
+
+class FastGroupFold:
+    """The ingest of a tumbling/hopping window whose pipeline starts with ``$group``
+    on field paths, for whole batches (same partials as :meth:`WindowPlan.fold`)."""
+
+    def __init__(self, plan: Any, times: tuple[Getter, IsoMillis] | None, gid: Getter | Any, values: list[Getter | Any]) -> None:
+        self.wplan = plan
+        st = plan.stage
+        self.path = st.path
+        self.name = st.path.rsplit(".", 1)[-1]
+        self.times = times
+        self.gid = gid  # a Getter, or a constant group id
+        self.values = values  # per distinct accumulator argument: a Getter or a constant
+        self.accs = plan.accs
+        self.slot = plan.slot
+        self.buckets = plan.buckets
+        self.pane = plan.pane_ms
+        self.offset = st.offset_ms
+        self.close_after = st.interval_ms + st.allowed_lateness_ms
+        self.earliest: Callable[[int], int] = plan.earliest_start
+        self._bucket_cache: dict[Any, int] = {}
+        self.check_markers = True
+
+    @staticmethod
+    def build(plan: Any, src: ir.SourceStage) -> FastGroupFold | None:
+        """``None`` unless the window's shape is one the fast path covers exactly."""
+        st = plan.stage
+        if st.kind == "session" or st.boundary != "eventTime" or plan.pre or plan.group_id is None:
+            return None
+        if not plan.panes or (st.kind == "hopping" and st.hop_ms > st.interval_ms):
+            return None
+        group = next(s for s in st.pipeline if isinstance(s, ir.GroupStage))
+        times = None
+        if src.time_field is not None:
+            times = time_getter(src)
+            if times is None:
+                return None
+        gid = _getter_or_const(group.id)
+        if gid is MISSING:
+            return None
+        values: list[Any] = []
+        for ex in plan.extracts:
+            c = const_value(ex)
+            if c is not MISSING:
+                values.append(_Const(c))
+                continue
+            values.append(None)
+        # The extracts are deduplicated argument expressions; map each back to its IR arg.
+        for acc_ir, slot in zip(group.accumulations, plan.slot, strict=True):
+            if isinstance(values[slot], _Const):
+                continue
+            if acc_ir.op in _CONSTANT_ARG:
+                values[slot] = _Const(_CONSTANT_ARG[acc_ir.op])
+                continue
+            get = field_getter(acc_ir.arg)
+            if get is None:
+                return None
+            values[slot] = get
+        if any(v is None for v in values):
+            return None
+        fast = FastGroupFold(plan, times, gid, values)
+        # A source's undecodable record ({SOURCE_DLQ_KEY: ...}) fails every field getter;
+        # with no field read at all it must be looked for explicitly.
+        fast.check_markers = times is None and not callable(gid) and all(isinstance(v, _Const) for v in values)
+        return fast
+
+    def run(self, batch: list[tuple[dict[str, Any], int]], wm: int) -> tuple[dict[int, Any], int] | None:
+        """``(partials by bucket, new watermark)``, or ``None`` for the general path."""
+        t0 = time.perf_counter() if metrics.ENABLED else 0.0
+        docs = [d for d, _ in batch]
+        if self.check_markers and any(map(contains, docs, repeat(SOURCE_DLQ_KEY))):
+            return None
+        try:
+            if self.times is None:
+                ms = [t for _, t in batch]
+            else:
+                got = self.times[1].millis(self.times[0](docs))
+                if got is None:
+                    return None
+                ms = got
+            lo, hi = min(ms), max(ms)
+            new_wm = hi if hi > wm else wm
+            # ASP lateness (reference §3): a document is late for a window whose
+            # end + allowedLateness is at or below the watermark before it. The oldest
+            # window of the oldest document closes first: if even it is open at the
+            # batch's final watermark, no document of the batch is late.
+            if self.earliest(lo) + self.close_after <= new_wm:
+                return None
+            gid = self.gid
+            gids = gid(docs) if callable(gid) else None
+            cols = [v if isinstance(v, _Const) else v(docs) for v in self.values]
+        except (KeyError, TypeError, IndexError):
+            return None
+        if gids is not None and not self._plain_keys(gids):
+            return None
+        pane = self.pane
+        off = self.offset
+        p_lo = lo - (lo - off) % pane
+        p_hi = hi - (hi - off) % pane
+        if p_lo == p_hi:
+            by_pane = {p_lo: self._groups(gids, cols, len(ms))}
+        else:
+            # Usually 2 panes (out-of-order documents reach back into the previous one):
+            # split the batch with one C-level mask per pane.
+            by_pane = {}
+            for p in range(p_lo, p_hi + 1, pane):
+                mask = list(map(range(p, p + pane).__contains__, ms))
+                n = sum(mask)
+                if n:
+                    by_pane[p] = self._groups(
+                        None if gids is None else list(compress(gids, mask)),
+                        [c if isinstance(c, _Const) else list(compress(c, mask)) for c in cols],
+                        n,
+                    )
+        out = self._partials(by_pane)
+        if out is None:
+            return None
+        if t0:
+            metrics.record(self.path, self.name, len(batch), 0, 0, time.perf_counter() - t0)
+        return out, new_wm
+
+    @staticmethod
+    def _plain_keys(gids: list[Any]) -> bool:
+        """Group ids whose Python dict identity is MongoDB's group identity: strings,
+        ints and null (1 and 1.0, or true and 1, need :func:`hashable`'s rules)."""
+        types = set(map(type, gids))
+        return types <= _PLAIN
+
+    def _groups(self, gids: list[Any] | None, cols: list[Any], n: int) -> dict[Any, list[list[Any]]]:
+        """``{group id: [column per distinct argument]}`` for one pane."""
+        if gids is None:
+            assert isinstance(self.gid, _Const)
+            key = self.gid.value
+            return {key: [[c.value] * n if isinstance(c, _Const) else c for c in cols]}
+        if len(cols) == 1 and not isinstance(cols[0], _Const):
+            groups: dict[Any, list[Any]] = {}
+            for g, v in zip(gids, cols[0], strict=True):
+                try:
+                    groups[g].append(v)
+                except KeyError:
+                    groups[g] = [v]
+            return {g: [vals] for g, vals in groups.items()}
+        rows: dict[Any, list[int]] = {}
+        for i, g in enumerate(gids):
+            try:
+                rows[g].append(i)
+            except KeyError:
+                rows[g] = [i]
+        return {
+            g: [[c.value] * len(idx) if isinstance(c, _Const) else [c[i] for i in idx] for c in cols]
+            for g, idx in rows.items()
+        }
+
+    def _partials(self, by_pane: dict[int, dict[Any, list[list[Any]]]]) -> dict[int, Any] | None:
+        accs, slot, nb = self.accs, self.slot, self.buckets
+        bcache = self._bucket_cache
+        if len(bcache) > _CACHE_LIMIT:
+            bcache.clear()
+        out: dict[int, Any] = {}
+        from translator.windows import bucket_of
+
+        for p, groups in by_pane.items():
+            for g, cols in groups.items():
+                if nb == 1:
+                    b = 0
+                else:
+                    b = bcache.get(g, -1)
+                    if b < 0:
+                        b = bcache[g] = bucket_of(g, nb)
+                try:
+                    states = self._fold_group(cols, accs, slot)
+                except Exception:
+                    # A value an accumulator rejects: the general path DLQs that document.
+                    return None
+                table: dict[int, Any] | None = out.get(b)
+                if table is None:
+                    table = out[b] = {}
+                ptable = table.get(p)
+                if ptable is None:
+                    ptable = table[p] = {}
+                ptable[g] = [g, *states]
+        return out
+
+
+    @staticmethod
+    def _fold_group(cols: list[list[Any]], accs: tuple[AccSpec, ...], slot: list[int]) -> list[Any]:
+        """Fresh accumulator states for one group's columns. A column of plain ints is
+        summarised once (count, min, max, sum in C) and shared by its accumulators."""
+        summaries: list[IntColumn | None] = []
+        for col in cols:
+            summaries.append(IntColumn.of(col) if col and set(map(type, col)) == _INT_ONLY else None)
+        states = []
+        for acc, s in zip(accs, slot, strict=True):
+            summary = summaries[s]
+            if summary is not None:
+                states.append(acc.fold_ints(acc.init(), summary))
+            else:
+                # A copy: accumulators sharing an argument must not share a list.
+                states.append(acc.fold(acc.init(), list(cols[s])))
+        return states
+
+
+class _Const:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_PLAIN = frozenset({str, int, type(None)})
+_INT_ONLY = {int}
+_CONSTANT_ARG: dict[str, Any] = {"$count": 1}  # accumulators whose argument is implied
+
+
+def _getter_or_const(spec: Any) -> Any:
+    """A batch getter for a field-path ``_id``, a :class:`_Const` for a literal one, else MISSING."""
+    if isinstance(spec, str):
+        if spec.startswith("$"):
+            g = field_getter(spec)
+            return MISSING if g is None else g
+        return _Const(spec)
+    if spec is None or type(spec) is int:
+        return _Const(spec)
+    return MISSING
+
+
+__all__ = ["DateCache", "FastGroupFold", "IsoMillis", "field_getter", "time_getter"]
