@@ -49,7 +49,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cmp_to_key
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import Decimal128, Int64, MinKey
 from bson.decimal128 import create_decimal128_context
@@ -99,10 +99,10 @@ class AccSpec:
         return self.fold(state, list(col.values))
 
 
-@dataclass(frozen=True)
-class IntColumn:
+class IntColumn(NamedTuple):
     """A non-empty column of plain ``int`` values with its count, minimum, maximum and
-    sum, each computed once in C (``len``/``min``/``max``/``sum``)."""
+    sum, each computed once in C (``len``/``min``/``max``/``sum``). A tuple: one is
+    made per group per batch."""
 
     values: list[int]
     n: int

@@ -28,7 +28,7 @@ from typing import Any
 
 from sources.base import SOURCE_DLQ_KEY
 from translator import ir, metrics
-from translator.accumulators import AccSpec, IntColumn
+from translator.accumulators import IntColumn
 from translator.mql.expr import const_value
 from translator.mql.values import EPOCH, MISSING, datetime_to_ms
 
@@ -258,8 +258,10 @@ class FastGroupFold:
         fast.check_markers = times is None and not callable(gid) and all(isinstance(v, _Const) for v in values)
         return fast
 
-    def run(self, batch: list[tuple[dict[str, Any], int]], wm: int) -> tuple[dict[int, Any], int] | None:
-        """``(partials by bucket, new watermark)``, or ``None`` for the general path."""
+    def run(self, batch: list[tuple[dict[str, Any], int]], wm: int, into: dict[int, Any]) -> int | None:
+        """Fold the batch into the partials ``into`` (``{bucket: {pane: table}}``, the
+        format of :meth:`WindowPlan.fold`) and return the new watermark; or return
+        ``None``, with ``into`` untouched, for the general path to take the batch."""
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
         docs = [d for d, _ in batch]
         if self.check_markers and any(map(contains, docs, repeat(SOURCE_DLQ_KEY))):
@@ -306,12 +308,11 @@ class FastGroupFold:
                         [c if isinstance(c, _Const) else list(compress(c, mask)) for c in cols],
                         n,
                     )
-        out = self._partials(by_pane)
-        if out is None:
+        if not self._apply(by_pane, into):
             return None
         if t0:
             metrics.record(self.path, self.name, len(batch), 0, 0, time.perf_counter() - t0)
-        return out, new_wm
+        return new_wm
 
     @staticmethod
     def _plain_keys(gids: list[Any]) -> bool:
@@ -345,53 +346,75 @@ class FastGroupFold:
             for g, idx in rows.items()
         }
 
-    def _partials(self, by_pane: dict[int, dict[Any, list[list[Any]]]]) -> dict[int, Any] | None:
-        accs, slot, nb = self.accs, self.slot, self.buckets
+    def _apply(self, by_pane: dict[int, dict[Any, list[list[Any]]]], into: dict[int, Any]) -> bool:
+        """Fold every group's columns into ``into``; False (nothing changed) if a value
+        is one an accumulator rejects, so the general path can DLQ its document.
+
+        Phase 1 does everything that can fail; phase 2 only adds int summaries (which
+        cannot fail) or merges ready states, into existing entries where there are some:
+        a group seen in earlier batches costs no new state and no later merge.
+        """
+        accs, slot = self.accs, self.slot
+        work: list[tuple[int, Any, list[IntColumn | None], list[Any] | None]] = []
+        for p, groups in by_pane.items():
+            for g, cols in groups.items():
+                sums = _summaries(cols)
+                states = None
+                if None in sums:
+                    try:
+                        states = [
+                            acc.fold_ints(acc.init(), sm) if (sm := sums[i]) is not None else acc.fold(acc.init(), list(cols[i]))
+                            for acc, i in zip(accs, slot, strict=True)
+                        ]
+                    except Exception:
+                        return False
+                work.append((p, g, sums, states))
+        nb = self.buckets
         bcache = self._bucket_cache
         if len(bcache) > _CACHE_LIMIT:
             bcache.clear()
-        out: dict[int, Any] = {}
         from translator.windows import bucket_of
 
-        for p, groups in by_pane.items():
-            for g, cols in groups.items():
-                if nb == 1:
-                    b = 0
-                else:
-                    b = bcache.get(g, -1)
-                    if b < 0:
-                        b = bcache[g] = bucket_of(g, nb)
-                try:
-                    states = self._fold_group(cols, accs, slot)
-                except Exception:
-                    # A value an accumulator rejects: the general path DLQs that document.
-                    return None
-                table: dict[int, Any] | None = out.get(b)
-                if table is None:
-                    table = out[b] = {}
-                ptable = table.get(p)
-                if ptable is None:
-                    ptable = table[p] = {}
-                ptable[g] = [g, *states]
-        return out
-
-
-    @staticmethod
-    def _fold_group(cols: list[list[Any]], accs: tuple[AccSpec, ...], slot: list[int]) -> list[Any]:
-        """Fresh accumulator states for one group's columns. A column of plain ints is
-        summarised once (count, min, max, sum in C) and shared by its accumulators."""
-        summaries: list[IntColumn | None] = []
-        for col in cols:
-            summaries.append(IntColumn.of(col) if col and set(map(type, col)) == _INT_ONLY else None)
-        states = []
-        for acc, s in zip(accs, slot, strict=True):
-            summary = summaries[s]
-            if summary is not None:
-                states.append(acc.fold_ints(acc.init(), summary))
+        for p, g, sums, states in work:
+            if nb == 1:
+                b = 0
             else:
-                # A copy: accumulators sharing an argument must not share a list.
-                states.append(acc.fold(acc.init(), list(cols[s])))
-        return states
+                b = bcache.get(g, -1)
+                if b < 0:
+                    b = bcache[g] = bucket_of(g, nb)
+            table: dict[Any, Any] | None = into.get(b)
+            if table is None:
+                table = into[b] = {}
+            ptable: dict[Any, Any] | None = table.get(p)
+            if ptable is None:
+                ptable = table[p] = {}
+            entry = ptable.get(g)
+            if states is None:
+                if entry is None:
+                    ptable[g] = [g, *[acc.fold_ints(acc.init(), sums[i]) for acc, i in zip(accs, slot, strict=True)]]
+                else:
+                    for k, (acc, i) in enumerate(zip(accs, slot, strict=True), 1):
+                        entry[k] = acc.fold_ints(entry[k], sums[i])
+            elif entry is None:
+                ptable[g] = [g, *states]
+            else:
+                for k, acc in enumerate(accs, 1):
+                    entry[k] = acc.merge(entry[k], states[k - 1])
+        return True
+
+
+def _summaries(cols: list[list[Any]]) -> list[IntColumn | None]:
+    """Each column's :class:`IntColumn` when it holds only plain ints, else None."""
+    out: list[IntColumn | None] = []
+    for col in cols:
+        if len(col) == 1:
+            v = col[0]
+            out.append(IntColumn(col, 1, v, v, v) if type(v) is int else None)
+        elif set(map(type, col)) == _INT_ONLY:
+            out.append(IntColumn(col, len(col), min(col), max(col), sum(col)))
+        else:
+            out.append(None)
+    return out
 
 
 class _Const:

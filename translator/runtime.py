@@ -9,6 +9,7 @@ runs the stateless stages and, with a window, folds the batch into partials.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
 from translator.options import ProcessorOptions
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
-from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, WIN, WindowPlan
+from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
 
 Emission = tuple[int, Any]
 Observer = Callable[[RawBatch, int], None]  # (raw batch, partition watermark ms)
@@ -87,20 +88,58 @@ class IngestLogic:
         self.fast = None if self.processing else plan.fast_fold
         self.fast_time = None if self.processing else plan.fast_time
         self.dates = DateCache()
+        w = plan.window
+        # Event-time tumbling/hopping $group partials are held here for up to HOLD_MS and
+        # sent to the close step together (see _IngestPartition.next_batch).
+        self.hold = w is not None and not self.processing and w.stage.kind != "session" and w.group_id is not None
+        self.held: dict[int, dict[Any, Any]] = {}
+        self.active = False
+
+    def keep(self, partials: dict[int, Any]) -> None:
+        """Merge a batch's partials into the held ones (same window tables the close step
+        would merge them into, so nothing changes but how often messages are sent)."""
+        assert self.plan.window is not None
+        merge = self.plan.window.merge_payload
+        held = self.held
+        for b, panes in partials.items():
+            hb = held.get(b)
+            if hb is None:
+                held[b] = panes
+                continue
+            for key, table in panes.items():
+                cur = hb.get(key)
+                hb[key] = table if cur is None else merge(cur, table)
+        self.active = True
+
+    def flush(self) -> list[Emission]:
+        """Send the held partials with the partition's watermark to every bucket."""
+        held, activity = self.held, ACTIVE if self.active else QUIET
+        self.held, self.active = {}, False
+        return [(WIN, (str(b), (self.part, self.wm, held.get(b), activity))) for b in range(self.buckets)]
+
+    @property
+    def pending(self) -> bool:
+        return self.active
 
     def process(self, batch: RawBatch) -> list[Emission]:
         plan = self.plan
         if type(batch) is IdleBatch:
-            return [(WIN, (str(b), (self.part, self.wm, None, IDLE))) for b in range(self.buckets)]
+            # Held partials go out before the partition is declared idle.
+            flushed = self.flush() if self.active else []
+            return [*flushed, *((WIN, (str(b), (self.part, self.wm, None, IDLE))) for b in range(self.buckets))]
         if not batch:
             return []
         if self.fast is not None:
-            done = self.fast.run(batch, self.wm)
-            if done is not None:
-                partials, self.wm = done
+            into: dict[int, Any] = self.held if self.hold else {}
+            wm = self.fast.run(batch, self.wm, into)
+            if wm is not None:
+                self.wm = wm
                 if plan.observer is not None:
-                    plan.observer(batch, self.wm)
-                return [(WIN, (str(b), (self.part, self.wm, partials.get(b), ACTIVE))) for b in range(self.buckets)]
+                    plan.observer(batch, wm)
+                if self.hold:
+                    self.active = True
+                    return []
+                return [(WIN, (str(b), (self.part, wm, into.get(b), ACTIVE))) for b in range(self.buckets)]
         dlq: list[dict[str, Any]] = []
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
@@ -117,8 +156,11 @@ class IngestLogic:
                 emissions.append((OUT, [d for d, _ in recs]))
         else:
             partials = plan.window.fold(recs, dlq_fn)
-            for b in range(self.buckets):
-                emissions.append((WIN, (str(b), (self.part, self.wm, partials.get(b), ACTIVE))))
+            if self.hold:
+                self.keep(partials)
+            else:
+                for b in range(self.buckets):
+                    emissions.append((WIN, (str(b), (self.part, self.wm, partials.get(b), ACTIVE))))
         if dlq:
             emissions.append((DLQ, dlq))
         return emissions
@@ -203,29 +245,72 @@ class IngestLogic:
         return recs
 
 
-class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, int]]):
+HOLD_MS = 100  # how long a partition may hold window partials before sending them
+BUSY: Emission = (-1, None)  # an emission every step drops (its tag is no step's)
+
+
+class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
     def __init__(self, inner: StatefulSourcePartition[Any, Any], logic: IngestLogic) -> None:
         self.inner = inner
         self.logic = logic
+        self.held_since = 0.0
+        self.finished = False
 
     def next_batch(self) -> list[Emission]:
+        """Ingest what the source has; send held window partials when due.
+
+        Sending partials after every batch costs the close step one merge per group per
+        batch and, across processes, one pickled message per bucket per batch. Held
+        partials go out at least every ``HOLD_MS``, whenever a poll brings no documents,
+        before an idle marker, and at end of input. Holding cannot make the close step
+        miss them: the watermark it knows for this partition is the one sent with them,
+        which is older than every held document, so no window they belong to can close
+        before they arrive (reference §3: windows close on the processor watermark).
+        """
+        logic = self.logic
+        if self.finished:
+            raise StopIteration
+        try:
+            items = self.inner.next_batch()
+        except StopIteration:
+            if logic.pending:
+                self.finished = True
+                return logic.flush()
+            raise
         out: list[Emission] = []
-        for _key, batch in self.inner.next_batch():
-            out.extend(self.logic.process(batch))
+        docs = 0
+        for _key, batch in items:
+            docs += len(batch)
+            out.extend(logic.process(batch))
+        if logic.pending:
+            now = time.monotonic()
+            if not self.held_since:
+                self.held_since = now
+            # A source that asks to be polled later (rate-limited, quiet) is not busy:
+            # send now rather than wait for it.
+            if not docs or now - self.held_since >= HOLD_MS / 1000 or self.inner.next_awake() is not None:
+                out.extend(logic.flush())
+                self.held_since = 0.0
+        if docs and not out:
+            # Bytewax backs off before polling again a partition that returned nothing;
+            # a busy partition that is only holding says so with a marker item instead.
+            out.append(BUSY)
         return out
 
     def next_awake(self) -> datetime | None:
         return self.inner.next_awake()
 
-    def snapshot(self) -> tuple[Any, int]:
-        # Source position and watermark are snapshotted together, so a resume is consistent.
-        return (self.inner.snapshot(), self.logic.wm)
+    def snapshot(self) -> tuple[Any, ...]:
+        # Source position, watermark and held partials are snapshotted together, so a
+        # resume neither loses nor repeats a document's contribution.
+        logic = self.logic
+        return (self.inner.snapshot(), logic.wm, logic.held if logic.active else None)
 
     def close(self) -> None:
         self.inner.close()
 
 
-class IngestSource(FixedPartitionedSource[Emission, tuple[Any, int]]):
+class IngestSource(FixedPartitionedSource[Emission, tuple[Any, ...]]):
     """Runs the ingest step inside each source partition, on the worker that reads it.
 
     Keying a separate step by partition would let Bytewax hash partitions to other
@@ -240,7 +325,13 @@ class IngestSource(FixedPartitionedSource[Emission, tuple[Any, int]]):
     def list_parts(self) -> list[str]:
         return self.inner.list_parts()
 
-    def build_part(self, step_id: str, for_part: str, resume_state: tuple[Any, int] | None) -> _IngestPartition:
-        inner_state, wm = resume_state if resume_state is not None else (None, None)
+    def build_part(self, step_id: str, for_part: str, resume_state: tuple[Any, ...] | None) -> _IngestPartition:
+        inner_state, wm, held = (None, None, None)
+        if resume_state is not None:
+            inner_state, wm, *rest = resume_state  # (inner, wm) before held partials existed
+            held = rest[0] if rest else None
         part = self.inner.build_part(step_id, for_part, inner_state)
-        return _IngestPartition(part, IngestLogic(self.plan, for_part, wm))
+        logic = IngestLogic(self.plan, for_part, wm)
+        if held:
+            logic.held, logic.active = held, True
+        return _IngestPartition(part, logic)

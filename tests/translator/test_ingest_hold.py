@@ -1,0 +1,153 @@
+"""A source partition holds window partials briefly and sends them together
+(translator/runtime.py ``_IngestPartition``): when a poll brings no documents, at the
+latest every ``HOLD_MS``, before an idle marker and at end of input; held partials are
+part of the partition's snapshot, so a resume neither loses nor repeats them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from sources.base import IdleBatch
+from translator import runtime
+from translator.compile import compile_pipeline
+from translator.options import ProcessorOptions
+from translator.runtime import BUSY, IngestSource, Plan
+from translator.windows import ACTIVE, IDLE, WIN
+
+T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
+PIPELINE = [
+    {"$source": {"documents": [], "timeField": {"$dateFromString": {"dateString": "$ts"}}}},
+    {
+        "$tumblingWindow": {
+            "interval": {"size": 3, "unit": "second"},
+            "pipeline": [{"$group": {"_id": "$g", "n": {"$count": {}}, "s": {"$sum": "$x"}}}],
+        }
+    },
+]
+
+
+def doc(g: str, x: int, s: float) -> tuple[dict[str, Any], int]:
+    ts = (T0 + timedelta(seconds=s)).isoformat(timespec="milliseconds")
+    return ({"g": g, "x": x, "ts": ts}, 0)
+
+
+class Script(FixedPartitionedSource[Any, int]):
+    """One partition replaying polls; its state is how many polls were consumed."""
+
+    def __init__(self, polls: list[Any]) -> None:
+        self.polls = polls
+
+    def list_parts(self) -> list[str]:
+        return ["p"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> StatefulSourcePartition[Any, int]:
+        polls = self.polls
+
+        class Part(StatefulSourcePartition[Any, int]):
+            i = resume_state or 0
+
+            def next_batch(self) -> list[Any]:
+                if self.i >= len(polls):
+                    raise StopIteration()
+                self.i += 1
+                return [("p", polls[self.i - 1])]
+
+            def snapshot(self) -> int:
+                return self.i
+
+        return Part()
+
+
+def ingest(polls: list[Any], resume: Any = None) -> Any:
+    opts = ProcessorOptions(name="t")
+    plan = Plan.compile(compile_pipeline(PIPELINE, options=opts), opts)
+    return IngestSource(Script(polls), plan).build_part("s", "p", resume)
+
+
+def sent(emissions: list[Any]) -> list[tuple[int, Any, int]]:
+    """(watermark, {pane: {group: [id, count, ...]}} of bucket 0, activity) per WIN message
+    to bucket 0 (every message goes to every bucket)."""
+    out = []
+    for tag, payload in emissions:
+        if tag == WIN and payload[0] == "0":
+            _part, wm, partials, activity = payload[1]
+            out.append((wm, partials, activity))
+    return out
+
+
+def totals(emissions: list[Any]) -> dict[tuple[Any, str], int]:
+    """``$count`` per (pane, group) over every bucket's message."""
+    out: dict[tuple[Any, str], int] = {}
+    for tag, payload in emissions:
+        if tag == WIN:
+            for pane, table in (payload[1][2] or {}).items():
+                for g, e in table.items():
+                    out[(pane, g)] = out.get((pane, g), 0) + e[1]
+    return out
+
+
+def ms(s: float) -> int:
+    return int((T0 + timedelta(seconds=s)).timestamp() * 1000)
+
+
+def test_busy_polls_hold_and_a_quiet_poll_sends_everything() -> None:
+    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2), doc("b", 3, 0.3)], []])
+    assert part.next_batch() == [BUSY]
+    assert part.next_batch() == [BUSY]
+    out = part.next_batch()  # no documents in this poll: send
+    [(wm, _partials, activity)] = sent(out)
+    assert (wm, activity) == (ms(0.3), ACTIVE)
+    # Each group reaches one bucket, with all its held documents in the pane.
+    assert totals(out) == {(ms(0), "a"): 2, (ms(0), "b"): 1}
+    with pytest.raises(StopIteration):
+        part.next_batch()
+
+
+def test_hold_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "HOLD_MS", 0)
+    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2)]])
+    first = part.next_batch()
+    assert sent(first)[0][0] == ms(0.1) and totals(first) == {(ms(0), "a"): 1}
+    second = part.next_batch()
+    assert sent(second)[0][0] == ms(0.2) and totals(second) == {(ms(0), "a"): 1}
+
+
+def test_end_of_input_and_idle_marker_send_held_partials() -> None:
+    part = ingest([[doc("a", 1, 0.1)], IdleBatch()])
+    assert part.next_batch() == [BUSY]
+    out = part.next_batch()
+    msgs = sent(out)
+    assert [m[2] for m in msgs] == [ACTIVE, IDLE]  # the held partials go first
+    assert msgs[0][0] == ms(0.1) and totals(out) == {(ms(0), "a"): 1}
+
+    part = ingest([[doc("a", 1, 0.1)]])
+    assert part.next_batch() == [BUSY]
+    out = part.next_batch()  # the source ended: held partials still go out
+    assert [m[2] for m in sent(out)] == [ACTIVE] and totals(out) == {(ms(0), "a"): 1}
+    with pytest.raises(StopIteration):
+        part.next_batch()
+
+
+def test_snapshot_carries_held_partials_and_resume_sends_them_once() -> None:
+    polls = [[doc("a", 1, 0.1)], [doc("b", 5, 0.2)], []]
+    part = ingest(polls)
+    assert part.next_batch() == [BUSY]
+    state = part.snapshot()
+    inner, wm, held = state
+    assert (inner, wm) == (1, ms(0.1)) and held
+    # A crash now, then a resume from that snapshot: the first document is not re-read
+    # (the source resumes after it) and its held contribution is sent with the rest.
+    resumed = ingest(polls, state)
+    assert resumed.next_batch() == [BUSY]
+    assert totals(resumed.next_batch()) == {(ms(0), "a"): 1, (ms(0), "b"): 1}
+
+
+def test_snapshot_from_before_holding_existed_resumes() -> None:
+    part = ingest([[doc("a", 1, 5.0)], []], resume=(0, ms(1.0)))
+    assert part.logic.wm == ms(1.0)
+    part.next_batch()
+    assert sent(part.next_batch())[0][0] == ms(5.0)
