@@ -82,6 +82,9 @@ class AccSpec:
     # Optional fold of a column known to hold only plain ``int`` values, from its summary
     # (computed once and shared by every accumulator of the same argument).
     add_ints: Callable[[Any, IntColumn], Any] | None = None
+    # Optional state of a single plain ``int`` value (same as ``add(init(), v)``): with
+    # many groups, most groups of a batch hold one document.
+    from_int: Callable[[int], Any] | None = None
 
     def fold(self, state: Any, values: list[Any]) -> Any:
         """Fold a batch of extracted values into ``state`` (same result as ``add`` per value)."""
@@ -189,8 +192,9 @@ def _spec(
     final: Callable[[Any], Any],
     add_many: Callable[[Any, list[Any]], Any] | None = None,
     add_ints: Callable[[Any, IntColumn], Any] | None = None,
+    from_int: Callable[[int], Any] | None = None,
 ) -> AccSpec:
-    return AccSpec(name, extract, init, add, merge, final, add_many, add_ints)
+    return AccSpec(name, extract, init, add, merge, final, add_many, add_ints, from_int)
 
 
 def _const_one(doc: Any, v: Vars) -> Any:
@@ -302,6 +306,10 @@ def _sum_add_ints(s: list[Any], col: IntColumn) -> list[Any]:
     return s
 
 
+def _sum_from_int(v: int) -> list[Any]:
+    return [0 if INT32_MIN <= v <= INT32_MAX else 1, v, 0, _DZERO, 0, 0, 0, 1, _E0]
+
+
 def _sum_merge(a: list[Any], b: list[Any]) -> list[Any]:
     if b[0] > a[0]:
         a[0] = b[0]
@@ -396,13 +404,13 @@ def _avg_final(s: list[Any]) -> Any:
 @accumulator("$sum")
 def _acc_sum(arg: Any, ctx: Ctx) -> AccSpec:
     """$sum: numbers only (others ignored); int -> long on overflow -> double; 0 for none."""
-    return _spec("$sum", _unary("$sum", arg, ctx), _sum_init, _sum_add, _sum_merge, _sum_final, _sum_add_many, _sum_add_ints)
+    return _spec("$sum", _unary("$sum", arg, ctx), _sum_init, _sum_add, _sum_merge, _sum_final, _sum_add_many, _sum_add_ints, _sum_from_int)
 
 
 @accumulator("$avg")
 def _acc_avg(arg: Any, ctx: Ctx) -> AccSpec:
     """$avg: numbers only; null when there are none; double (Decimal128 if any decimal)."""
-    return _spec("$avg", _unary("$avg", arg, ctx), _sum_init, _sum_add, _sum_merge, _avg_final, _sum_add_many, _sum_add_ints)
+    return _spec("$avg", _unary("$avg", arg, ctx), _sum_init, _sum_add, _sum_merge, _avg_final, _sum_add_many, _sum_add_ints, _sum_from_int)
 
 
 # ---- $count ---------------------------------------------------------------------------
@@ -424,6 +432,10 @@ def _count_add_ints(s: int, col: IntColumn) -> int:
     return s + col.n
 
 
+def _count_from_int(v: int) -> int:
+    return 1
+
+
 def _count_merge(a: int, b: int) -> int:
     return a + b
 
@@ -437,7 +449,7 @@ def _acc_count(arg: Any, ctx: Ctx) -> AccSpec:
     """$count: {} counts the group's documents (int, long beyond int32)."""
     if not isinstance(arg, dict) or arg:
         raise ctx.error("$count takes no arguments, i.e. $count: {}")
-    return _spec("$count", _const_one, _count_init, _count_add, _count_merge, _int_or_long, _count_add_many, _count_add_ints)
+    return _spec("$count", _const_one, _count_init, _count_add, _count_merge, _int_or_long, _count_add_many, _count_add_ints, _count_from_int)
 
 
 # ---- $min / $max ----------------------------------------------------------------------
@@ -508,13 +520,13 @@ def _identity(s: Any) -> Any:
 @accumulator("$max")
 def _acc_max(arg: Any, ctx: Ctx) -> AccSpec:
     """$max: BSON order, null/missing ignored, null when nothing else; ties keep the first."""
-    return _spec("$max", _unary("$max", arg, ctx), _none, _max_add, _max_add, _identity, _max_add_many, _max_add_ints)
+    return _spec("$max", _unary("$max", arg, ctx), _none, _max_add, _max_add, _identity, _max_add_many, _max_add_ints, _identity)
 
 
 @accumulator("$min")
 def _acc_min(arg: Any, ctx: Ctx) -> AccSpec:
     """$min: BSON order, null/missing ignored, null when nothing else; ties keep the first."""
-    return _spec("$min", _unary("$min", arg, ctx), _none, _min_add, _min_add, _identity, _min_add_many, _min_add_ints)
+    return _spec("$min", _unary("$min", arg, ctx), _none, _min_add, _min_add, _identity, _min_add_many, _min_add_ints, _identity)
 
 
 # ---- $first / $last -------------------------------------------------------------------
@@ -740,6 +752,10 @@ def _sd_add_ints(s: list[int], col: IntColumn) -> list[int]:
     return s
 
 
+def _sd_from_int(v: int) -> list[int]:
+    return [1, v, v * v, 0, 0, 0, _E0]
+
+
 def _sd_merge(a: list[int], b: list[int]) -> list[int]:
     for i in (0, 1, 2, 5):
         a[i] += b[i]
@@ -786,13 +802,13 @@ def _sd_samp_final(s: list[int]) -> float | None:
 @accumulator("$stdDevPop")
 def _acc_std_dev_pop(arg: Any, ctx: Ctx) -> AccSpec:
     """$stdDevPop: population standard deviation of the numbers (double); null for none."""
-    return _spec("$stdDevPop", _unary("$stdDevPop", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_pop_final, _sd_add_many, _sd_add_ints)
+    return _spec("$stdDevPop", _unary("$stdDevPop", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_pop_final, _sd_add_many, _sd_add_ints, _sd_from_int)
 
 
 @accumulator("$stdDevSamp")
 def _acc_std_dev_samp(arg: Any, ctx: Ctx) -> AccSpec:
     """$stdDevSamp: sample standard deviation (double); null for fewer than two numbers."""
-    return _spec("$stdDevSamp", _unary("$stdDevSamp", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_samp_final, _sd_add_many, _sd_add_ints)
+    return _spec("$stdDevSamp", _unary("$stdDevSamp", arg, ctx), _sd_init, _sd_add, _sd_merge, _sd_samp_final, _sd_add_many, _sd_add_ints, _sd_from_int)
 
 
 # ---- $median / $percentile ------------------------------------------------------------

@@ -214,6 +214,8 @@ class FastGroupFold:
         self.earliest: Callable[[int], int] = plan.earliest_start
         self._bucket_cache: dict[Any, int] = {}
         self.check_markers = True
+        fi = [a.from_int for a in self.accs]
+        self.from_ints: list[Callable[[int], Any]] | None = None if None in fi else fi  # type: ignore[assignment]
 
     @staticmethod
     def build(plan: Any, src: ir.SourceStage) -> FastGroupFold | None:
@@ -355,9 +357,16 @@ class FastGroupFold:
         a group seen in earlier batches costs no new state and no later merge.
         """
         accs, slot = self.accs, self.slot
-        work: list[tuple[int, Any, list[IntColumn | None], list[Any] | None]] = []
+        from_ints = self.from_ints
+        work: list[tuple[int, Any, int, Any]] = []  # (pane, group, ONE/INTS/STATES, data)
         for p, groups in by_pane.items():
             for g, cols in groups.items():
+                if from_ints is not None and cols and len(cols[0]) == 1:
+                    # One document of this group in the batch (the rule with many groups).
+                    vals = [c[0] for c in cols]
+                    if set(map(type, vals)) == _INT_ONLY:
+                        work.append((p, g, _ONE, vals))
+                        continue
                 sums = _summaries(cols)
                 states = None
                 if None in sums:
@@ -368,14 +377,16 @@ class FastGroupFold:
                         ]
                     except Exception:
                         return False
-                work.append((p, g, sums, states))
+                    work.append((p, g, _STATES, states))
+                else:
+                    work.append((p, g, _INTS, sums))
         nb = self.buckets
         bcache = self._bucket_cache
         if len(bcache) > _CACHE_LIMIT:
             bcache.clear()
         from translator.windows import bucket_of
 
-        for p, g, sums, states in work:
+        for p, g, kind, data in work:
             if nb == 1:
                 b = 0
             else:
@@ -389,17 +400,23 @@ class FastGroupFold:
             if ptable is None:
                 ptable = table[p] = {}
             entry = ptable.get(g)
-            if states is None:
+            if kind == _ONE:  # one document's values (ints: adding cannot fail)
                 if entry is None:
-                    ptable[g] = [g, *[acc.fold_ints(acc.init(), sums[i]) for acc, i in zip(accs, slot, strict=True)]]
+                    ptable[g] = [g, *[f(data[i]) for f, i in zip(from_ints, slot, strict=True)]]  # type: ignore[arg-type]
                 else:
                     for k, (acc, i) in enumerate(zip(accs, slot, strict=True), 1):
-                        entry[k] = acc.fold_ints(entry[k], sums[i])
+                        entry[k] = acc.add(entry[k], data[i])
+            elif kind == _INTS:
+                if entry is None:
+                    ptable[g] = [g, *[acc.fold_ints(acc.init(), data[i]) for acc, i in zip(accs, slot, strict=True)]]
+                else:
+                    for k, (acc, i) in enumerate(zip(accs, slot, strict=True), 1):
+                        entry[k] = acc.fold_ints(entry[k], data[i])
             elif entry is None:
-                ptable[g] = [g, *states]
+                ptable[g] = [g, *data]
             else:
                 for k, acc in enumerate(accs, 1):
-                    entry[k] = acc.merge(entry[k], states[k - 1])
+                    entry[k] = acc.merge(entry[k], data[k - 1])
         return True
 
 
@@ -426,6 +443,7 @@ class _Const:
 
 _PLAIN = frozenset({str, int, type(None)})
 _INT_ONLY = {int}
+_ONE, _INTS, _STATES = 0, 1, 2  # how _apply folds a group: one int row, int summaries, states
 _CONSTANT_ARG: dict[str, Any] = {"$count": 1}  # accumulators whose argument is implied
 
 

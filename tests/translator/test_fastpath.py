@@ -275,3 +275,24 @@ def test_date_cache_matches_ms_to_datetime() -> None:
     cache = fastpath.DateCache()
     ms = [0, -1, 1_722_000_000_881, 1_722_000_000_881, 253402300799999]
     assert cache.dates(ms) == [ms_to_datetime(t) for t in ms]
+
+
+@pytest.mark.parametrize("spoiled", [False, True])
+def test_many_groups_one_document_each_per_batch(spoiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With many groups most groups of a batch hold one document (the from_int path),
+    and entries held from earlier batches are added to in place."""
+    rng = random.Random(77 + spoiled)
+    docs = clean_docs(rng, 4000, [f"g{i}" for i in range(700)] + list(range(300)))
+    if spoiled:
+        docs = spoil(rng, docs)
+    fast, slow, taken = run_both([source(docs), tumbling(SEED_GROUP)], 16, monkeypatch)
+    assert _nan_safe(by_window(fast.output)) == _nan_safe(by_window(slow.output))
+    assert _nan_safe(fast.dlq) == _nan_safe(slow.dlq)
+    assert taken > 0 and len(fast.output) > 1000
+
+
+def test_group_with_only_an_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = clean_docs(random.Random(3), 500, ["a", "b", 7])
+    fast, slow, taken = run_both([source(docs), tumbling({"$group": {"_id": "$group_id"}})], 32, monkeypatch)
+    assert by_window(fast.output) == by_window(slow.output) and taken > 0
+    assert {d["_id"] for d in fast.output} == {"a", "b", 7}
