@@ -500,6 +500,8 @@ class WindowPlan:
         """Run the rest of the inner pipeline over a closed window; add ``_stream_meta``."""
         if self.group_id is None:
             docs = list(payload)
+        elif not self.post and "_stream_meta" not in self.fields:
+            return self._finalize_groups(payload, meta, dlq)
         else:
             docs = []
             for entry in payload.values():
@@ -519,6 +521,23 @@ class WindowPlan:
             d = dict(d)
             prev = d.pop("_stream_meta", None)
             d["_stream_meta"] = {**prev, **meta} if isinstance(prev, dict) else dict(meta)
+            out.append(d)
+        return out
+
+    def _finalize_groups(self, payload: Any, meta: dict[str, Any], dlq: DlqFn) -> list[dict[str, Any]]:
+        """:meth:`finalize` when ``$group`` ends the window pipeline (the usual case):
+        each result is built once, ``_stream_meta`` last, as the general loop orders it."""
+        fields = tuple(zip(self.fields, (a.final for a in self.accs), strict=True))
+        out = []
+        for entry in payload.values():
+            d = {"_id": entry[0]}
+            try:
+                for (f, final), state in zip(fields, entry[1:], strict=True):
+                    d[f] = final(state)
+            except Exception as exc:
+                dlq(failure_reason("$group", self.stage.path, exc), d)
+                continue
+            d["_stream_meta"] = dict(meta)
             out.append(d)
         return out
 

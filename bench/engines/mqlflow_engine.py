@@ -11,6 +11,7 @@ from bytewax.testing import run_main
 
 from bench.engines.bytewax_io import BatchesSource, Collector, CollectSink, mqlflow_shape
 from bench.workloads import Workload
+from flows.pipeline import tune_gc
 from translator.compile import build_flow, compile_pipeline
 from translator.options import ProcessorOptions
 
@@ -18,6 +19,8 @@ from translator.options import ProcessorOptions
 def make_flow(
     wl: Workload, parts: list[str], provider: Callable[[int], Iterator[list[dict[str, Any]]]], col: Collector, dlq: Collector
 ) -> Dataflow:
+    # As shipped: every mqlflow flow process (flows/) tunes the collector this way.
+    tune_gc()
     opts = ProcessorOptions(name="bench")
     pipeline = compile_pipeline(wl.pipeline(), options=opts, check_sink_connection=False)
     return build_flow(
