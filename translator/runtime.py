@@ -94,6 +94,10 @@ class IngestLogic:
         self.hold = w is not None and not self.processing and w.stage.kind != "session" and w.group_id is not None
         self.held: dict[int, dict[Any, Any]] = {}
         self.active = False
+        idle = w.stage.idle_timeout_ms if w is not None else None
+        # An idleTimeout closes windows after that long without activity: hold well
+        # within it, so holding never looks like idleness.
+        self.hold_s = min(HOLD_MS, idle // 4 if idle is not None else HOLD_MS) / 1000
 
     def keep(self, partials: dict[int, Any]) -> None:
         """Merge a batch's partials into the held ones (same window tables the close step
@@ -288,7 +292,7 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
                 self.held_since = now
             # A source that asks to be polled later (rate-limited, quiet) is not busy:
             # send now rather than wait for it.
-            if not docs or now - self.held_since >= HOLD_MS / 1000 or self.inner.next_awake() is not None:
+            if not docs or now - self.held_since >= logic.hold_s or self.inner.next_awake() is not None:
                 out.extend(logic.flush())
                 self.held_since = 0.0
         if docs and not out:

@@ -151,3 +151,12 @@ def test_snapshot_from_before_holding_existed_resumes() -> None:
     assert part.logic.wm == ms(1.0)
     part.next_batch()
     assert sent(part.next_batch())[0][0] == ms(5.0)
+
+
+def test_hold_stays_well_within_an_idle_timeout() -> None:
+    opts = ProcessorOptions(name="t")
+    window = dict(PIPELINE[1]["$tumblingWindow"], idleTimeout={"size": 200, "unit": "ms"})
+    plan = Plan.compile(compile_pipeline([PIPELINE[0], {"$tumblingWindow": window}], options=opts), opts)
+    part = IngestSource(Script([]), plan).build_part("s", "p", None)
+    assert part.logic.hold_s == 0.05
+    assert ingest([]).logic.hold_s == runtime.HOLD_MS / 1000
