@@ -161,6 +161,9 @@ def run_cluster(cfg: dict[str, Any]) -> dict[str, Any]:
             if ch.returncode != 0:
                 raise RuntimeError(f"cluster process exited with {ch.returncode}")
             results.append(json.loads(stdout.strip().splitlines()[-1]))
+    if os.environ.get("MQLFLOW_BENCH_DEBUG"):
+        for r in results:
+            print(f"proc start {r['start']:.3f} end {r['end']:.3f} cpu {r['cpu_s']:.3f}", file=sys.stderr)
     start = min(r["start"] for r in results)  # the first poll of either process
     end = max(r["end"] for r in results)
     firsts = [r["first"] for r in results if r["first"] is not None]

@@ -250,6 +250,7 @@ class IngestLogic:
 
 
 HOLD_MS = 100  # how long a partition may hold window partials before sending them
+POLLS_PER_STEP = 8  # source polls per Bytewax step while the source is busy
 BUSY: Emission = (-1, None)  # an emission every step drops (its tag is no step's)
 
 
@@ -259,6 +260,7 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
         self.logic = logic
         self.held_since = 0.0
         self.finished = False
+        self.failure: BaseException | None = None
 
     def next_batch(self) -> list[Emission]:
         """Ingest what the source has; send held window partials when due.
@@ -274,25 +276,44 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
         logic = self.logic
         if self.finished:
             raise StopIteration
-        try:
-            items = self.inner.next_batch()
-        except StopIteration:
-            if logic.pending:
-                self.finished = True
-                return logic.flush()
-            raise
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
         out: list[Emission] = []
-        docs = 0
-        for _key, batch in items:
-            docs += len(batch)
-            out.extend(logic.process(batch))
+        docs = got = 0
+        for poll in range(POLLS_PER_STEP):
+            try:
+                items = self.inner.next_batch()
+            except StopIteration:
+                if poll == 0 and not logic.pending:
+                    raise
+                # Send what this step has and what is held; end on the next call.
+                self.finished = True
+                return [*out, *(logic.flush() if logic.pending else ())]
+            except Exception as exc:
+                if poll == 0:
+                    raise
+                # Return what the earlier polls of this step produced; the source's
+                # error surfaces, unchanged, on the next call.
+                self.failure = exc
+                got = 0
+                break
+            got = 0
+            for _key, batch in items:
+                got += len(batch)
+                out.extend(logic.process(batch))
+            docs += got
+            # A busy source (data now, no wake-up time) is polled again in this step:
+            # every Bytewax step has a fixed cost, large on a cluster.
+            if not got or self.inner.next_awake() is not None:
+                break
         if logic.pending:
             now = time.monotonic()
             if not self.held_since:
                 self.held_since = now
             # A source that asks to be polled later (rate-limited, quiet) is not busy:
             # send now rather than wait for it.
-            if not docs or now - self.held_since >= logic.hold_s or self.inner.next_awake() is not None:
+            if not got or now - self.held_since >= logic.hold_s or self.inner.next_awake() is not None:
                 out.extend(logic.flush())
                 self.held_since = 0.0
         if docs and not out:

@@ -30,6 +30,12 @@ PIPELINE = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def one_poll_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests step the partition poll by poll (see the multi-poll tests at the end)."""
+    monkeypatch.setattr(runtime, "POLLS_PER_STEP", 1)
+
+
 def doc(g: str, x: int, s: float) -> tuple[dict[str, Any], int]:
     ts = (T0 + timedelta(seconds=s)).isoformat(timespec="milliseconds")
     return ({"g": g, "x": x, "ts": ts}, 0)
@@ -160,3 +166,52 @@ def test_hold_stays_well_within_an_idle_timeout() -> None:
     part = IngestSource(Script([]), plan).build_part("s", "p", None)
     assert part.logic.hold_s == 0.05
     assert ingest([]).logic.hold_s == runtime.HOLD_MS / 1000
+
+
+class Boom(Exception):
+    pass
+
+
+def test_a_busy_source_is_polled_several_times_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "POLLS_PER_STEP", 3)
+    polls = [[doc("a", i, 0.1 * i)] for i in range(1, 6)] + [[]]
+    part = ingest(polls)
+    assert part.next_batch() == [BUSY]
+    assert part.inner.snapshot() == 3  # three polls in one step
+    out = part.next_batch()  # two more polls, then one without documents: send
+    assert part.inner.snapshot() == 6
+    assert totals(out) == {(ms(0), "a"): 5}
+
+
+def test_an_error_after_a_poll_keeps_that_polls_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "POLLS_PER_STEP", 4)
+    opts = ProcessorOptions(name="t")
+    plan = Plan.compile(compile_pipeline(PIPELINE, options=opts), opts)
+
+    class Failing(Script):
+        def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> StatefulSourcePartition[Any, int]:
+            inner = super().build_part(step_id, for_part, resume_state)
+            real = inner.next_batch
+
+            def next_batch() -> list[Any]:
+                if inner.snapshot() == 2:
+                    raise Boom("broker gone")
+                return real()
+
+            inner.next_batch = next_batch  # type: ignore[method-assign]
+            return inner
+
+    part = IngestSource(Failing([[doc("a", 1, 0.1)], [doc("a", 2, 0.2)], []]), plan).build_part("s", "p", None)
+    out = part.next_batch()
+    assert totals(out) == {(ms(0), "a"): 2}  # sent: the step ended on the error
+    with pytest.raises(Boom, match="broker gone"):
+        part.next_batch()
+
+
+def test_end_of_input_in_the_middle_of_a_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "POLLS_PER_STEP", 8)
+    part = ingest([[doc("a", 1, 0.1)], [doc("b", 2, 0.2)]])
+    out = part.next_batch()
+    assert totals(out) == {(ms(0), "a"): 1, (ms(0), "b"): 1}
+    with pytest.raises(StopIteration):
+        part.next_batch()
