@@ -24,7 +24,7 @@ from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, tim
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
 from translator.options import ProcessorOptions
-from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
+from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain, run_chain_docs
 from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
 
 Emission = tuple[int, Any]
@@ -153,12 +153,13 @@ class IngestLogic:
         if plan.observer is not None:
             plan.observer(batch, self.wm)
         emissions: list[Emission] = []
-        if plan.pre:
-            recs = run_chain(plan.pre, recs, dlq_fn)
         if plan.window is None:
-            if recs:
-                emissions.append((OUT, [d for d, _ in recs]))
+            docs = run_chain_docs(plan.pre, recs, dlq_fn) if plan.pre else [d for d, _ in recs]
+            if docs:
+                emissions.append((OUT, docs))
         else:
+            if plan.pre:
+                recs = run_chain(plan.pre, recs, dlq_fn)
             partials = plan.window.fold(recs, dlq_fn)
             if self.hold:
                 self.keep(partials)

@@ -4,6 +4,11 @@ applies a chain of them to a list of ``(doc, event_time_ms)`` records.
 A failing expression sends only that document to the DLQ, with a reason that names
 the stage and the operator (ASP: "failed expressions go to the DLQ"); the batch and
 the dataflow go on.
+
+Speed: a ``$match`` and the map stages after it run as one generated loop
+(:mod:`translator.codegen`) when their shapes allow, else as one comprehension over the
+fused closures; either way, when anything raises, the same records go through those
+stages one at a time, so DLQ reasons name the failing stage.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from translator import ir, metrics
+from translator.codegen import Chain, compile_chain
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr, field_parts
 from translator.mql.values import MISSING, bson_type
@@ -35,6 +41,10 @@ class Step:
     pred: Callable[[Any], bool] | None = None
     # MAP steps: this step and the next one as one function (see _fuse_add_include).
     fused_next: Callable[[Any, Vars], Any] | None = None
+    # This step and the ``chain_len - 1`` after it as one generated function over a
+    # batch (translator.codegen); the runner's first choice when set.
+    chain: Chain | None = None
+    chain_len: int = 0
 
 
 def failure_reason(step_name: str, path: str, exc: BaseException) -> str:
@@ -53,25 +63,52 @@ def run_chain(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars 
     return _run_chain(steps, recs, dlq, vars_)
 
 
+def run_chain_docs(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars = EMPTY_VARS) -> list[Any]:
+    """:func:`run_chain`, returning the documents only (stages before a sink): the
+    generated code of the last span then never builds a ``(doc, time)`` pair."""
+    if metrics.ENABLED:
+        return [d for d, _ in metrics.measured_chain(_run_chain, steps, recs, dlq, vars_)]
+    box: list[list[Any]] = []
+    recs = _run_chain(steps, recs, dlq, vars_, box)
+    return box[0] if box else [d for d, _ in recs]
+
+
 _MAX_FUSED_MAPS = 3
 
 
-def _run_chain(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
+def _run_chain(
+    steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars, docs: list[list[Any]] | None = None
+) -> list[Rec]:
+    """``docs``: when the last span has generated code, its documents are put there
+    (without times) and the result is empty (see :func:`run_chain_docs`)."""
     n = len(steps)
     i = 0
     while i < n:
         if not recs:
             return recs
+        st = steps[i]
+        end = i + st.chain_len
+        if st.chain is not None and end <= n and st.chain.fns == tuple(s.fn for s in steps[i:end]):
+            # Generated code for the same span as below (see compile_steps), when this
+            # tuple holds that span (metrics runs the steps one at a time); on any
+            # exception the span runs again stage by stage through the closures.
+            try:
+                if docs is not None and end == n:
+                    docs.append(st.chain.docs(recs, vars_))
+                    return []
+                recs = st.chain(recs, vars_)
+            except Exception:
+                for s in steps[i:end]:
+                    if recs:
+                        recs = _run_step(s, recs, dlq, vars_)
+            i = end
+            continue
         # A $match followed by up to three map stages ($addFields, $project...), or two
         # or three map stages in a row, run as one comprehension: no intermediate lists
         # and no (doc, t) tuples in between. The stages are pure, so when anything
         # raises, the same records go through those stages one at a time instead, which
         # sends just the bad documents to the DLQ with the failing stage's reason.
-        pred = steps[i].pred if steps[i].kind == FILTER else None
-        first = i + 1 if pred is not None else i
-        end = first
-        while end < n and end - first < _MAX_FUSED_MAPS and steps[end].kind == MAP:
-            end += 1
+        pred, first, end = _span(steps, i)
         if pred is None and end - first < 2:
             recs = _run_step(steps[i], recs, dlq, vars_)
             i += 1
@@ -94,6 +131,18 @@ def _run_chain(steps: tuple[Step, ...], recs: list[Rec], dlq: DlqFn, vars_: Vars
                     recs = _run_step(st, recs, dlq, vars_)
         i = end
     return recs
+
+
+def _span(steps: tuple[Step, ...] | list[Step], i: int) -> tuple[Callable[[Any], bool] | None, int, int]:
+    """The run of steps from ``i`` that the runner fuses: an optional $match (its
+    predicate), then map steps ``first:end`` (at most _MAX_FUSED_MAPS)."""
+    n = len(steps)
+    pred = steps[i].pred if steps[i].kind == FILTER else None
+    first = i + 1 if pred is not None else i
+    end = first
+    while end < n and end - first < _MAX_FUSED_MAPS and steps[end].kind == MAP:
+        end += 1
+    return pred, first, end
 
 
 def _fused(pred: Callable[[Any], bool] | None, fns: list[Callable[[Any, Vars], Any]], recs: list[Rec], v: Vars) -> list[Rec]:
@@ -699,5 +748,23 @@ def compile_steps(stages: tuple[Any, ...], variables: frozenset[str] = frozenset
             fused = _fuse_add_include(a.fn, b.fn)
             if fused is not None:
                 steps[i] = replace(a, fused_next=fused)
+    _attach_chains(steps)
     return tuple(steps)
+
+
+def _attach_chains(steps: list[Step]) -> None:
+    """Generated code (translator.codegen) for each span the runner fuses that holds at
+    least one map step, walking the steps exactly as :func:`_run_chain` does."""
+    i = 0
+    while i < len(steps):
+        pred, first, end = _span(steps, i)
+        if end == first:  # a $match alone, or a stage of another kind
+            i += 1
+            continue
+        if pred is None and end - first < 2:
+            end = i + 1
+        chain = compile_chain(pred, [st.fn for st in steps[first:end]], tuple(st.fn for st in steps[i:end]))
+        if chain is not None:
+            steps[i] = replace(steps[i], chain=chain, chain_len=end - i)
+        i = end
 

@@ -14,7 +14,7 @@ from bson import Decimal128, Int64
 from translator import metrics
 from translator.compile import compile_pipeline
 from translator.options import ProcessorOptions
-from translator.stages import Step, compile_steps, run_chain
+from translator.stages import Step, compile_steps, run_chain, run_chain_docs
 
 TS = datetime(2024, 7, 26, 13, 20, tzinfo=UTC)
 C_STAGES: list[dict[str, Any]] = [
@@ -230,3 +230,32 @@ def test_steps_record_the_fusion() -> None:
     # $project then $addFields is not the fused shape.
     other = steps_of([{"$project": {"a": 1}}, {"$addFields": {"b": 1}}])
     assert other[0].fused_next is None
+
+
+def test_workload_c_runs_as_generated_code() -> None:
+    """The tests above go through translator.codegen's loop (and its fallbacks)."""
+    steps = steps_of(C_STAGES)
+    assert steps[0].chain is not None and steps[0].chain_len == 3
+    assert steps[1].chain is None and steps[2].chain is None
+
+
+def test_run_chain_docs_gives_the_documents_and_the_same_dlq() -> None:
+    docs = [reading(1), reading(2, max_watts=0), reading(3, event_type=1), reading(4, obs={"watts": 1, "temp": 30})]
+    steps = steps_of(C_STAGES)
+    dlq: list[tuple[str, Any]] = []
+    out = run_chain_docs(steps, [(d, i) for i, d in enumerate(docs)], lambda r, d: dlq.append((r, d)))
+    assert out == [
+        {"device_id": "device_1", "group_id": 1, "ts": TS, "temp": 21, "wattsPct": 0.25, "hot": True},
+        {"device_id": "device_4", "group_id": 1, "ts": TS, "temp": 30, "wattsPct": 0.0025, "hot": True},
+    ]
+    assert [(r, d["_id"]) for r, d in dlq] == [(ADD + "$divide: can't $divide by zero", 2)]
+    # Without generated code for the last span (a $match alone), the same documents.
+    only = steps_of([{"$match": {"event_type": 0}}])
+    assert run_chain_docs(only, [(d, i) for i, d in enumerate(docs)], lambda r, d: None) == [docs[0], docs[1], docs[3]]
+    assert run_chain_docs(steps, [], lambda r, d: None) == []
+
+
+def test_run_chain_docs_with_metrics(unfused: None) -> None:
+    out = run_chain_docs(steps_of(C_STAGES), [(reading(1), 0)], lambda r, d: None)
+    assert out == [{"device_id": "device_1", "group_id": 1, "ts": TS, "temp": 21, "wattsPct": 0.25, "hot": True}]
+    assert metrics.stage_figures()["pipeline[3].$project"][1:4] == (1, 1, 0)

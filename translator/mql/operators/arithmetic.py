@@ -7,6 +7,11 @@ BSON int, a larger one or an ``Int64`` is a long; ``bool`` is never a number.
 Null or missing operands give null. Runtime failures raise :class:`ExprError`
 with MongoDB's wording; arity mistakes are compile errors.
 
+The two-operand closures of ``$add``/``$subtract``/``$multiply``/``$divide`` carry
+``gen = (name, (a, b), general)``, where ``general(x, y)`` is the full rule on evaluated
+operands: :mod:`translator.codegen` inlines the same int/double fast path as the closure
+and calls ``general`` for everything else.
+
 The small helpers at the top (:func:`arg_list`, :func:`fold`, :func:`num_kind`...)
 are shared by the other operator families.
 """
@@ -253,6 +258,10 @@ def add_values(vals: Sequence[Any]) -> Any:
     return total
 
 
+def _add_pair(x: Any, y: Any) -> Any:
+    return add_values((x, y))
+
+
 @operator("$add")
 def _add(args: Any, ctx: Ctx) -> Expr:
     parts = arg_list(args, ctx, 0, -1)
@@ -277,6 +286,7 @@ def _add(args: Any, ctx: Ctx) -> Expr:
                 return x + y
             return add_values((x, y))
 
+        add2.gen = ("$add", (a, b), _add_pair)  # type: ignore[attr-defined]
         return fold(add2, parts)
 
     def add(doc: Any, v: Vars) -> Any:
@@ -335,6 +345,7 @@ def _subtract(args: Any, ctx: Ctx) -> Expr:
             return x - y
         return subtract_values(x, y)
 
+    subtract.gen = ("$subtract", (a, b), subtract_values)  # type: ignore[attr-defined]
     return fold(subtract, (a, b))
 
 
@@ -367,6 +378,10 @@ def multiply_values(vals: Sequence[Any]) -> Any:
     return int_result(r, kind)
 
 
+def _multiply_pair(x: Any, y: Any) -> Any:
+    return multiply_values((x, y))
+
+
 @operator("$multiply")
 def _multiply(args: Any, ctx: Ctx) -> Expr:
     parts = arg_list(args, ctx, 0, -1)
@@ -390,6 +405,7 @@ def _multiply(args: Any, ctx: Ctx) -> Expr:
                 return x * y
             return multiply_values((x, y))
 
+        multiply2.gen = ("$multiply", (a, b), _multiply_pair)  # type: ignore[attr-defined]
         return fold(multiply2, parts)
 
     def multiply(doc: Any, v: Vars) -> Any:
@@ -441,6 +457,7 @@ def _divide(args: Any, ctx: Ctx) -> Expr:
             return float(x) / y
         return divide_values(x, y)
 
+    divide.gen = ("$divide", (a, b), divide_values)  # type: ignore[attr-defined]
     return fold(divide, (a, b))
 
 

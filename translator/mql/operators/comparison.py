@@ -5,6 +5,9 @@ int/long/double/decimal, then by the canonical type order), so ``{$gt: ["a", 5]}
 is true. In aggregation a *missing* value sorts just below null, so
 ``{$eq: ["$absent", null]}`` is false ($eq docs; MongoDB's canonical type order
 puts "missing"/undefined before null).
+
+The closures carry ``gen = (op, (a, b), general)`` for :mod:`translator.codegen`, which
+inlines the same int/double/string fast path and calls ``general(x, y)`` otherwise.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ def _make(op: str, test: Callable[[int], bool], fast: Callable[[Any, Any], bool]
     @operator(op)
     def compile_(args: Any, ctx: Ctx) -> Expr:
         a, b = arg_list(args, ctx, 2)
+        general = _general(test)
         special = _against_constant(a, b, test, fast)
         if special is not None:
+            special.gen = (op, (a, b), general)  # type: ignore[attr-defined]
             return special
 
         def cmp_op(doc: Any, v: Vars) -> Any:
@@ -51,7 +56,17 @@ def _make(op: str, test: Callable[[int], bool], fast: Callable[[Any, Any], bool]
                 return fast(x, y)
             return test(agg_compare(x, y))
 
+        cmp_op.gen = (op, (a, b), general)  # type: ignore[attr-defined]
         return fold(cmp_op, (a, b))
+
+
+def _general(test: Callable[[int], bool]) -> Callable[[Any, Any], bool]:
+    """The comparison on evaluated operands (``gen`` for :mod:`translator.codegen`)."""
+
+    def general(x: Any, y: Any) -> bool:
+        return test(agg_compare(x, y))
+
+    return general
 
 
 def _against_constant(

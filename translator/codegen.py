@@ -1,0 +1,483 @@
+"""Generated Python for a run of stateless stages: ``$match`` + ``$addFields`` / ``$project``.
+
+Why: a chain of closures costs one Python call per operand, operator, clause and stage
+for every document (benchmark workload C: ~3x slower than the same checks written out
+by hand). This module writes that hand-written loop once per pipeline, at compile time,
+from the *compiled* stages (never from the pipeline text), and ``compile()``s it:
+
+* the ``$match`` clauses that :mod:`translator.mql.query` fused (``hot_specs``) become
+  inline tests; any other query is one call of its compiled predicate;
+* field paths are read inline, one level down, and each path is read once per document:
+  ``obs`` and ``obs.temp`` are shared by the ``$match``, ``$addFields`` and ``$project``
+  that use them. The loop first tries a *strict* body that reads ``doc[key]`` (faster
+  than ``dict.get``); a missing field raises KeyError and that document goes through
+  the *lenient* body (``doc.get(key, MISSING)``), see :class:`Chain`;
+* ``$divide``, ``$add``, ``$subtract``, ``$multiply`` and the comparisons carry
+  ``gen = (name, (a, b), general)``: the same int/double (string) fast path as their
+  closure is written inline, and ``general(x, y)`` (MongoDB's full rule, with its
+  error texts) is called for anything else: bool, Int64, Decimal128, NaN, null,
+  missing, arrays...;
+* ``$addFields`` values are kept in locals; a following ``$project`` reads them from
+  there, and builds its output with one dict display when every value is present.
+
+Why it is safe: the source text is made of this module's fixed templates, identifiers
+made from a counter, and ``repr()`` of values whose type is exactly ``str`` or ``int``
+(checked to read back equal with :func:`ast.literal_eval`). Every other value (other
+constants, types, the compiled closures) is bound by name in the function's namespace,
+whose builtins are only ``type``, ``dict``, ``int``, ``float``, ``str`` and ``KeyError``.
+No user string reaches the source unescaped.
+
+Fallbacks: a stage of another shape (dotted ``$addFields`` paths, an exclusion or nested
+``$project``, an unknown expression after the first map stage...) makes
+:func:`compile_chain` return None and the closures run as before. At run time a
+document that is not a plain ``dict`` raises, and any exception makes the caller
+(:func:`translator.stages.run_chain`) re-run the same records stage by stage through
+the closures, so DLQ reasons and values are the closures' own.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from translator.mql.expr import Expr, Vars, const_value, field_parts, get_path
+from translator.mql.values import MISSING
+
+ChainFn = Callable[[list[tuple[Any, Any]], Vars], list[tuple[Any, Any]]]
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+class Unsupported(Exception):
+    """Compile time: a stage or expression this module does not write out."""
+
+
+class NotADict(Exception):
+    """Run time: a document that is not a plain dict (the closures handle it)."""
+
+
+@dataclass(frozen=True)
+class Val:
+    """A value in the generated code: ``src`` is a local name or a literal."""
+
+    src: str
+    maybe_missing: bool
+
+
+_ABSENT = Val("M", True)
+
+# Python operator of the query fast path (see query.HotSpec) -> its source symbol.
+_QUERY_OPS: dict[Callable[[Any, Any], bool], str] = {
+    operator.eq: "==",
+    operator.ne: "!=",
+    operator.gt: ">",
+    operator.ge: ">=",
+    operator.lt: "<",
+    operator.le: "<=",
+}
+_BUILTIN_TYPES: dict[type, str] = {int: "int", float: "float", str: "str"}
+_CMP_SYMBOLS = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def _mk(keys: tuple[str, ...], vals: tuple[Any, ...]) -> dict[str, Any]:
+    """A projected document when some value is missing (missing fields are left out)."""
+    return {k: x for k, x in zip(keys, vals, strict=True) if x is not MISSING}
+
+
+class _Gen:
+    def __init__(self) -> None:
+        self.ns: dict[str, Any] = {
+            "__builtins__": {"type": type, "dict": dict, "float": float, "int": int, "str": str, "KeyError": KeyError},
+            "M": MISSING,
+            "GP": get_path,
+            "NotADict": NotADict,
+            "MK": _mk,
+            "GPS": _present_path,
+        }
+        self.n = 0
+        self.start(strict=False)
+
+    def start(self, strict: bool) -> None:
+        """Begin a loop body. A strict body reads fields with ``doc[key]``: a missing
+        field raises KeyError (the caller then runs the lenient body for that document),
+        so every value read is present."""
+        self.strict = strict
+        self.lines: list[str] = []
+        # The document the current stage sees: the input ``doc`` plus ``ops`` (fields set
+        # by $addFields, in order), or, after a $project, ``base`` (its fields) plus ops.
+        self.base: list[tuple[str, Val]] | None = None
+        self.ops: list[tuple[str, Val]] = []
+        self.top_cache: dict[str, Val] = {}
+        self.path_cache: dict[tuple[str, tuple[str, ...]], Val] = {}
+        self.type_cache: dict[str, str] = {}  # value source -> local holding its type
+
+    # ---- names and literals ------------------------------------------------------------
+
+    def fresh(self, prefix: str = "x") -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def bind(self, value: Any) -> str:
+        name = self.fresh("G")
+        self.ns[name] = value
+        return name
+
+    def lit(self, value: Any) -> str:
+        """Source for a constant: ``repr`` of an exact str/int, else a bound name."""
+        if type(value) is str or type(value) is int:
+            try:
+                src = repr(value)
+                back = ast.literal_eval(src)
+            except (ValueError, SyntaxError):  # e.g. an int too long for str()
+                return self.bind(value)
+            if type(back) is type(value) and back == value:
+                return src
+        return self.bind(value)
+
+    def typeof(self, v: Val) -> str:
+        """A local holding ``type(v)``, computed once per value (at the body's top level)."""
+        t = self.type_cache.get(v.src)
+        if t is None:
+            t = self.fresh("t")
+            self.emit(f"{t} = type({v.src})")
+            self.type_cache[v.src] = t
+        return t
+
+    def type_in(self, t: str, types: frozenset[type]) -> str:
+        """``t`` is one of ``types``, as a chain of ``is`` (builtins first)."""
+        names = [_BUILTIN_TYPES[x] for x in _BUILTIN_TYPES if x in types]
+        names += [self.bind(x) for x in sorted(types - _BUILTIN_TYPES.keys(), key=lambda x: x.__name__)]
+        return " or ".join(f"{t} is {n}" for n in names) if names else "False"
+
+    def emit(self, block: str) -> None:
+        self.lines.extend(block.strip("\n").split("\n"))
+
+    # ---- reading the current document ---------------------------------------------------
+
+    def pristine(self) -> bool:
+        return self.base is None and not self.ops
+
+    def top(self, key: str) -> Val:
+        for k, v in reversed(self.ops):
+            if k == key:
+                return v
+        if self.base is not None:
+            for k, v in self.base:
+                if k == key:
+                    return v
+            return _ABSENT
+        cached = self.top_cache.get(key)
+        if cached is None:
+            cached = Val(self.fresh(), not self.strict)
+            read = f"doc[{self.lit(key)}]" if self.strict else f"doc.get({self.lit(key)}, M)"
+            self.emit(f"{cached.src} = {read}")
+            self.top_cache[key] = cached
+        return cached
+
+    def path(self, parts: tuple[str, ...]) -> Val:
+        """Aggregation field path (arrays along it yield arrays, as expr.get_path)."""
+        head = self.top(parts[0])
+        if len(parts) == 1 or head is _ABSENT:
+            return head
+        if not head.src.isidentifier():
+            return _ABSENT  # a str/int literal: nothing below it
+        rest = parts[1:]
+        ck = (head.src, rest)
+        v = self.path_cache.get(ck)
+        if v is None:
+            v = Val(self.fresh(), not self.strict)
+            gp = "GPS" if self.strict else "GP"
+            if len(rest) == 1:
+                key = self.lit(rest[0])
+                one = f"{head.src}[{key}]" if self.strict else f"{head.src}.get({key}, M)"
+                th = self.typeof(head)
+                self.emit(f"{v.src} = {one} if {th} is dict else {gp}({head.src}, {self.bind(rest)})")
+            else:
+                self.emit(f"{v.src} = {gp}({head.src}, {self.bind(rest)})")
+            self.path_cache[ck] = v
+        return v
+
+    # ---- expressions -----------------------------------------------------------------------
+
+    def expr(self, fn: Expr) -> Val:
+        c = const_value(fn)
+        if c is not MISSING:
+            return Val(self.lit(c), False)
+        parts = field_parts(fn)
+        if parts is not None:
+            return self.path(parts)
+        gen = getattr(fn, "gen", None)
+        if gen is not None:
+            name, operands, general = gen
+            writer = OPERATOR_WRITERS.get(name)
+            if writer is not None:
+                return writer(self, name, [self.expr(a) for a in operands], operands, general)
+        if not self.pristine():
+            raise Unsupported("an expression that needs the intermediate document")
+        v = Val(self.fresh(), True)
+        self.emit(f"{v.src} = {self.bind(fn)}(doc, V)")
+        return v
+
+    # ---- stages ------------------------------------------------------------------------------
+
+    def match(self, pred: Callable[[Any], bool]) -> None:
+        specs = getattr(pred, "hot_specs", None)
+        if specs is None:
+            self.emit(f"if not {self.bind(pred)}(doc):\n    continue")
+            return
+        for k1, k2, types, py_op, rhs, negate, general in specs:
+            sym = _QUERY_OPS.get(py_op)
+            if sym is None:
+                raise Unsupported("query operator")
+            xv = self.path((k1,) if k2 is None else (k1, k2))
+            x = xv.src
+            test = f"{x} {sym} {self.lit(rhs)}"
+            fail = test if negate else f"not ({test})"
+            self.emit(
+                f"if {self.type_in(self.typeof(xv), types)}:\n"
+                f"    if {fail}:\n"
+                f"        continue\n"
+                f"elif not {self.bind(general)}(doc):\n"
+                f"    continue"
+            )
+
+    def add_fields(self, spec: Sequence[tuple[str, Expr]]) -> None:
+        vals = [(k, self.expr(f)) for k, f in spec]  # all from the stage's input document
+        self.ops.extend(vals)
+
+    def project(self, spec: tuple[tuple[tuple[str, int, Any, Any], ...], bool]) -> None:
+        fixed, with_id = spec
+        out: list[tuple[str, Val]] = []
+        if with_id:
+            out.append(("_id", self.top("_id")))
+        for k, kind, a, b in fixed:
+            if kind == 0:
+                out.append((k, self.top(a)))
+            elif kind == 1:
+                out.append((k, self.path(tuple(b))))
+            else:
+                out.append((k, self.expr(a)))
+        self.base = [(k, v) for k, v in out if v is not _ABSENT]
+        self.ops = []
+
+    def output(self) -> None:
+        """``o`` = the document after the last stage, in MongoDB's key order."""
+        if self.base is None:
+            self.emit("o = dict(doc)")
+        else:
+            display = "{" + ", ".join(f"{self.lit(k)}: {v.src}" for k, v in self.base) + "}"
+            maybe = [v.src for _, v in self.base if v.maybe_missing]
+            if maybe:
+                keys = self.bind(tuple(k for k, _ in self.base))
+                vals = "(" + "".join(f"{v.src}, " for _, v in self.base) + ")"
+                self.emit(
+                    f"if {' or '.join(f'{m} is M' for m in maybe)}:\n"
+                    f"    o = MK({keys}, {vals})\n"
+                    f"else:\n"
+                    f"    o = {display}"
+                )
+            else:
+                self.emit(f"o = {display}")
+        for k, v in self.ops:
+            key = self.lit(k)
+            if v is _ABSENT:
+                self.emit(f"o.pop({key}, None)")
+            elif v.maybe_missing:
+                self.emit(f"if {v.src} is M:\n    o.pop({key}, None)\nelse:\n    o[{key}] = {v.src}")
+            else:
+                self.emit(f"o[{key}] = {v.src}")
+
+    def body(self, indent: int) -> str:
+        return "\n".join(" " * indent + line for line in self.lines)
+
+
+def _loop(name: str, body: str, tail: str, docs: bool) -> str:
+    return (
+        f"def {name}(recs, V):\n"
+        "    out = []\n"
+        "    append = out.append\n"
+        "    misses = 0\n"
+        "    for doc, ts in recs:\n"
+        "        if type(doc) is not dict:\n"
+        "            raise NotADict\n"
+        f"{body}\n"
+        f"        append({'o' if docs else '(o, ts)'})\n"
+        f"    return {tail}\n"
+    )
+
+
+RecsFn = Callable[[list[tuple[Any, Any]], Vars], Any]
+
+
+class Chain:
+    """The generated functions of a span. The strict loop reads fields by subscript and
+    runs the lenient body for a document with a missing field; when more than one
+    document in eight of a batch misses a field, later batches use the lenient loop.
+    ``docs`` is the same as a call but returns the documents without their times (for
+    the last stages before a sink, saving a tuple per document)."""
+
+    __slots__ = ("fns", "lenient", "lenient_docs", "source", "strict", "strict_docs", "use_strict")
+
+    def __init__(self, fns: dict[str, RecsFn], source: str, steps: tuple[Any, ...]) -> None:
+        self.fns = steps  # the stages' own closures, to recognise the span
+        self.strict = fns["strict"]
+        self.lenient = fns["lenient"]
+        self.strict_docs = fns["strict_docs"]
+        self.lenient_docs = fns["lenient_docs"]
+        self.source = source
+        self.use_strict = True
+
+    def __call__(self, recs: list[tuple[Any, Any]], v: Vars) -> list[tuple[Any, Any]]:
+        if self.use_strict:
+            out, misses = self.strict(recs, v)
+            if misses * 8 > len(recs):
+                self.use_strict = False
+            return out  # type: ignore[no-any-return]
+        return self.lenient(recs, v)  # type: ignore[no-any-return]
+
+    def docs(self, recs: list[tuple[Any, Any]], v: Vars) -> list[Any]:
+        if self.use_strict:
+            out, misses = self.strict_docs(recs, v)
+            if misses * 8 > len(recs):
+                self.use_strict = False
+            return out  # type: ignore[no-any-return]
+        return self.lenient_docs(recs, v)  # type: ignore[no-any-return]
+
+
+def _present_path(value: Any, rest: tuple[str, ...]) -> Any:
+    """get_path for a strict body: a missing value raises KeyError."""
+    x = get_path(value, rest)
+    if x is MISSING:
+        raise KeyError(rest)
+    return x
+
+
+# ---- operator writers: the closures' fast paths, inline --------------------------------------
+
+Writer = Callable[[_Gen, str, list[Val], Sequence[Expr], Callable[[Any, Any], Any]], Val]
+
+
+def _binary(template: str) -> Writer:
+    """``template`` sets ``{r}`` from ``{x}``/``{y}`` (types in ``{t}``/``{u}``), calling
+    ``{S}`` (the operator's general rule) for anything the fast path does not cover."""
+
+    def write(g: _Gen, name: str, vals: list[Val], operands: Sequence[Expr], general: Callable[[Any, Any], Any]) -> Val:
+        x, y = vals
+        r = Val(g.fresh(), False)
+        g.emit(
+            template.format(
+                x=x.src, y=y.src, r=r.src, t=g.typeof(x), u=g.typeof(y), S=g.bind(general),
+                lo=INT32_MIN, hi=INT32_MAX,
+            )
+        )
+        return r
+
+    return write
+
+
+def _int32_op(sym: str) -> str:
+    # add2 / subtract / multiply2: int32 in and out, or a double involved; else general.
+    return (
+        "if {t} is int and {u} is int and {lo} <= {x} <= {hi} and {lo} <= {y} <= {hi} "
+        f"and {{lo}} <= {{x}} {sym} {{y}} <= {{hi}}:\n"
+        f"    {{r}} = {{x}} {sym} {{y}}\n"
+        "elif ({t} is int and {u} is float) or ({t} is float and ({u} is float or {u} is int)):\n"
+        f"    {{r}} = {{x}} {sym} {{y}}\n"
+        "else:\n"
+        "    {r} = {S}({x}, {y})"
+    )
+
+
+_DIVIDE = (
+    # arithmetic.divide: float(x) / y for int/double operands and a non-zero divisor.
+    "if {t} is float and ({u} is float or {u} is int) and {y}:\n"
+    "    {r} = {x} / {y}\n"
+    "elif {t} is int and ({u} is int or {u} is float) and {y}:\n"
+    "    {r} = float({x}) / {y}\n"
+    "else:\n"
+    "    {r} = {S}({x}, {y})"
+)
+
+
+def _compare(g: _Gen, name: str, vals: list[Val], operands: Sequence[Expr], general: Callable[[Any, Any], Any]) -> Val:
+    """comparison._against_constant / cmp_op, inline."""
+    sym = _CMP_SYMBOLS[name]
+    x, y = vals
+    r = Val(g.fresh(), False)
+    s = g.bind(general)
+    c = const_value(operands[1])
+    tc = type(c)
+    if const_value(operands[0]) is MISSING and (tc is str or ((tc is int or tc is float) and c == c)):
+        t = g.typeof(x)
+        if tc is str:
+            cond = f"{t} is str"
+        else:
+            cond = f"{t} is int or ({t} is float and {x.src} == {x.src})"
+        g.emit(f"{r.src} = {x.src} {sym} {y.src} if {cond} else {s}({x.src}, {y.src})")
+        return r
+    t, u = g.typeof(x), g.typeof(y)
+    g.emit(
+        f"if ({t} is int or {t} is float) and ({u} is int or {u} is float) "
+        f"and {x.src} == {x.src} and {y.src} == {y.src}:\n"
+        f"    {r.src} = {x.src} {sym} {y.src}\n"
+        f"elif {t} is str and {u} is str:\n"
+        f"    {r.src} = {x.src} {sym} {y.src}\n"
+        f"else:\n"
+        f"    {r.src} = {s}({x.src}, {y.src})"
+    )
+    return r
+
+
+# Operator name (the closure's ``gen[0]``) -> writer of its inline fast path.
+OPERATOR_WRITERS: dict[str, Writer] = {
+    "$divide": _binary(_DIVIDE),
+    "$add": _binary(_int32_op("+")),
+    "$subtract": _binary(_int32_op("-")),
+    "$multiply": _binary(_int32_op("*")),
+    **dict.fromkeys(_CMP_SYMBOLS, _compare),
+}
+
+
+def compile_chain(
+    pred: Callable[[Any], bool] | None, maps: Sequence[Callable[..., Any]], steps: tuple[Any, ...] = ()
+) -> Chain | None:
+    """One function ``(recs, vars) -> recs`` for an optional ``$match`` predicate then the
+    map stages' closures (top-level ``$addFields`` with ``add_spec``, inclusion
+    ``$project`` with ``include_spec``); None when a stage has another shape.
+    ``steps``: the closures of the whole span, kept to recognise it."""
+    g = _Gen()
+    bodies: list[str] = []
+    try:
+        for strict in (True, False):
+            g.start(strict)
+            if pred is not None:
+                g.match(pred)
+            for fn in maps:
+                add = getattr(fn, "add_spec", None)
+                inc = getattr(fn, "include_spec", None)
+                if add is not None:
+                    g.add_fields(add)
+                elif inc is not None:
+                    g.project(inc)
+                else:
+                    return None
+            g.output()
+            bodies.append(g.body(12 if strict else 8))
+    except Unsupported:
+        return None
+    strict_body, lenient_body = bodies
+    lenient_in_except = "\n".join("    " + line for line in lenient_body.split("\n"))
+    both = f"        try:\n{strict_body}\n        except KeyError:\n            misses += 1\n{lenient_in_except}"
+    source = "\n\n".join(
+        [
+            _loop("strict", both, "out, misses", False),
+            _loop("lenient", lenient_body, "out", False),
+            _loop("strict_docs", both, "out, misses", True),
+            _loop("lenient_docs", lenient_body, "out", True),
+        ]
+    )
+    exec(compile(source, "<mqlflow codegen>", "exec"), g.ns)  # source: see the module docstring
+    return Chain({k: g.ns[k] for k in ("strict", "lenient", "strict_docs", "lenient_docs")}, source, steps)
