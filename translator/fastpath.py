@@ -18,17 +18,18 @@ general path's own. Nothing is mutated before that decision.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from itertools import compress, repeat
-from operator import add, contains, itemgetter
+from operator import add, call, contains, itemgetter
 from typing import Any
 
 from sources.base import SOURCE_DLQ_KEY
 from translator import ir, metrics
-from translator.accumulators import IntColumn
+from translator.accumulators import AccSpec, IntColumn
 from translator.mql.expr import const_value
 from translator.mql.values import EPOCH, MISSING, datetime_to_ms
 
@@ -216,6 +217,15 @@ class FastGroupFold:
         self.check_markers = True
         fi = [a.from_int for a in self.accs]
         self.from_ints: list[Callable[[int], Any]] | None = None if None in fi else fi  # type: ignore[assignment]
+        # Per accumulator, in order: add one value, fold a fresh / an existing state from
+        # an IntColumn; and the argument (distinct-argument index) each one reads.
+        self._adds = [a.add for a in self.accs]
+        self._news = [functools.partial(_fold_new, a) for a in self.accs]
+        self._folds = [a.fold_ints for a in self.accs]
+        slot = list(self.slot)
+        self._pick: Callable[[list[Any]], Any] = (
+            (lambda xs: xs) if slot == list(range(len(slot))) else itemgetter(*slot) if len(slot) > 1 else (lambda xs: (xs[slot[0]],))
+        )
 
     @staticmethod
     def build(plan: Any, src: ir.SourceStage) -> FastGroupFold | None:
@@ -310,7 +320,9 @@ class FastGroupFold:
                         [c if isinstance(c, _Const) else list(compress(c, mask)) for c in cols],
                         n,
                     )
-        if not self._apply(by_pane, into):
+        if self.from_ints and all(_all_ints(c) for c in cols):
+            self._apply_ints(by_pane, into)
+        elif not self._apply(by_pane, into):
             return None
         if t0:
             metrics.record(self.path, self.name, len(batch), 0, 0, time.perf_counter() - t0)
@@ -347,6 +359,58 @@ class FastGroupFold:
             g: [[c.value] * len(idx) if isinstance(c, _Const) else [c[i] for i in idx] for c in cols]
             for g, idx in rows.items()
         }
+
+    def _apply_ints(self, by_pane: dict[int, dict[Any, list[list[Any]]]], into: dict[int, Any]) -> None:
+        """:meth:`_apply` for a batch whose arguments are all plain ints (the usual case),
+        in one pass: nothing can fail, so nothing needs checking first. A group's single
+        row becomes states through ``from_int``/``add``; several rows through their
+        :class:`IntColumn`. ``map(operator.call, ...)`` runs the per-accumulator loop in C.
+        """
+        froms, adds, news, folds = self.from_ints, self._adds, self._news, self._folds
+        assert froms is not None
+        pick = self._pick
+        one_arg = len(self.values) == 1  # every accumulator reads the same argument
+        nb, bcache = self.buckets, self._bucket_cache
+        if len(bcache) > _CACHE_LIMIT:
+            bcache.clear()
+        from translator.windows import bucket_of
+
+        for p, groups in by_pane.items():
+            ptables: dict[int, dict[Any, Any]] = {}
+            for g, cols in groups.items():
+                if nb == 1:
+                    b = 0
+                else:
+                    b = bcache.get(g, -1)
+                    if b < 0:
+                        b = bcache[g] = bucket_of(g, nb)
+                ptable = ptables.get(b)
+                if ptable is None:
+                    table = into.get(b)
+                    if table is None:
+                        table = into[b] = {}
+                    ptable = table.get(p)
+                    if ptable is None:
+                        ptable = table[p] = {}
+                    ptables[b] = ptable
+                entry = ptable.get(g)
+                col = cols[0]
+                if len(col) == 1:
+                    vals = repeat(col[0]) if one_arg else pick([c[0] for c in cols])
+                    if entry is None:
+                        ptable[g] = [g, *map(call, froms, vals)]
+                    else:
+                        entry[1:] = map(call, adds, entry[1:], vals)
+                else:
+                    sums = (
+                        repeat(IntColumn(col, len(col), min(col), max(col), sum(col)))
+                        if one_arg
+                        else pick([IntColumn(c, len(c), min(c), max(c), sum(c)) for c in cols])
+                    )
+                    if entry is None:
+                        ptable[g] = [g, *map(call, news, sums)]
+                    else:
+                        entry[1:] = map(call, folds, entry[1:], sums)
 
     def _apply(self, by_pane: dict[int, dict[Any, list[list[Any]]]], into: dict[int, Any]) -> bool:
         """Fold every group's columns into ``into``; False (nothing changed) if a value
@@ -418,6 +482,17 @@ class FastGroupFold:
                 for k, acc in enumerate(accs, 1):
                     entry[k] = acc.merge(entry[k], data[k - 1])
         return True
+
+
+def _fold_new(acc: AccSpec, col: IntColumn) -> Any:
+    return acc.fold_ints(acc.init(), col)
+
+
+def _all_ints(col: Any) -> bool:
+    """A batch column (or constant) of plain ints only: no value can make an accumulator fail."""
+    if isinstance(col, _Const):
+        return type(col.value) is int
+    return set(map(type, col)) == _INT_ONLY
 
 
 def _summaries(cols: list[list[Any]]) -> list[IntColumn | None]:

@@ -277,18 +277,27 @@ def test_date_cache_matches_ms_to_datetime() -> None:
     assert cache.dates(ms) == [ms_to_datetime(t) for t in ms]
 
 
+INT_GROUP = {"$group": {k: v for k, v in SEED_GROUP["$group"].items() if k != "sumWatts"}}  # int arguments only
+TEMP_GROUP = {"$group": {k: v for k, v in SEED_GROUP["$group"].items() if k not in ("sumWatts", "n", "ones")}}
+
+
+@pytest.mark.parametrize("group", [SEED_GROUP, INT_GROUP, TEMP_GROUP], ids=["mixed", "ints", "one-argument"])
+@pytest.mark.parametrize("groups", [5, 1000])
 @pytest.mark.parametrize("spoiled", [False, True])
-def test_many_groups_one_document_each_per_batch(spoiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_groups_one_document_each_per_batch(
+    spoiled: bool, groups: int, group: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With many groups most groups of a batch hold one document (the from_int path),
-    and entries held from earlier batches are added to in place."""
-    rng = random.Random(77 + spoiled)
-    docs = clean_docs(rng, 4000, [f"g{i}" for i in range(700)] + list(range(300)))
+    and entries held from earlier batches are added to in place; batches of int
+    arguments only take the one-pass fold (_apply_ints)."""
+    rng = random.Random(77 + spoiled + groups)
+    docs = clean_docs(rng, 4000, [f"g{i}" for i in range(groups * 7 // 10)] + list(range(groups * 3 // 10)))
     if spoiled:
         docs = spoil(rng, docs)
-    fast, slow, taken = run_both([source(docs), tumbling(SEED_GROUP)], 16, monkeypatch)
+    fast, slow, taken = run_both([source(docs), tumbling(group)], 16, monkeypatch)
     assert _nan_safe(by_window(fast.output)) == _nan_safe(by_window(slow.output))
     assert _nan_safe(fast.dlq) == _nan_safe(slow.dlq)
-    assert taken > 0 and len(fast.output) > 1000
+    assert taken > 0 and len(fast.output) > (1000 if groups > 5 else 5)
 
 
 def test_group_with_only_an_id(monkeypatch: pytest.MonkeyPatch) -> None:
