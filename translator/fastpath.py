@@ -412,6 +412,20 @@ class FastGroupFold:
                     else:
                         entry[1:] = map(call, folds, entry[1:], sums)
 
+    def _bucket(self, g: Any) -> int:
+        """The close-step bucket of group ``g`` (:func:`bucket_of`, cached)."""
+        if self.buckets == 1:
+            return 0
+        bcache = self._bucket_cache
+        b = bcache.get(g, -1)
+        if b < 0:
+            if len(bcache) > _CACHE_LIMIT:
+                bcache.clear()
+            from translator.windows import bucket_of
+
+            b = bcache[g] = bucket_of(g, self.buckets)
+        return b
+
     def _apply(self, by_pane: dict[int, dict[Any, list[list[Any]]]], into: dict[int, Any]) -> bool:
         """Fold every group's columns into ``into``; False (nothing changed) if a value
         is one an accumulator rejects, so the general path can DLQ its document.
@@ -444,25 +458,8 @@ class FastGroupFold:
                     work.append((p, g, _STATES, states))
                 else:
                     work.append((p, g, _INTS, sums))
-        nb = self.buckets
-        bcache = self._bucket_cache
-        if len(bcache) > _CACHE_LIMIT:
-            bcache.clear()
-        from translator.windows import bucket_of
-
         for p, g, kind, data in work:
-            if nb == 1:
-                b = 0
-            else:
-                b = bcache.get(g, -1)
-                if b < 0:
-                    b = bcache[g] = bucket_of(g, nb)
-            table: dict[Any, Any] | None = into.get(b)
-            if table is None:
-                table = into[b] = {}
-            ptable: dict[Any, Any] | None = table.get(p)
-            if ptable is None:
-                ptable = table[p] = {}
+            ptable = into.setdefault(self._bucket(g), {}).setdefault(p, {})
             entry = ptable.get(g)
             if kind == _ONE:  # one document's values (ints: adding cannot fail)
                 if entry is None:
