@@ -236,6 +236,13 @@ class FastGroupFold:
         if not plan.panes or (st.kind == "hopping" and st.hop_ms > st.interval_ms):
             return None
         group = next(s for s in st.pipeline if isinstance(s, ir.GroupStage))
+        # The envelope fields are the general path's to stamp (reference §2: `_ts` is the
+        # timeField's value even when the document brought its own): the fast path, which
+        # stamps nothing, leaves any pipeline that reads them.
+        paths = [group.id, *(a.arg for a in group.accumulations)]
+        envelope = {src.ts_field_name, "_stream_meta"}
+        if any(isinstance(x, str) and x.startswith("$") and x[1:].split(".")[0] in envelope for x in paths):
+            return None
         times = None
         if src.time_field is not None:
             times = time_getter(src)

@@ -305,3 +305,13 @@ def test_group_with_only_an_id(monkeypatch: pytest.MonkeyPatch) -> None:
     fast, slow, taken = run_both([source(docs), tumbling({"$group": {"_id": "$group_id"}})], 32, monkeypatch)
     assert by_window(fast.output) == by_window(slow.output) and taken > 0
     assert {d["_id"] for d in fast.output} == {"a", "b", 7}
+
+
+def test_a_group_reading_the_envelope_keeps_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_ts` is the timeField's value even when a document brings its own `_ts`."""
+    docs = [dict(d, _ts="the document's own") for d in clean_docs(random.Random(9), 300, ["a"])]
+    group = {"$group": {"_id": "$group_id", "last": {"$max": "$_ts"}, "src": {"$first": "$_stream_meta.source.type"}}}
+    fast, slow, taken = run_both([source(docs), tumbling(group)], 32, monkeypatch)
+    assert taken == 0
+    assert fast.output == slow.output
+    assert all(isinstance(d["last"], datetime) and d["src"] == "documents" for d in fast.output)
