@@ -9,6 +9,7 @@ runs the stateless stages and, with a window, folds the batch into partials.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -329,8 +330,11 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
     def snapshot(self) -> tuple[Any, ...]:
         # Source position, watermark and held partials are snapshotted together, so a
         # resume neither loses nor repeats a document's contribution.
+        # The held partials are pickled now: they keep changing after this call, and
+        # Bytewax may serialise the snapshot later.
         logic = self.logic
-        return (self.inner.snapshot(), logic.wm, logic.held if logic.active else None)
+        held = pickle.dumps(logic.held, protocol=5) if logic.active else None
+        return (self.inner.snapshot(), logic.wm, held)
 
     def close(self) -> None:
         self.inner.close()
@@ -359,5 +363,5 @@ class IngestSource(FixedPartitionedSource[Emission, tuple[Any, ...]]):
         part = self.inner.build_part(step_id, for_part, inner_state)
         logic = IngestLogic(self.plan, for_part, wm)
         if held:
-            logic.held, logic.active = held, True
+            logic.held, logic.active = pickle.loads(held), True
         return _IngestPartition(part, logic)
