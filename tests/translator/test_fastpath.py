@@ -117,14 +117,25 @@ def tumbling(group: dict[str, Any], lateness: int | None = None) -> dict[str, An
     return {"$tumblingWindow": spec}
 
 
-def hopping(group: dict[str, Any]) -> dict[str, Any]:
+def hopping(group: dict[str, Any], hop: int = 2) -> dict[str, Any]:
     return {
         "$hoppingWindow": {
             "interval": {"size": 10, "unit": "second"},
-            "hopSize": {"size": 2, "unit": "second"},
+            "hopSize": {"size": hop, "unit": "second"},
             "pipeline": [group],
         }
     }
+
+
+WINDOWS = {
+    "tumbling": lambda g: tumbling(g),
+    "hopping": lambda g: hopping(g),
+    # panes of gcd(10 s, 4 s) = 2 s; windows aligned to a 1 s offset
+    "hopping-10s-4s": lambda g: hopping(g, hop=4),
+    "tumbling-offset": lambda g: {
+        "$tumblingWindow": dict(tumbling(g)["$tumblingWindow"], offset={"offsetFromUtc": 1, "unit": "second"})
+    },
+}
 
 
 def clean_docs(rng: random.Random, n: int, groups: list[Any]) -> list[dict[str, Any]]:
@@ -222,14 +233,14 @@ def _nan_safe(docs: list[dict[str, Any]]) -> str:
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 64, 1024])
-@pytest.mark.parametrize("window", ["tumbling", "hopping"])
+@pytest.mark.parametrize("window", list(WINDOWS))
 @pytest.mark.parametrize("spoiled", [False, True])
 def test_fast_and_general_paths_agree(batch_size: int, window: str, spoiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(batch_size * 31 + len(window) + spoiled)
     docs = clean_docs(rng, 6000, ["g1", "g2", "g3", 4, None])
     if spoiled:
         docs = spoil(rng, docs)
-    stage = tumbling(SEED_GROUP) if window == "tumbling" else hopping(SEED_GROUP)
+    stage = WINDOWS[window](SEED_GROUP)
     fast, slow, taken = run_both([source(docs), stage], batch_size, monkeypatch)
     # $group's output order is unspecified in MongoDB; windows stay in start order.
     assert _nan_safe(by_window(fast.output)) == _nan_safe(by_window(slow.output))
@@ -244,7 +255,7 @@ def test_fast_and_general_paths_agree(batch_size: int, window: str, spoiled: boo
 def test_constant_id_and_source_time(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(5)
     docs = clean_docs(rng, 800, ["a"])
-    group = {"$group": {"_id": None, "n": {"$count": {}}, "t": {"$sum": "$obs.temp"}}}
+    group: dict[str, Any] = {"$group": {"_id": None, "n": {"$count": {}}, "t": {"$sum": "$obs.temp"}}}
     fast, slow, taken = run_both([source(docs), tumbling(group, lateness=0)], 64, monkeypatch)
     assert fast.output == slow.output and _nan_safe(fast.dlq) == _nan_safe(slow.dlq)
     assert taken > 0

@@ -19,7 +19,7 @@ from translator.runtime import BUSY, IngestSource, Plan
 from translator.windows import ACTIVE, IDLE, WIN
 
 T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
-PIPELINE = [
+PIPELINE: list[dict[str, Any]] = [
     {"$source": {"documents": [], "timeField": {"$dateFromString": {"dateString": "$ts"}}}},
     {
         "$tumblingWindow": {
@@ -199,7 +199,7 @@ def test_an_error_after_a_poll_keeps_that_polls_results(monkeypatch: pytest.Monk
             def next_batch() -> list[Any]:
                 if inner.snapshot() == 2:
                     raise Boom("broker gone")
-                return real()
+                return list(real())
 
             inner.next_batch = next_batch  # type: ignore[method-assign]
             return inner
