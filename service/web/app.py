@@ -153,6 +153,7 @@ def make_app(console: Console) -> web.Application:
             # Only server-made values go into the shell: the page kind and a hex token.
             html = shell.replace("{{page}}", kind).replace("{{csrf}}", sess.csrf)
             html = html.replace("{{charts}}", "1" if console.assets else "0")
+            html = html.replace("{{auth}}", "1" if console.require_auth else "0")
             return web.Response(text=html, content_type="text/html")
 
         return handler

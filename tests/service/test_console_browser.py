@@ -330,6 +330,12 @@ def test_non_loopback_needs_users_and_then_a_login(tmp_path: Path) -> None:
         form = urllib.parse.urlencode({"user": "ops", "password": "s3cret-pass"}).encode()
         _http(opener, base + "login", form)
         assert _http(opener, base + "api/processors") == (200, '{"processors": []}')
+        page = _http(opener, base)[1]
+        assert 'data-auth="1"' in page
+        token = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        assert _http(opener, base + "logout", b"")[0] == 403  # logging out is a POST: CSRF too
+        assert _http(opener, base + "logout", b"", {"X-CSRF-Token": token})[0] == 200
+        assert _http(opener, base + "api/processors")[0] == 401
     finally:
         proc.terminate()
         proc.wait(30)

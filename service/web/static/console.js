@@ -78,7 +78,7 @@ function sparkOpts() {
   return {
     width: 180, height: 40, legend: { show: false }, cursor: { show: false },
     axes: [{ show: false }, { show: false }],
-    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max) * 1.1] } },
+    scales: { x: { time: true, range: (u, min, max) => [max - 60, max] }, y: { range: (u, min, max) => [0, Math.max(1, max) * 1.1] } },
     series: [{}, { stroke: "#00684a", fill: "rgba(0,104,74,0.12)", width: 1.5, points: { show: false } }],
   };
 }
@@ -86,7 +86,8 @@ function sparkOpts() {
 function bigOpts(title, series, yLabel) {
   const colors = ["#016bf8", "#00a35c", "#db3030"];
   return {
-    title, width: 560, height: 220, scales: { x: { time: true } },
+    title, width: 560, height: 220,
+    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max) * 1.1] } },
     axes: [{}, { label: yLabel, size: 60 }],
     series: [{}, ...series.map((s, i) => ({ label: s, stroke: colors[i], width: 1.5, spanGaps: false }))],
   };
@@ -118,11 +119,11 @@ function processorsPage(main) {
           tr: el("tr", { "data-name": p.name }),
           state: el("td", { class: "state-cell" }),
           input: el("td", { class: "num input" }), output: el("td", { class: "num output" }),
-          dlq: el("td", { class: "num dlq" }), spark: el("div", { class: "spark" }),
+          dlq: el("td", { class: "num dlq" }), spark: el("div", { class: "spark" }), now: el("span", { class: "rate-now" }),
           lag: el("td", { class: "num lag" }),
         };
         r.tr.append(el("td", {}, el("a", { href: procUrl(p.name), class: "proc-link" }, p.name)),
-          r.state, r.input, r.output, r.dlq, el("td", {}, r.spark), r.lag);
+          r.state, r.input, r.output, r.dlq, el("td", { class: "rate" }, r.spark, r.now), r.lag);
         tbody.appendChild(r.tr);
         rows.set(p.name, r);
       }
@@ -136,6 +137,8 @@ function processorsPage(main) {
       setText(r.output, fmtNum(p.outputMessageCount));
       setText(r.dlq, fmtNum(p.dlqMessageCount));
       setText(r.lag, fmtLag(p.watermarkLagSeconds));
+      const last = p.rate.input.length ? p.rate.input[p.rate.input.length - 1] : null;
+      setText(r.now, last === null ? "" : `${Number(last).toFixed(1)}/s`);
       chart("spark:" + p.name, r.spark, sparkOpts(), columns(p.rate, ["input"]));
     }
     for (const [name, r] of rows) {
@@ -269,6 +272,12 @@ function poll(fn, ms) {
   }
   tick();
   setInterval(tick, ms);
+}
+
+if (document.body.dataset.auth === "1") {
+  const b = document.getElementById("logout");
+  b.hidden = false;
+  b.addEventListener("click", () => post("/logout").then(() => { location.href = "/login"; }));
 }
 
 const PAGES = { processors: processorsPage, processor: processorPage, connections: connectionsPage };
