@@ -13,6 +13,7 @@ Pages are static shells; the browser fills them with ``textContent`` only.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets
@@ -33,6 +34,7 @@ log = logging.getLogger("mqlflow.console")
 STATIC = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "mqlflow_console"
 SESSION_SECONDS = 12 * 3600
+FAILED_LOGIN_DELAY = 1.0
 PAGES = {"processors", "processor", "connections"}
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -97,6 +99,18 @@ class Console:
         return ok and want is not None
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _loopback_host(request: web.Request) -> bool:
+    """Without a login, only loopback names may be asked for: a DNS-rebinding page
+    (evil.example resolving to 127.0.0.1) would otherwise be same-origin with us and
+    could read the CSRF token."""
+    host = request.host
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    return name.lower() in LOOPBACK_HOSTS
+
+
 def _same_origin(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
@@ -120,6 +134,8 @@ def make_app(console: Console) -> web.Application:
     async def security(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if not console.require_auth and not _loopback_host(request):
+            return _error(403, "this console answers loopback host names only (Host header refused)")
         path = request.path
         public = path.startswith(("/static/", "/assets/")) or path == "/login"
         sess = console.session(request)
@@ -170,6 +186,7 @@ def make_app(console: Console) -> web.Application:
         user, password = str(form.get("user", "")), str(form.get("password", ""))
         if not console.check_login(user, password):
             log.warning("console: failed login for %r from %s", user, request.remote)
+            await asyncio.sleep(FAILED_LOGIN_DELAY)  # slows down password guessing
             raise web.HTTPFound("/login?failed=1")
         token = secrets.token_urlsafe(32)
         console.sessions[token] = Session(user)
