@@ -88,13 +88,16 @@ class History:
             if self.sup.store.get(name) is None and name not in self.sup.runs:
                 del self.points[name]
 
-    def series(self, name: str, seconds: float) -> dict[str, list[Any]]:
-        """Columns for a chart: ``t`` and per-second ``input``/``output``/``dlq`` rates, ``lag``."""
+    def series(self, name: str, seconds: float, now: float | None = None) -> dict[str, list[Any]]:
+        """Columns for a chart: ``t`` and per-second ``input``/``output``/``dlq`` rates, ``lag``,
+        over the ``seconds`` before ``now``. A processor that is not running ends with an
+        empty point at ``now``, so its chart shows the gap up to the present."""
+        now = time.time() if now is None else now
         q = self.points.get(name)
         out: dict[str, list[Any]] = {"t": [], "input": [], "output": [], "dlq": [], "lag": []}
         if not q:
             return out
-        cutoff = q[-1].t - seconds
+        cutoff = now - seconds
         prev: Point | None = None
         for p in q:
             if prev is not None and p.t >= cutoff:
@@ -105,6 +108,10 @@ class History:
                 out["dlq"].append(round(max(0, p.dlq - prev.dlq) / dt, 2))
                 out["lag"].append(None if p.lag is None else round(p.lag, 3))
             prev = p
+        if out["t"] and name not in self.sup.runs and now > out["t"][-1] + SAMPLE_EVERY:
+            out["t"].append(round(now, 3))
+            for k in ("input", "output", "dlq", "lag"):
+                out[k].append(None)
         return out
 
 

@@ -90,13 +90,25 @@ def test_history_rates_from_counter_differences(tmp_path: Path) -> None:
     q = h.points.setdefault("p", deque(maxlen=900))
     for t, n, lag in ((100.0, 0, None), (101.0, 10, 2.0), (103.0, 50, 1.5), (104.0, 50, 1.0)):
         q.append(model.Point(t, n, n // 2, 0, lag))
-    assert h.series("p", 900) == {
-        "t": [101.0, 103.0, 104.0],
-        "input": [10.0, 20.0, 0.0],
-        "output": [5.0, 10.0, 0.0],
-        "dlq": [0.0, 0.0, 0.0],
-        "lag": [2.0, 1.5, 1.0],
+    # "p" is not running: the series ends with an empty point at now (a gap).
+    assert h.series("p", 900, now=110.0) == {
+        "t": [101.0, 103.0, 104.0, 110.0],
+        "input": [10.0, 20.0, 0.0, None],
+        "output": [5.0, 10.0, 0.0, None],
+        "dlq": [0.0, 0.0, 0.0, None],
+        "lag": [2.0, 1.5, 1.0, None],
     }
-    assert h.series("p", 1.5)["t"] == [103.0, 104.0]
-    assert h.series("missing", 60) == {"t": [], "input": [], "output": [], "dlq": [], "lag": []}
+    assert h.series("p", 1.5, now=104.5)["t"] == [103.0, 104.0]
+    empty: dict[str, list[Any]] = {"t": [], "input": [], "output": [], "dlq": [], "lag": []}
+    assert h.series("p", 60, now=1000.0) == empty  # all aged out
+    assert h.series("missing", 60) == empty
     assert model._lag(_dt.datetime(2000, 1, 1)) > 0
+
+
+def test_chart_assets_are_found_or_reported_missing(tmp_path: Path, monkeypatch: Any) -> None:
+    from service.web import ASSETS_ENV, find_assets
+
+    monkeypatch.setenv(ASSETS_ENV, str(tmp_path))
+    assert find_assets() is None  # the console then says to run scripts/browser.sh assets
+    (tmp_path / "uPlot.iife.min.js").write_text("/* uPlot */")
+    assert find_assets() == tmp_path
