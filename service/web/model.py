@@ -262,6 +262,13 @@ def connections(sup: Supervisor) -> list[dict[str, Any]]:
     return out
 
 
+def _when(value: Any) -> str:
+    """A DLQ entry's time as ISO-8601 text (other types as Extended JSON)."""
+    if isinstance(value, _dt.datetime):
+        return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return ext_json(value, None)
+
+
 class DlqReader:
     """Reads the last DLQ entries from a processor's DLQ collection, one cached client per URI."""
 
@@ -311,7 +318,7 @@ class DlqReader:
             err: dict[str, Any] = info if isinstance(info, dict) else {}
             entries.append(
                 {
-                    "dlqTime": ext_json(d.get("dlqTime"), None),
+                    "dlqTime": _when(d.get("dlqTime")),
                     "reason": str(err.get("reason", "")),
                     "doc": ext_json(d.get("doc")),
                 }

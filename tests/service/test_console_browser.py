@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -237,7 +238,7 @@ XSS_SCRIPT = "<script>window.__pwned = 1</script>"
 XSS_IMG = '<img src=x onerror="window.__pwned = 2">'
 
 
-def test_hostile_dlq_document_shows_as_text(serve: Serve, driver: Any, ferret: pymongo.MongoClient[dict[str, Any]]) -> None:
+def test_hostile_dlq_document_shows_as_text(serve: Serve, driver: Any, tmp_path: Path, ferret: pymongo.MongoClient[dict[str, Any]]) -> None:
     from selenium.webdriver.common.by import By
 
     name = "hostile<b>dlq</b>"
@@ -260,9 +261,13 @@ def test_hostile_dlq_document_shows_as_text(serve: Serve, driver: Any, ferret: p
     reason = "Input document found to be invalid in $validate stage: "
     assert [s[0] for s in shown] == sorted([XSS_SCRIPT, XSS_IMG])
     assert all(r.startswith(reason) for _, r in shown), shown
+    times = [e.find_element(By.TAG_NAME, "td").text for e in entries]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) for t in times), times
     assert driver.find_element(By.ID, "dlq-info").text == f"From MyOutputGoesHere: {serve.db}.dlq"
     assert driver.find_elements(By.CSS_SELECTOR, "#dlq img, #dlq script, h1 b") == []
     assert driver.execute_script("return window.__pwned === undefined") is True
+    driver.execute_script("document.getElementById('dlq').scrollIntoView()")
+    screenshot(driver, tmp_path, "console-dlq-xss.png")
 
     # Drop asks first: dismissing keeps the processor, accepting drops it.
     driver.find_element(By.ID, "btn-drop").click()
