@@ -141,6 +141,10 @@ def driver() -> Iterator[Any]:
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not chromedriver:
         pytest.fail("chromium/chromedriver are not installed; install them with: scripts/browser.sh")
+    from service.web import find_assets
+
+    if find_assets() is None:
+        pytest.fail("uPlot (the console's charts) is not installed; install it with: scripts/browser.sh assets")
     os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager download a browser
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
