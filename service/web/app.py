@@ -177,7 +177,9 @@ def make_app(console: Console) -> web.Application:
     async def login_page(request: web.Request) -> web.Response:
         if not console.require_auth:
             raise web.HTTPFound("/")
-        return web.Response(text=(STATIC / "login.html").read_text(), content_type="text/html")
+        failed = "Wrong user or password." if request.query.get("failed") else ""
+        html = (STATIC / "login.html").read_text().replace("{{failed}}", failed)
+        return web.Response(text=html, content_type="text/html")
 
     async def login(request: web.Request) -> web.Response:
         if not console.require_auth:

@@ -339,7 +339,7 @@ def test_non_loopback_needs_users_and_then_a_login(tmp_path: Path) -> None:
         status, body = _http(opener, base)
         assert status == 200 and 'action="/login"' in body  # redirected to the login form
         form = urllib.parse.urlencode({"user": "ops", "password": "wrong"}).encode()
-        _http(opener, base + "login", form)
+        assert '<p class="error" id="login-error">Wrong user or password.</p>' in _http(opener, base + "login", form)[1]
         assert _http(opener, base + "api/processors")[0] == 401
         form = urllib.parse.urlencode({"user": "ops", "password": "s3cret-pass"}).encode()
         _http(opener, base + "login", form)
