@@ -6,6 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/bootstrap.sh
 scripts/services.sh up all
+scripts/browser.sh
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

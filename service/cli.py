@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--users", type=Path, help="file of 'user:password' lines for SCRAM-SHA-256")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    s.add_argument("--http-port", type=int, help="serve the web console on this port (on --host)")
     s.add_argument("--log-level", default="INFO")
     return p
 
@@ -82,8 +83,15 @@ async def serve(args: argparse.Namespace) -> None:
         from service.metrics import start_metrics
 
         start_metrics(supervisor, args.metrics_port, args.host)
+    console = None
+    if args.http_port is not None:
+        from service.web import start_console
+
+        console = await start_console(supervisor, args.host, args.http_port)
     await supervisor.startup()
     print(f"mqlflow listening on {args.host}:{server.port}", flush=True)
+    if console is not None:
+        print(f"mqlflow console at {console.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -92,6 +100,8 @@ async def serve(args: argparse.Namespace) -> None:
     await stop.wait()
     logging.getLogger("mqlflow.service").info("shutting down")
     await server.close()
+    if console is not None:
+        await console.close()
     serving.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await serving
