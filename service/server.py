@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ OP_QUERY_COMMANDS = frozenset({"hello", "isMaster", "ismaster"})
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 # Messages from this size on are checksummed and parsed in a worker thread.
 OFFLOAD_BYTES = 1 << 20
+# Two at a time: also bounds the memory of large messages being parsed at once.
+_PARSERS = ThreadPoolExecutor(2, thread_name_prefix="mqlflow-parse")
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,8 @@ class Server:
             if data is None:
                 return
             if len(data) >= OFFLOAD_BYTES:
-                msg = await asyncio.to_thread(wire.parse_message, data)
+                loop = asyncio.get_running_loop()
+                msg = await loop.run_in_executor(_PARSERS, wire.parse_message, data)
             else:
                 msg = wire.parse_message(data)
             del data
@@ -158,7 +162,9 @@ class Server:
                 writer.write(reply)
                 await writer.drain()
 
-    async def _read_message(self, conn: Connection, reader: asyncio.StreamReader) -> bytes | None:
+    async def _read_message(
+        self, conn: Connection, reader: asyncio.StreamReader
+    ) -> bytes | bytearray | None:
         """One whole message, or ``None`` at a clean end of stream."""
         try:
             head = await reader.readexactly(wire.HEADER_SIZE)
@@ -172,6 +178,8 @@ class Server:
             raise wire.ProtocolError(
                 f"message of {header.length} bytes before authentication exceeds {limit} bytes"
             )
+        if header.length >= OFFLOAD_BYTES:
+            return await self._read_large(head, header.length, reader)
         try:
             rest = await reader.readexactly(header.length - wire.HEADER_SIZE)
         except asyncio.IncompleteReadError as e:
@@ -180,6 +188,23 @@ class Server:
                 f"got {wire.HEADER_SIZE + len(e.partial)}"
             ) from e
         return head + rest
+
+    @staticmethod
+    async def _read_large(head: bytes, length: int, reader: asyncio.StreamReader) -> bytearray:
+        """Fill one preallocated buffer chunk by chunk: no step on the event loop copies
+        more than a chunk (``readexactly`` would copy the whole body at once, twice)."""
+        buf = bytearray(length)
+        view = memoryview(buf)
+        view[: wire.HEADER_SIZE] = head
+        pos = wire.HEADER_SIZE
+        while pos < length:
+            chunk = await reader.read(min(length - pos, 1 << 20))
+            if not chunk:
+                raise wire.ProtocolError(f"truncated message: header says {length} bytes, got {pos}")
+            view[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+        view.release()
+        return buf
 
     async def handle(self, conn: Connection, msg: wire.Message) -> bytes | None:
         """Turn one parsed request into the reply bytes (``None``: no reply)."""
