@@ -16,6 +16,20 @@ from service.server import Limits, Server
 from service.supervisor import Supervisor, SupervisorConfig
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mqlflow", description="Self-hosted Atlas Stream Processing")
     sub = p.add_subparsers(dest="command", required=True)
@@ -75,16 +89,16 @@ def _parser() -> argparse.ArgumentParser:
         "SCRAM-SHA-256, on loopback too (default: none, no login on loopback)",
     )
     s.add_argument(
-        "--max-connections", type=int, default=d.max_connections,
+        "--max-connections", type=_positive_int, default=d.max_connections,
         help="open client connections at most; more are closed at once (default: %(default)s)",
     )
     s.add_argument(
-        "--prelogin-max-message", type=int, default=d.prelogin_max_message,
+        "--prelogin-max-message", type=_positive_int, default=d.prelogin_max_message,
         help="largest message in bytes a client may send before it logs in; with --users "
         "only (default: %(default)s)",
     )
     s.add_argument(
-        "--prelogin-idle-timeout", type=float, default=d.prelogin_idle_timeout,
+        "--prelogin-idle-timeout", type=_positive_float, default=d.prelogin_idle_timeout,
         help="close a connection that has not logged in after N idle seconds; with --users "
         "only (default: %(default)s)",
     )
