@@ -167,14 +167,19 @@ def _decode_doc(buf: memoryview, pos: int, end: int, what: str) -> tuple[dict[st
     if size > MAX_BSON_SIZE:
         raise ProtocolError(f"BSON document of {size} bytes in {what} is too large")
     try:
-        doc = bson.decode(bytes(buf[pos : pos + size]), CODEC_OPTIONS)
+        doc = bson.decode(buf[pos : pos + size], CODEC_OPTIONS)  # no copy of the slice
     except Exception as e:  # bson raises InvalidBSON, but also ValueError/OverflowError
         raise ProtocolError(f"invalid BSON in {what}: {e}") from e
     return doc, pos + size
 
 
+MAX_CSTRING = 4096  # identifiers and namespaces: mongod caps namespaces at 255 bytes
+
+
 def _read_cstring(buf: memoryview, pos: int, end: int, what: str) -> tuple[str, int]:
-    raw = bytes(buf[pos:end])
+    # Look for the NUL in a bounded window: copying the rest of a 45 MB message to find
+    # a short identifier would hold the GIL for nothing.
+    raw = bytes(buf[pos : min(end, pos + MAX_CSTRING)])
     nul = raw.find(b"\x00")
     if nul < 0:
         raise ProtocolError(f"unterminated string in {what}")
