@@ -153,6 +153,7 @@ def test_logout_ends_the_login(svc: RealService) -> None:
 # --- mongosh -------------------------------------------------------------------------------
 
 
+@pytest.mark.mongosh
 def test_mongosh_without_login_cannot_touch_processors(svc: RealService) -> None:
     r = svc.mongosh(script="print(db.runCommand({ping: 1}).ok); sp.listStreamProcessors()")
     assert r.returncode != 0
@@ -164,6 +165,7 @@ def test_mongosh_without_login_cannot_touch_processors(svc: RealService) -> None
     assert not (svc.state_dir / "processors").exists()
 
 
+@pytest.mark.mongosh
 def test_mongosh_login_works_and_failures_look_the_same(svc: RealService) -> None:
     r = svc.mongosh("-u", "alice", "-p", "s3cret-Pa55", script=(
         "sp.createStreamProcessor('p', " + _js(PIPELINE) + ");"
