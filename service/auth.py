@@ -1,8 +1,12 @@
 """SCRAM-SHA-256 (RFC 5802/7677) as MongoDB runs it through ``saslStart``/``saslContinue``.
 
-Binding a non-loopback address requires it (issue 4 §6), so ``mongosh -u USER -p PASS``
-and ``MongoClient(username=..., password=...)`` work. Users come from a
-``user:password`` file; keys are derived per service start.
+With ``--users`` every client logs in (binding a non-loopback address requires
+users), so ``mongosh -u USER -p PASS`` and ``MongoClient(username=..., password=...)``
+work. Users come from a ``user:password`` file; keys are derived per service start.
+
+An unknown user and a wrong password are indistinguishable: an unknown user gets a
+full first round with a salt that is stable per name (an HMAC under a per-start
+secret) and random keys, so the proof fails at the same step with the same reply.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bson import Binary
@@ -46,6 +51,43 @@ def _keys(user: str, password: str, salt: bytes) -> tuple[bytes, bytes]:
 
 
 _SALTS: dict[str, bytes] = {}
+_SECRET = secrets.token_bytes(32)  # per service start: salts of unknown users
+
+
+class UsersFileError(RuntimeError):
+    """The ``--users`` file cannot be used; the service does not start."""
+
+
+def load_users(path: Path) -> dict[str, str]:
+    """Parse ``user:password`` lines (``#`` comments and blank lines are skipped).
+
+    Any other line stops the start: a line without ``:``, an empty user or password,
+    or a user named twice would otherwise turn into an account nobody meant."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise UsersFileError(f"users file {path} does not exist") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsersFileError(f"cannot read users file {path}: {e}") from e
+    users: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise UsersFileError(
+                f"users file {path} line {n}: expected 'user:password' with a non-empty "
+                "user and password"
+            )
+        if user in users:
+            raise UsersFileError(f"users file {path} line {n}: user '{user}' is listed twice")
+        users[user] = password
+    if not users:
+        raise UsersFileError(f"users file {path} has no 'user:password' line")
+    for user, password in users.items():  # derive keys now, not on a first login
+        _keys(user, password, _SALTS.setdefault(user, secrets.token_bytes(28)))
+    return users
 
 
 def _fail() -> CommandError:
@@ -84,11 +126,17 @@ def sasl_start(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
     attrs = _attrs(bare)
     user = attrs.get("n", "").replace("=2C", ",").replace("=3D", "=")
     client_nonce = attrs.get("r", "")
-    password = conn.supervisor.users.get(user)
-    if password is None or not client_nonce:
+    if not user or not client_nonce:
         raise _fail()
-    salt = _SALTS.setdefault(user, secrets.token_bytes(28))
-    stored_key, server_key = _keys(user, password, salt)
+    password = conn.supervisor.users.get(user)
+    if password is None:
+        # Unknown user: same round, same timing (keys of known users are cached), and
+        # a proof that can never match.
+        salt = hmac.digest(_SECRET, user.encode("utf-8"), "sha256")[:28]
+        stored_key, server_key = secrets.token_bytes(32), secrets.token_bytes(32)
+    else:
+        salt = _SALTS.setdefault(user, secrets.token_bytes(28))
+        stored_key, server_key = _keys(user, password, salt)
     nonce = client_nonce + base64.b64encode(secrets.token_bytes(24)).decode()
     server_first = f"r={nonce},s={base64.b64encode(salt).decode()},i={ITERATIONS}"
     conn.sasl = ScramConversation(user, bare, server_first, nonce, stored_key, server_key)

@@ -11,53 +11,110 @@ import signal
 import sys
 from pathlib import Path
 
-from service.server import Server
+from service.auth import load_users
+from service.server import Limits, Server
 from service.supervisor import Supervisor, SupervisorConfig
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mqlflow", description="Self-hosted Atlas Stream Processing")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the MongoDB-wire stream processing service")
-    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=27117)
+    s = sub.add_parser(
+        "serve",
+        help="run the MongoDB-wire stream processing service",
+        description="Run the MongoDB-wire stream processing service that mongosh's sp.* "
+        "commands drive. Every option below has a default; none is required.",
+    )
+    d = Limits()
+    s.add_argument(
+        "--host", default="127.0.0.1",
+        help="bind address; anything but loopback requires --users (default: %(default)s)",
+    )
+    s.add_argument(
+        "--port", type=int, default=27117,
+        help="TCP port of the MongoDB wire protocol; 0 picks a free one (default: %(default)s)",
+    )
     s.add_argument(
         "--connections",
         default=os.environ.get("MQLFLOW_CONNECTIONS"),
-        help="connection registry TOML (default: $MQLFLOW_CONNECTIONS or connections.toml)",
+        help="connection registry TOML; must exist when given "
+        "(default: $MQLFLOW_CONNECTIONS, else ./connections.toml if present)",
     )
-    s.add_argument("--state-dir", default=".mqlflow", type=Path)
-    s.add_argument("--snapshot-interval", type=float, default=5.0, help="checkpoint every N seconds")
-    s.add_argument("--max-restarts", type=int, default=5, help="crashes before FAILED")
+    s.add_argument(
+        "--state-dir", default=".mqlflow", type=Path,
+        help="where processors.db, checkpoints and logs live (default: %(default)s)",
+    )
+    s.add_argument(
+        "--snapshot-interval", type=float, default=5.0,
+        help="checkpoint every N seconds (default: %(default)s)",
+    )
+    s.add_argument(
+        "--max-restarts", type=int, default=5,
+        help="crashes in a row before a processor turns FAILED (default: %(default)s)",
+    )
     s.add_argument(
         "--process-max-seconds",
         type=float,
         default=600.0,
-        help="lifetime cap of an sp.process temporary processor",
+        help="lifetime cap of an sp.process temporary processor (default: %(default)s)",
     )
-    s.add_argument("--sample-idle-timeout", type=float, default=30.0)
+    s.add_argument(
+        "--sample-idle-timeout", type=float, default=30.0,
+        help="close a sample()/sp.process cursor nobody polled for N seconds "
+        "(default: %(default)s)",
+    )
     s.add_argument(
         "--flow-target",
         default="flows.processor:from_definition",
-        help="bytewax import target called with the definition.json path",
+        help="bytewax import target called with the definition.json path "
+        "(default: %(default)s)",
     )
-    s.add_argument("--users", type=Path, help="file of 'user:password' lines for SCRAM-SHA-256")
-    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    s.add_argument("--http-port", type=int, help="serve the web console on this port (on --host)")
-    s.add_argument("--log-level", default="INFO")
+    s.add_argument(
+        "--users", type=Path,
+        help="file of 'user:password' lines; when given, every client must log in with "
+        "SCRAM-SHA-256, on loopback too (default: none, no login on loopback)",
+    )
+    s.add_argument(
+        "--max-connections", type=_positive_int, default=d.max_connections,
+        help="open client connections at most; more are closed at once (default: %(default)s)",
+    )
+    s.add_argument(
+        "--prelogin-max-message", type=_positive_int, default=d.prelogin_max_message,
+        help="largest message in bytes a client may send before it logs in; with --users "
+        "only (default: %(default)s)",
+    )
+    s.add_argument(
+        "--prelogin-idle-timeout", type=_positive_float, default=d.prelogin_idle_timeout,
+        help="close a connection that has not logged in after N idle seconds; with --users "
+        "only (default: %(default)s)",
+    )
+    s.add_argument(
+        "--metrics-port", type=int,
+        help="serve Prometheus metrics on this port (default: none, no metrics endpoint)",
+    )
+    s.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper, help="service log level on stderr (default: %(default)s)",
+    )
+    s.add_argument(
+        "--http-port", type=int,
+        help="serve the web console on this port, on --host (default: none, no console)",
+    )
     return p
-
-
-def _load_users(path: Path | None) -> dict[str, str]:
-    if path is None:
-        return {}
-    users: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            user, _, password = line.partition(":")
-            users[user] = password
-    return users
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -65,7 +122,10 @@ async def serve(args: argparse.Namespace) -> None:
     if connections is None and Path("connections.toml").exists():
         connections = str(Path("connections.toml").resolve())
     elif connections is not None:
+        if not Path(connections).is_file():
+            raise RuntimeError(f"connections file {connections} does not exist")
         connections = str(Path(connections).resolve())
+    users = load_users(args.users) if args.users is not None else {}
     config = SupervisorConfig(
         state_dir=args.state_dir.resolve(),
         connections=connections,
@@ -73,11 +133,17 @@ async def serve(args: argparse.Namespace) -> None:
         max_restarts=args.max_restarts,
         process_max_seconds=args.process_max_seconds,
         sample_idle_timeout=args.sample_idle_timeout,
-        users=_load_users(args.users),
+        users=users,
         flow_target=args.flow_target,
     )
     supervisor = Supervisor(config)
-    server = Server(supervisor, args.host, args.port)
+    try:
+        supervisor.registry  # noqa: B018 -- a broken registry stops the start, not a create
+    except Exception as e:
+        msg = str(e)
+        raise RuntimeError(msg if str(connections) in msg else f"connections file {connections}: {msg}") from e
+    limits = Limits(args.max_connections, args.prelogin_max_message, args.prelogin_idle_timeout)
+    server = Server(supervisor, args.host, args.port, limits)
     await server.start()
     if args.metrics_port is not None:
         from service.metrics import start_metrics

@@ -68,7 +68,9 @@ GENERIC_FIELDS = frozenset(
     }
 )
 
-# Commands that run before authentication (the handshake and the SASL exchange).
+# Commands that run before authentication: the handshake, the SASL exchange, and the
+# harmless probes mongod also answers without a login (ping, buildInfo,
+# connectionStatus, whatsmyuri), plus the session/logout calls drivers send on close.
 UNAUTHENTICATED_OK = frozenset(
     {
         "hello",
@@ -81,7 +83,6 @@ UNAUTHENTICATED_OK = frozenset(
         "saslContinue",
         "endSessions",
         "logout",
-        "atlasVersion",
         "whatsmyuri",
         "connectionStatus",
     }
@@ -160,8 +161,8 @@ def _hello_fields(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
         "maxWireVersion": MAX_WIRE_VERSION,
         "readOnly": False,
     }
-    mech_user = cmd.get("saslSupportedMechs")
-    if isinstance(mech_user, str) and mech_user.split(".", 1)[-1] in conn.supervisor.users:
+    # Advertised for any name asked about, so that the reply does not tell which users exist.
+    if isinstance(cmd.get("saslSupportedMechs"), str) and conn.supervisor.users:
         reply["saslSupportedMechs"] = ["SCRAM-SHA-256"]
     return reply
 
@@ -244,8 +245,15 @@ async def _connection_status(conn: Connection, cmd: dict[str, Any]) -> dict[str,
     return {"authInfo": {"authenticatedUsers": users, "authenticatedUserRoles": roles}}
 
 
-@command("endSessions", "killSessions", "refreshSessions", "startSession", "logout")
+@command("endSessions", "killSessions", "refreshSessions", "startSession")
 async def _sessions(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@command("logout")
+async def _logout(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
+    conn.user = None
+    conn.sasl = None
     return {}
 
 

@@ -33,6 +33,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -50,6 +51,7 @@ from bson import Int64, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from service.errors import COMMAND_FAILED, FAILED_TO_PARSE, INVALID_OPTIONS, CommandError
+from service.names import check_processor_name
 from service.store import ProcessorRecord, ProcessorStore, State, utcnow
 
 log = logging.getLogger("mqlflow.service")
@@ -76,6 +78,7 @@ BATCH_MAX_DOCS = 100
 BATCH_MAX_BYTES = 4 * 1024 * 1024
 SAMPLE_BUFFER = 10_000
 TEMP_PREFIX = "__process_"
+_ID_RE = re.compile(r"[0-9a-f]{24}")  # ProcessorStore ids: ObjectId hex
 # Options the service consumes itself; everything else goes to the translator.
 SERVICE_OPTIONS = frozenset({"limit", "timeoutSeconds", "workers", "tier", "resumeFromCheckpoint"})
 
@@ -404,7 +407,29 @@ class Supervisor:
 
     # --- lifecycle -----------------------------------------------------------------
     def processor_dir(self, name: str) -> Path:
-        return self.config.state_dir / "processors" / name
+        """A processor's folder, keyed by its store id (an ObjectId in hex), never by its
+        name: names are client data. A folder of the old name-keyed layout is moved once."""
+        rec = self._record(name)
+        if not _ID_RE.fullmatch(rec.id):
+            raise CommandError(COMMAND_FAILED, f"stream processor '{name}' has a malformed id")
+        workdir = self.config.state_dir / "processors" / rec.id
+        legacy = self._legacy_dir(name)
+        if legacy is not None and not workdir.exists():
+            log.info("moving %s to the id-keyed folder %s", legacy, workdir)
+            legacy.rename(workdir)
+        return workdir
+
+    def _legacy_dir(self, name: str) -> Path | None:
+        """``processors/<name>`` of state dirs written before folders were keyed by id;
+        only a plain, existing folder directly under ``processors/``, never ``.``/``..``."""
+        if name in (".", "..") or "/" in name or "\0" in name or _ID_RE.fullmatch(name):
+            return None
+        if len(name.encode("utf-8", "surrogatepass")) > 255:
+            return None
+        path = self.config.state_dir / "processors" / name
+        if path.is_symlink() or not path.is_dir() or path.parent.name != "processors":
+            return None
+        return path
 
     async def startup(self) -> None:
         """Resume processors that were STARTED when the service went down."""
@@ -432,13 +457,16 @@ class Supervisor:
 
     def _kill_stale_child(self, name: str) -> None:
         """A child left by a killed service must not share the recovery dir with a new one."""
-        pidfile = self.processor_dir(name) / "child.pid"
+        legacy = self._legacy_dir(name)
+        workdir = self.processor_dir(name)
+        pidfile = workdir / "child.pid"
         try:
             pid = int(pidfile.read_text())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return
-        if str(self.processor_dir(name) / "definition.json").encode() in cmdline:
+        ours = [d / "definition.json" for d in (workdir, legacy) if d is not None]
+        if any(str(p).encode() in cmdline for p in ours):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             for _ in range(50):
@@ -545,6 +573,7 @@ class Supervisor:
 
     # --- commands ------------------------------------------------------------------------
     async def create(self, name: str, pipeline: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        check_processor_name(name)
         self._workers(options)
         if self.store.get(name) is not None:
             raise CommandError(COMMAND_FAILED, f"stream processor '{name}' already exists")
@@ -634,14 +663,14 @@ class Supervisor:
         if name.startswith(TEMP_PREFIX) and self.store.get(name) is None:
             return  # sp.process's own cleanup after the temporary processor already ended
         async with self._lock(name):
-            self._record(name)
+            workdir = self.processor_dir(name)
             run = self.runs.pop(name, None)
             if run is not None:
                 for c in list(run.cursors):
                     c.end()
                 await run.terminate()
             self.store.delete(name)
-            shutil.rmtree(self.processor_dir(name), ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
         self._locks.pop(name, None)
 
     async def modify(

@@ -178,9 +178,11 @@ def test_lifecycle_stats_sample_modify_drop(client: pymongo.MongoClient, service
     new_pipe = [SOLAR, {"$match": {"group_id": 1}}, EMIT]
     assert client.admin.command({"modifyStreamProcessor": "life", "pipeline": new_pipe, "resumeFromCheckpoint": False}) == {"ok": 1.0}
     assert client.admin.command({"listStreamProcessors": 1})["streamProcessors"][0]["pipeline"] == new_pipe
-    assert (service.state_dir / "processors" / "life" / "definition.json").exists()
+    # Folders are keyed by the processor id, never by its name.
+    workdir = service.state_dir / "processors" / listed["id"]
+    assert (workdir / "definition.json").exists()
     assert client.admin.command({"dropStreamProcessor": "life"}) == {"ok": 1.0}
-    assert not (service.state_dir / "processors" / "life").exists()
+    assert not workdir.exists()
     assert client.admin.command({"listStreamProcessors": 1})["streamProcessors"] == []
 
 
