@@ -780,6 +780,8 @@ def _is_operator_object(x: Any) -> bool:
 
 
 def _unsupported(name: str, ctx: Ctx) -> Exception | None:
+    if name == "$where":
+        return ctx.error("query operator '$where': JavaScript is not supported by stream processors")
     if name in FORBIDDEN_OPERATORS:
         return ctx.error(f"query operator '{name}' is not supported in stream processing")
     if name in UNIMPLEMENTED_OPERATORS:
