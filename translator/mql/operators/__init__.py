@@ -13,6 +13,7 @@ from translator.mql.operators import (  # noqa: F401
     javascript,
     misc,
     objects,
+    regex,
     sets,
     sizes,
     string_bytes,

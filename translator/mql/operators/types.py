@@ -72,7 +72,16 @@ def _str_int(v: Any) -> str:
 
 
 def _str_double(v: Any) -> str:
-    return format_double(v)
+    """A double as MongoDB 8.0 prints it: C ``%g``, six significant digits.
+
+    The server's ``Value::coerceToString`` streams the double into its ``StringBuilder``,
+    whose ``operator<<(double)`` formats with ``"%g"`` (src/mongo/bson/util/builder.h),
+    so ``1234567.89`` is ``"1.23457e+06"`` and ``-0.0`` is ``"-0"``. NaN and the
+    infinities keep the names MongoDB uses elsewhere ("NaN", "Infinity").
+    """
+    if v != v or v in (math.inf, -math.inf):
+        return format_double(v)
+    return f"{v:g}"
 
 
 def _str_decimal(v: Any) -> str:
