@@ -12,6 +12,8 @@ from typing import Any
 from translator.mql.expr import Ctx, Expr, operator
 
 JAVASCRIPT_UNSUPPORTED = "JavaScript is not supported by stream processors"
+# Registered only to be rejected (the operator table lists them as such).
+JAVASCRIPT_OPERATORS = ("$function", "$accumulator", "$where")
 
 
 @operator("$function", "$accumulator")
