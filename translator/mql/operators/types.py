@@ -74,10 +74,11 @@ def _str_int(v: Any) -> str:
 def _str_double(v: Any) -> str:
     """A double as MongoDB 8.0 prints it: C ``%g``, six significant digits.
 
-    The server's ``Value::coerceToString`` streams the double into its ``StringBuilder``,
-    whose ``operator<<(double)`` formats with ``"%g"`` (src/mongo/bson/util/builder.h),
-    so ``1234567.89`` is ``"1.23457e+06"`` and ``-0.0`` is ``"-0"``. NaN and the
-    infinities keep the names MongoDB uses elsewhere ("NaN", "Infinity").
+    The server's double-to-string conversion (``performFormatDouble`` in
+    src/mongo/db/pipeline/expression_convert.cpp) returns "NaN", "Infinity", "-Infinity"
+    and "-0" for the special values and otherwise streams the double into its
+    ``StringBuilder``, whose ``operator<<(double)`` formats with ``"%g"``
+    (src/mongo/bson/util/builder.h): ``1234567.89`` is ``"1.23457e+06"``.
     """
     if v != v or v in (math.inf, -math.inf):
         return format_double(v)
