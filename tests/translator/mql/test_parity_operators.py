@@ -62,7 +62,7 @@ VALUE_CASES: list[tuple[Any, Any, Any]] = [
     ({"$anyElementTrue": [[None, False, 0]]}, {}, False),
     # trigonometry: double, or Decimal128 for Decimal128 input
     ({"$sin": 0}, {}, 0.0),
-    ({"$cos": {"$literal": Decimal128("0")}}, {}, Decimal128("1.00000000000000")),
+    ({"$cos": {"$literal": Decimal128("0")}}, {}, Decimal128("1.000000000000000000000000000000000")),
     ({"$atan2": [1, 1]}, {}, 0.7853981633974483),
     ({"$degreesToRadians": 180}, {}, 3.141592653589793),
     ({"$radiansToDegrees": None}, {}, None),
