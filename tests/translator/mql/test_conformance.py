@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from bson import json_util
 
 from translator import stages
 from translator.errors import TranslateError
+from translator.mql.expr import OPERATORS
 from translator.runtime import Plan
 from translator.testing import RunResult, run_pipeline
 
@@ -100,6 +102,16 @@ def test_conformance(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> N
         got = _run(case, monkeypatch, plain)
         assert _normal(got.output, unordered) == want, f"plain={plain}"
         assert _reasons(got) == case.get("errors", []), f"plain={plain}"
+
+
+def test_corpus_uses_every_registered_expression_operator() -> None:
+    """A new operator needs its manual examples here (JavaScript ones: their rejection)."""
+    import translator.mql.operators  # noqa: F401  (registers every family)
+
+    assert len(OPERATORS) > 150
+    text = "".join(p.read_text(encoding="utf-8") for p in HERE.glob("*.json"))
+    used = set(re.findall(r'"(\$[A-Za-z0-9]+)"\s*:', text))
+    assert sorted(set(OPERATORS) - used) == []
 
 
 def test_corpus_covers_every_family() -> None:
