@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from translator.accumulators import ACCUMULATORS
+from translator.mql import operators as _operators  # noqa: F401  (registers every family)
 from translator.mql import query
-from translator.mql.expr import OPERATORS, UNSUPPORTED_VARIABLES, Ctx, _ensure_loaded
+from translator.mql.expr import OPERATORS, UNSUPPORTED_VARIABLES, Ctx
 from translator.mql.operators.javascript import JAVASCRIPT_OPERATORS, JAVASCRIPT_UNSUPPORTED
 
 _FAMILY_TITLES = {
@@ -48,7 +49,6 @@ def _status(name: str) -> str:
 
 def render() -> str:
     """The whole Markdown document."""
-    _ensure_loaded()
     lines = [
         "# Operator table",
         "",

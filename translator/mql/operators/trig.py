@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mpmath
+from bson import Decimal128
 
 from translator.mql.expr import Ctx, Expr, ExprError, Vars, operator
 from translator.mql.operators.arithmetic import (
@@ -74,7 +75,9 @@ _FUNCS: dict[str, tuple[Callable[[float], float], _Domain]] = {
 
 
 def _bound(x: Any) -> str:
-    """A number as the server prints it in these messages (infinities as ``inf``)."""
+    """A number as the server prints it in these messages (double infinities as ``inf``)."""
+    if isinstance(x, Decimal128):
+        return str(x)
     f = as_float(x)
     return "inf" if f == _INF else "-inf" if f == -_INF else _num_str(x)
 
