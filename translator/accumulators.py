@@ -1135,3 +1135,9 @@ def _acc_max_n(arg: Any, ctx: Ctx) -> AccSpec:
 def _acc_min_n(arg: Any, ctx: Ctx) -> AccSpec:
     """$minN: {input, n}; the n smallest values (BSON order), ascending; null/missing ignored."""
     return _max_min_n("$minN", arg, ctx, 1)
+
+
+@accumulator("$accumulator")
+def _acc_javascript(arg: Any, ctx: Ctx) -> AccSpec:
+    """$accumulator runs user JavaScript, which stream processors do not (rejected by name)."""
+    raise ctx.error("$accumulator: JavaScript is not supported by stream processors")

@@ -68,7 +68,17 @@ ALL = {
 
 
 def test_registry_holds_every_asp_accumulator() -> None:
-    assert set(ACCUMULATORS) == ALL
+    # $accumulator is registered only to reject its JavaScript by name.
+    assert set(ACCUMULATORS) == ALL | {"$accumulator"}
+
+
+def test_javascript_accumulator_is_rejected_in_its_own_words() -> None:
+    with pytest.raises(TranslateError) as e:
+        acc("$accumulator", {"init": "function() {}"})
+    assert str(e.value) == (
+        "pipeline[1].$tumblingWindow.pipeline[0].$group.out: "
+        "$accumulator: JavaScript is not supported by stream processors"
+    )
 
 
 def test_unknown_accumulator_suggests_the_closest_name() -> None:

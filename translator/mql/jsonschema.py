@@ -27,6 +27,7 @@ from bson import Decimal128, Int64, Regex
 
 from translator.errors import did_you_mean
 from translator.mql.expr import Ctx
+from translator.mql.pcre import RegexError, compile_pcre
 from translator.mql.values import (
     INT32_MAX,
     INT32_MIN,
@@ -191,12 +192,13 @@ def _schema_list(arg: Any, ctx: Ctx) -> list[Check]:
     return [compile_node(s, ctx.at(i)) for i, s in enumerate(arg)]
 
 
-def _regex(pattern: Any, ctx: Ctx) -> re.Pattern[str]:
+def _regex(pattern: Any, ctx: Ctx) -> Any:
+    """A ``pattern``/``patternProperties`` regex on PCRE2, as MongoDB runs it (``.search``)."""
     if not isinstance(pattern, str):
         raise ctx.error(f"a regular expression must be a string, got {show(pattern)}")
     try:
-        return re.compile(pattern)
-    except re.error as e:
+        return compile_pcre(pattern)
+    except RegexError as e:
         raise ctx.error(f"invalid regular expression {pattern!r}: {e}") from None
 
 

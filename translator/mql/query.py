@@ -34,6 +34,7 @@ from bson import Binary, Decimal128, Int64, MaxKey, MinKey, Regex
 from translator.errors import did_you_mean
 from translator.mql import jsonschema
 from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, compile_expr, get_path
+from translator.mql.pcre import OPTION_LETTERS, RegexError, compile_pcre
 from translator.mql.values import (
     MISSING,
     TYPE_ALIASES,
@@ -517,15 +518,26 @@ def _regex_key(r: Any) -> tuple[str, str]:
     return (str(r.pattern), letters)
 
 
-def _compile_regex(pattern: Any, options: Any, ctx: Ctx) -> re.Pattern[str]:
-    """PCRE-ish ``$regex``/``$options`` as a Python pattern (options: i, m, s, x, u)."""
-    flags = 0
+class _Compiled:
+    """A ``$regex`` compiled on PCRE2 (:mod:`translator.mql.pcre`) with its identity key."""
+
+    __slots__ = ("key", "search")
+
+    def __init__(self, source: str, letters: str, ctx: Ctx) -> None:
+        try:
+            self.search = compile_pcre(source, letters).search
+        except RegexError as e:
+            raise ctx.error(f"invalid regular expression {source!r}: {e}") from None
+        self.key = (source, "".join(sorted(letters)))
+
+
+def _compile_regex(pattern: Any, options: Any, ctx: Ctx) -> _Compiled:
+    """``$regex``/``$options`` as MongoDB runs them (PCRE2; options: i, m, s, x, u)."""
+    letters = ""
     if isinstance(pattern, _REGEX_TYPES):
         if options is not None and _regex_key(pattern)[1]:
             raise ctx.error("options set in both $regex and $options")
-        raw = pattern.flags
-        flags = raw if isinstance(raw, int) else 0
-        flags &= re.IGNORECASE | re.MULTILINE | re.DOTALL | re.VERBOSE
+        letters = _regex_key(pattern)[1]
         source = pattern.pattern
         if isinstance(source, bytes):
             source = source.decode()
@@ -537,20 +549,16 @@ def _compile_regex(pattern: Any, options: Any, ctx: Ctx) -> re.Pattern[str]:
         if not isinstance(options, str):
             raise ctx.error("$options has to be a string")
         for c in options:
-            f = _REGEX_OPTION_FLAGS.get(c)
-            if f is None:
+            if c not in OPTION_LETTERS:
                 raise ctx.error(f"invalid flag in regex options: {c}")
-            flags |= f
-    try:
-        return re.compile(source, flags)
-    except re.error as e:
-        raise ctx.error(f"invalid regular expression {source!r}: {e}") from None
+        letters += options
+    return _Compiled(source, letters.replace("u", ""), ctx)
 
 
-def _regex_single(rx: re.Pattern[str]) -> Pred:
+def _regex_single(rx: _Compiled) -> Pred:
     """Strings are searched; a stored regex matches only an identical regex."""
     search = rx.search
-    key = (rx.pattern, _flag_chars(rx.flags))
+    key = rx.key
 
     def regex(v: Any) -> bool:
         if type(v) is str:
@@ -780,6 +788,8 @@ def _is_operator_object(x: Any) -> bool:
 
 
 def _unsupported(name: str, ctx: Ctx) -> Exception | None:
+    if name == "$where":
+        return ctx.error("query operator '$where': JavaScript is not supported by stream processors")
     if name in FORBIDDEN_OPERATORS:
         return ctx.error(f"query operator '{name}' is not supported in stream processing")
     if name in UNIMPLEMENTED_OPERATORS:

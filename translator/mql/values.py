@@ -276,11 +276,14 @@ class SortKey:
         return 0
 
 
+_NAN_KEY: Final = ("$nan",)  # every NaN (double or Decimal128) is one group
+
+
 def hashable(v: Any) -> Any:
     """A hashable key that groups values as MongoDB's ``$group`` does.
 
-    1, 1.0 and NumberLong(1) are one group; true and 1 are two; null and missing are
-    one group. The result is deterministic across processes (no ``hash()`` of str
+    1, 1.0 and NumberLong(1) are one group, so are 0.5 and Decimal128("0.5") and all
+    NaNs; true and 1 are two; null and missing are one group. The result is deterministic across processes (no ``hash()`` of str
     leaks into it), so it can also be used to route groups between workers.
     """
     t = type(v)
@@ -291,16 +294,23 @@ def hashable(v: Any) -> Any:
     if t is float:
         if v.is_integer():
             return int(v)
-        return v
+        return v if v == v else _NAN_KEY
     if v is None or v is MISSING:
         return None
     if t is bool:
         return ("$bool", v)
     if t is Decimal128:
         d = v.to_decimal()
+        if d.is_nan():
+            return _NAN_KEY
         if d.is_finite() and d == d.to_integral_value():
             return int(d)
-        return ("$dec", d)
+        # A decimal equal to a double (0.5, Infinity) takes the double's key, so both
+        # land in one group and one routing bucket (bucket_of hashes the key's repr).
+        f = float(d)
+        if decimal.Decimal(f) == d:
+            return f
+        return ("$dec", d.normalize(DECIMAL128_CTX))
     if isinstance(v, dict):
         return ("$obj", tuple((k, hashable(x)) for k, x in v.items()))
     if isinstance(v, (list, tuple)):

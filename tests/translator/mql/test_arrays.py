@@ -150,7 +150,7 @@ def test_first_last_non_array_is_an_error(op: str) -> None:
         ({"$in": [1, [1.0]]}, True),
         ({"$in": [True, [1]]}, False),
         ({"$in": [None, [None]]}, True),
-        ({"$in": ["$nope", [None]]}, True),
+        ({"$in": ["$nope", [None]]}, False),  # missing is not null
     ],
 )
 def test_in(spec: Any, expected: bool) -> None:

@@ -725,7 +725,7 @@ def test_unknown_top_level_operator() -> None:
 
 def test_asp_forbidden_operators() -> None:
     assert error({"$where": "this.a > 1"}) == (
-        "pipeline[1].$match.$where: query operator '$where' is not supported in stream processing"
+        "pipeline[1].$match.$where: query operator '$where': JavaScript is not supported by stream processors"
     )
     assert error({"$text": {"$search": "x"}}) == (
         "pipeline[1].$match.$text: query operator '$text' is not supported in stream processing"

@@ -221,8 +221,8 @@ def _in(args: Any, ctx: Ctx) -> Expr:
         a = fa(doc, v)
         if type(a) is not list:
             raise ExprError("$in", f"$in requires an array as a second argument, found: {bson_type(a)}")
-        if x is MISSING:
-            x = None
+        if x is MISSING:  # missing is not null: it equals no element ($in docs)
+            return False
         return any(values_equal(el, x) for el in a)
 
     return in_
@@ -376,10 +376,10 @@ def _index_of_array(args: Any, ctx: Ctx) -> Expr:
                 f"$indexOfArray requires an array as a first argument, found: {bson_type(a)}",
             )
         x = fs[1](doc, v)
-        if x is MISSING:
-            x = None
         start = bound(fs[2](doc, v), "starting") if len(fs) > 2 else 0
         end = bound(fs[3](doc, v), "ending") if len(fs) > 3 else len(a)
+        if x is MISSING:  # missing is not null, so it is found nowhere
+            return -1
         for i in range(start, min(end, len(a))):
             if values_equal(a[i], x):
                 return i

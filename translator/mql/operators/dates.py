@@ -510,6 +510,9 @@ _MONTH_NUMBERS = {m.lower(): i for i, m in enumerate(_MONTHS, 1)} | {
 }
 
 
+_INCOMPLETE = "an incomplete date/time string has been found, with elements missing"
+
+
 @lru_cache(maxsize=256)
 def _format_parser(fmt: str) -> Callable[[str], _dt.datetime]:
     """A parser for ``$dateFromString`` with ``format`` (raises ExprError at build time)."""
@@ -538,6 +541,9 @@ def _format_parser(fmt: str) -> Callable[[str], _dt.datetime]:
                     if day.year != year:
                         raise ValueError("day of year out of range")
                 else:
+                    # Year, month and day must all be present ("%Y-%m" is an error).
+                    if "d" not in g or not ("m" in g or "B" in g or "b" in g):
+                        raise ValueError(_INCOMPLETE)
                     month = int(g["m"]) if "m" in g else 1
                     name = g.get("B") or g.get("b")
                     if name is not None:
@@ -551,7 +557,7 @@ def _format_parser(fmt: str) -> Callable[[str], _dt.datetime]:
                     int(g["G"]), int(g.get("V", 1)), int(g.get("u", 1))
                 )
             else:
-                raise ValueError("an incomplete date/time string has been found, with elements missing")
+                raise ValueError(_INCOMPLETE)
             ms = int(g["L"].ljust(3, "0")) if "L" in g else 0
             d = _dt.datetime(
                 day.year, day.month, day.day,

@@ -20,6 +20,7 @@ from bson import Regex
 from translator.mql.expr import Ctx, Expr, ExprError, Vars, compile_expr, const_value, operator
 from translator.mql.operators.arithmetic import arg_list, fold, num_kind
 from translator.mql.operators.types import value_to_string
+from translator.mql.pcre import RegexError, compile_pcre
 from translator.mql.values import INT32_MAX, INT32_MIN, MISSING, bson_type
 
 
@@ -184,10 +185,11 @@ def _split(args: Any, ctx: Ctx) -> Expr:
 
 # ---- $trim / $ltrim / $rtrim -----------------------------------------------------------
 
-# The default trim set: the null character plus Unicode whitespace ($trim docs).
+# The default trim set, exactly as the $trim docs list it: U+0000, U+0020, U+0009-U+000D,
+# U+00A0, U+1680 and U+2000-U+200A (not U+2028/U+2029/U+202F/U+205F/U+3000).
 WHITESPACE = (
     "\x00 \t\n\x0b\x0c\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+    "\u2007\u2008\u2009\u200a"
 )
 
 
@@ -258,10 +260,7 @@ _trim("$rtrim", str.rstrip)
 
 # ---- $regexMatch -----------------------------------------------------------------------
 
-_OPTION_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE, "u": 0}
 _FLAG_OPTIONS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
-_CACHE: dict[tuple[str, str], re.Pattern[str]] = {}
-_CACHE_MAX = 256
 
 
 def _regex_parts(regex: Any) -> tuple[str, str]:
@@ -274,30 +273,20 @@ def _regex_parts(regex: Any) -> tuple[str, str]:
     return regex.pattern, "".join(c for f, c in _FLAG_OPTIONS if flags & f)
 
 
-def compile_regex(op: str, pattern: str, options: str) -> re.Pattern[str]:
-    key = (pattern, options)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        return hit
-    flags = 0
-    for c in options:
-        f = _OPTION_FLAGS.get(c)
-        if f is None:
-            raise ExprError(op, f"{op} invalid flag in regex options: {c}")
-        flags |= f
-    if "\x00" in pattern:
-        raise ExprError(op, f"{op}: regular expression cannot contain an embedded null byte")
+def compile_regex(op: str, pattern: str, options: str) -> Any:
+    """The PCRE2 pattern MongoDB would run (:mod:`translator.mql.pcre`), compiled once."""
     try:
-        compiled = re.compile(pattern, flags)
-    except re.error as e:
-        raise ExprError(op, f"Invalid Regex in {op}: {e}") from None
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE[key] = compiled
-    return compiled
+        return compile_pcre(pattern, options)
+    except RegexError as e:
+        msg = str(e)
+        if msg.startswith("invalid flag"):
+            raise ExprError(op, f"{op} {msg}") from None
+        if "null byte" in msg:
+            raise ExprError(op, f"{op}: {msg}") from None
+        raise ExprError(op, f"Invalid Regex in {op}: {msg}") from None
 
 
-def resolve_regex(op: str, regex: Any, options: Any) -> re.Pattern[str] | None:
+def resolve_regex(op: str, regex: Any, options: Any) -> Any:
     """The compiled regex, or None when regex is null/missing (which matches nothing)."""
     if regex is None or regex is MISSING:
         return None

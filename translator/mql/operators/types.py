@@ -72,7 +72,17 @@ def _str_int(v: Any) -> str:
 
 
 def _str_double(v: Any) -> str:
-    return format_double(v)
+    """A double as MongoDB 8.0 prints it: C ``%g``, six significant digits.
+
+    The server's double-to-string conversion (``performFormatDouble`` in
+    src/mongo/db/pipeline/expression_convert.cpp) returns "NaN", "Infinity", "-Infinity"
+    and "-0" for the special values and otherwise streams the double into its
+    ``StringBuilder``, whose ``operator<<(double)`` formats with ``"%g"``
+    (src/mongo/bson/util/builder.h): ``1234567.89`` is ``"1.23457e+06"``.
+    """
+    if v != v or v in (math.inf, -math.inf):
+        return format_double(v)
+    return f"{v:g}"
 
 
 def _str_decimal(v: Any) -> str:
