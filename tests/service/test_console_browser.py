@@ -218,8 +218,10 @@ def test_processor_pages_charts_and_stop(serve: Serve, driver: Any, tmp_path: Pa
     assert pipeline_text == pipeline
     wait_for("operatorStats", lambda: "$tumblingWindow" in driver.find_element(By.ID, "operator-stats").text)
     assert driver.find_element(By.ID, "dlq-info").text == "No dlq option: dead letters are only counted."
-    doc = wait_for("an output sample", lambda: driver.find_elements(By.CSS_SELECTOR, "#sample .sample-doc"), 40)[0]
-    sampled = json.loads(doc.text)
+    # One script call reads the text, so a re-render cannot leave a stale element behind.
+    text = wait_for("an output sample", lambda: driver.execute_script(
+        "const d = document.querySelector('#sample .sample-doc'); return d && d.textContent;"), 40)
+    sampled = json.loads(text)
     assert set(sampled) >= {"_id", "minTemp", "maxTemp", "avgTemp", "stdevPTemp", "_stream_meta"}
     screenshot(driver, tmp_path, "console-processor.png")
 
@@ -260,12 +262,17 @@ def test_hostile_dlq_document_shows_as_text(serve: Serve, driver: Any, tmp_path:
     driver.get(serve.url + "processors/" + urllib.parse.quote(name, safe=""))
     h1 = wait_for("the title", lambda: driver.find_element(By.TAG_NAME, "h1").text)
     assert h1.startswith(name)
-    entries = wait_for("DLQ rows", lambda: len(e := driver.find_elements(By.CSS_SELECTOR, "#dlq tr.dlq-entry")) == 2 and e)
-    shown = sorted((json.loads(e.find_element(By.CSS_SELECTOR, ".dlq-doc").text)["x"], e.find_element(By.CSS_SELECTOR, ".reason").text) for e in entries)
+    # The page re-renders the table while it polls: read the rows in one script call, so no
+    # element goes stale between finding it and reading it.
+    read_rows = """return Array.from(document.querySelectorAll('#dlq tr.dlq-entry')).map(
+        r => [r.querySelector('td').textContent, r.querySelector('.dlq-doc').textContent,
+              r.querySelector('.reason').textContent]);"""
+    rows = wait_for("DLQ rows", lambda: len(r := driver.execute_script(read_rows)) == 2 and r)
+    shown = sorted((json.loads(doc)["x"], why) for _, doc, why in rows)
     reason = "Input document found to be invalid in $validate stage: "
     assert [s[0] for s in shown] == sorted([XSS_SCRIPT, XSS_IMG])
     assert all(r.startswith(reason) for _, r in shown), shown
-    times = [e.find_element(By.TAG_NAME, "td").text for e in entries]
+    times = [t for t, _, _ in rows]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) for t in times), times
     assert driver.find_element(By.ID, "dlq-info").text == f"From MyOutputGoesHere: {serve.db}.dlq"
     assert driver.find_elements(By.CSS_SELECTOR, "#dlq img, #dlq script, h1 b") == []
