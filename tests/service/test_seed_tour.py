@@ -16,23 +16,11 @@ from typing import Any
 
 import pymongo
 import pytest
-from svc_helpers import ROOT, Service
+from svc_helpers import ROOT, Service, services_env
 from test_svc_mongosh import mongosh_path
 
 pytestmark = [pytest.mark.mongosh, pytest.mark.mongodb, pytest.mark.slow]
 SEED = Path(__file__).resolve().parent / "seed"
-
-
-def services_env(key: str) -> str:
-    if os.environ.get(key):
-        return os.environ[key]
-    env_file = ROOT / ".cache" / "run" / "services.env"
-    assert env_file.exists(), f"{env_file} is missing: run scripts/services.sh up"
-    for line in env_file.read_text().splitlines():
-        k, _, v = line.partition("=")
-        if k.strip() == key:
-            return v.strip().strip('"')
-    raise AssertionError(f"no {key}= in {env_file}: run scripts/services.sh up")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,11 @@
-"""pymongo ``client.admin.command(...)`` against a real ``mqlflow serve``: every command,
-reply shape and error path (codes 9/59/72/125 with exact messages)."""
+"""pymongo ``client.admin.command(...)`` against a real ``mqlflow serve`` running its real
+child flow: every command, reply shape and error path (codes 9/59/72/125 with exact
+messages). Started processors ``$emit`` to the Kafka broker of scripts/services.sh."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from typing import Any
@@ -11,10 +14,12 @@ import bson
 import pymongo
 import pytest
 from pymongo.errors import OperationFailure
-from svc_helpers import Service, start_service
+from svc_helpers import Service, connections_toml, start_service
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongodb]
 
 SOLAR = {"$source": {"connectionName": "sample_stream_solar"}}
-EMIT = {"$emit": {"connectionName": "out", "topic": "t"}}
+EMIT = {"$emit": {"connectionName": "out", "topic": "mqlflow-svc-commands"}}
 PIPE = [SOLAR, EMIT]
 DLQ = {"connectionName": "dlqconn", "db": "d", "coll": "dlq"}
 
@@ -233,23 +238,65 @@ def test_list_connections(client: pymongo.MongoClient) -> None:  # type: ignore[
     assert kafka["connections"] == [{"name": "out", "type": "kafka"}]
 
 
-def test_crashing_child_goes_failed_with_error(tmp_path: Any) -> None:
+def wait_state(c: pymongo.MongoClient, name: str, want: str, timeout: float = 90) -> dict[str, Any]:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        p: dict[str, Any] = c.admin.command({"listStreamProcessors": 1, "filter": {"name": name}})["streamProcessors"][0]
+        if p["state"] == want or time.monotonic() > deadline:
+            assert p["state"] == want, p
+            return p
+        time.sleep(0.3)
+
+
+def test_child_failing_at_start_goes_failed_with_its_error(tmp_path: Any) -> None:
+    """A real start failure: the connection file loses ``out`` after create, so the real
+    child (which reads the file again) stops with the compiler's error at every start."""
     svc = start_service(tmp_path, "--max-restarts", "1")
     try:
         c = svc.client()
         c.admin.command({"createStreamProcessor": "crashy", "pipeline": PIPE})
+        (tmp_path / "connections.toml").write_text(connections_toml().replace("[connections.out]", "[connections.other]"))
         c.admin.command({"startStreamProcessor": "crashy"})
-        deadline = time.monotonic() + 90
-        state = None
-        while time.monotonic() < deadline:
-            p = c.admin.command({"listStreamProcessors": 1})["streamProcessors"][0]
-            state = p["state"]
-            if state == "FAILED":
-                break
-            time.sleep(0.5)
-        assert state == "FAILED"
-        assert p["errorMsg"] == "processor failed after 2 attempts: RuntimeError: boom: processor crashy cannot start"
+        p = wait_state(c, "crashy", "FAILED")
+        assert p["errorMsg"] == (
+            "processor failed after 2 attempts: mqlflow: invalid pipeline: pipeline[1].$emit.connectionName: "
+            "unknown connection 'out'; known connections: dlqconn, other, sample_stream_solar"
+        )
         assert c.admin.command({"stopStreamProcessor": "crashy"}) == {"ok": 1.0}
+    finally:
+        svc.stop()
+
+
+def test_killed_child_is_restarted_and_counters_carry_on(tmp_path: Any) -> None:
+    """kill -9 of the real child: the supervisor restarts it; the processor stays STARTED
+    and its counters continue from where the killed child left them."""
+    svc = start_service(tmp_path)
+    try:
+        c = svc.client()
+        c.admin.command({"createStreamProcessor": "victim", "pipeline": PIPE})
+        c.admin.command({"startStreamProcessor": "victim"})
+        deadline = time.monotonic() + 60
+        while True:
+            st = c.admin.command({"getStreamProcessorStats": "victim"})["stats"]
+            if st["inputMessageCount"] >= 5:
+                break
+            assert time.monotonic() < deadline, st
+            time.sleep(0.3)
+        kids = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(kids) == 1, kids
+        os.kill(int(kids[0]), signal.SIGKILL)
+        before = st["inputMessageCount"]
+        deadline = time.monotonic() + 60
+        new_kids: list[str] = []
+        while True:
+            new_kids = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True, text=True).stdout.split()
+            st = c.admin.command({"getStreamProcessorStats": "victim"})["stats"]
+            if new_kids and new_kids != kids and st["inputMessageCount"] > before:
+                break
+            assert time.monotonic() < deadline, (new_kids, st)
+            time.sleep(0.3)
+        assert st["status"] == "running"
+        assert wait_state(c, "victim", "STARTED")["errorMsg"] == ""
     finally:
         svc.stop()
 

@@ -22,7 +22,7 @@ T0_MS = 1_700_000_000_000  # 2023-11-14T22:13:20.000Z
 def svc(tmp_path: Path, mongodb_uri: str) -> Iterator[Service]:
     conns = tmp_path / "real-connections.toml"
     conns.write_text(f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
-    s = start_service(tmp_path, "--flow-target", "flows.processor:from_definition", "--connections", str(conns))
+    s = start_service(tmp_path, "--connections", str(conns))
     yield s
     s.stop()
 
