@@ -44,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--users", type=Path, help="file of 'user:password' lines for SCRAM-SHA-256")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     s.add_argument("--log-level", default="INFO")
+    _add_shell(sub)
     return p
+
+
+def _add_shell(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service import shell
+
+    shell.add_parser(sub)
 
 
 def _load_users(path: Path | None) -> dict[str, str]:
@@ -100,6 +107,10 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "shell":
+        from service import shell
+
+        return shell.main(args)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

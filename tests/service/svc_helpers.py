@@ -35,6 +35,25 @@ def services_env(key: str) -> str:
     raise AssertionError(f"no {key}= in {SERVICES_ENV}: run scripts/services.sh up")
 
 
+# The mongosh releases every end-to-end test runs on (scripts/services.sh installs both):
+# the pinned oldest (sp.getProcessor takes a name) and the newest 2.x from npm.
+MONGOSH_KEYS = {"pinned": "MONGOSH_PINNED", "newest": "MONGOSH_LATEST"}
+
+
+def mongosh_path(which: str) -> str:
+    key = MONGOSH_KEYS[which]
+    path = services_env(key)
+    assert Path(path).is_file(), f"{key}={path} does not exist: run scripts/services.sh up mongosh"
+    return path
+
+
+def mongosh_argv(which: str, host: str, port: int, *args: str, via_shell: bool = False) -> list[str]:
+    """Direct mongosh, or (``via_shell``) ``mqlflow shell`` running that mongosh."""
+    if via_shell:
+        return [PY, "-m", "service", "shell", "--host", host, "--port", str(port), "--mongosh", mongosh_path(which), "--", *args]
+    return [mongosh_path(which), f"mongodb://{host}:{port}", *args]
+
+
 def connections_toml() -> str:
     return (
         f'[connections.out]\ntype = "kafka"\nbootstrap_servers = "{services_env("KAFKA_BOOTSTRAP")}"\n\n'
