@@ -232,6 +232,8 @@ class Run:
         elif kind == "stats" and isinstance(msg.get("stats"), dict):
             st = msg["stats"]
             self.conn_stats[key] = st
+            # Persist the totals at every report, so they survive even a kill -9 of the service.
+            self.sup.save_counters(self)
             wm = st.get("watermark")
             if isinstance(wm, _dt.datetime) and (self.watermark is None or wm > self.watermark):
                 self.watermark = wm
@@ -509,7 +511,7 @@ class Supervisor:
 
         Returns the options the flow needs (``dlq`` and the translator's tuning knobs),
         i.e. ``options`` without the service's own keys."""
-        from translator.compile import compile_pipeline
+        from translator.compile import compile_pipeline, make_source
         from translator.errors import TranslateError
         from translator.loader import options_from_mapping
 
@@ -520,7 +522,10 @@ class Supervisor:
         except TranslateError as e:
             raise CommandError(INVALID_OPTIONS, str(e)) from e
         try:
-            compile_pipeline(pipeline, self.registry, popts, require_sink=require_sink)
+            compiled = compile_pipeline(pipeline, self.registry, popts, require_sink=require_sink)
+            # The child builds its source with the same function: unsupported source
+            # kinds and bad $source.config keys or types fail here, not in a crash loop.
+            make_source(compiled, self.registry, popts)
         except TranslateError as e:
             raise CommandError(FAILED_TO_PARSE, str(e)) from e
         return flow_options
@@ -714,8 +719,10 @@ class Supervisor:
         if run.temporary or not run.workdir.exists():
             return
         counters = run.counters()
+        tmp = run.workdir / "counters.json.tmp"
         with contextlib.suppress(OSError):
-            (run.workdir / "counters.json").write_text(json.dumps(counters))
+            tmp.write_text(json.dumps(counters))
+            tmp.replace(run.workdir / "counters.json")  # atomic: a crash leaves old or new
 
     # --- child events ------------------------------------------------------------------
     async def on_finished(self, run: Run) -> None:

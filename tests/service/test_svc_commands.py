@@ -373,3 +373,41 @@ def test_process_is_dropped_when_the_client_stops_polling(tmp_path: Any) -> None
                 c.admin.command({"getMoreSampleStreamProcessor": r["name"], "cursorId": r["cursorId"]})
     finally:
         svc.stop()
+
+
+def test_source_problems_fail_at_create_with_the_compilers_path(tmp_path: Any) -> None:
+    """The service builds the source with the child's own function at create time: an
+    unsupported source kind, an unknown or mistyped ``$source.config`` key fail there with
+    the path, and a date string is accepted where the sample source expects a time."""
+    web = tmp_path / "web.toml"
+    web.write_text(connections_toml() + '\n[connections.web]\ntype = "https"\nurl = "https://example.invalid/hook"\n')
+    svc = start_service(tmp_path, "--connections", str(web))
+    try:
+        c = svc.client()
+        fails(c, {"createStreamProcessor": "x", "pipeline": [{"$source": {"connectionName": "web"}}, EMIT]}, 9,
+              "pipeline[0].$source.connectionName: connections of type 'https' cannot be used as a $source yet")
+        solar = {"connectionName": "sample_stream_solar"}
+        fails(c, {"createStreamProcessor": "x", "pipeline": [{"$source": {**solar, "config": {"rat": 5}}}, EMIT]}, 9,
+              "pipeline[0].$source.config.rat: unknown sample source option 'rat'; did you mean 'rate'?; allowed: "
+              "batchSize, devices, faultRate, groups, maxEvents, max_events, partitions, rate, seed, startTime, start_time_ms")
+        fails(c, {"createStreamProcessor": "x", "pipeline": [{"$source": {**solar, "config": {"startTime": "1st of May"}}}, EMIT]}, 9,
+              "pipeline[0].$source.config.startTime: expected an ISO-8601 date such as '2024-01-01T00:00:00Z', got '1st of May'")
+        fails(c, {"processStreamProcessor": [{"$source": {**solar, "config": {"rate": "fast"}}}]}, 9,
+              "pipeline[0].$source.config.rate: expected a number, got string")
+        fails(c, {"createStreamProcessor": "x", "pipeline": [{"$source": {"connectionName": "out"}}, EMIT]}, 9,
+              "pipeline[0].$source.topic: a Kafka $source needs 'topic' (a string or an array of strings)")
+        assert c.admin.command({"listStreamProcessors": 1})["streamProcessors"] == []
+        # a date string (or $date) where a time is expected: the virtual clock starts there
+        r = c.admin.command({"processStreamProcessor": [
+            {"$source": {**solar, "config": {"startTime": "2024-01-01T00:00:00Z", "maxEvents": 2, "rate": 1000, "seed": 7}}},
+            {"$project": {"timestamp": 1, "_id": 0}}]})
+        got: list[dict[str, Any]] = []
+        cursor = r["cursorId"]
+        deadline = time.monotonic() + 60
+        while cursor != 0 and time.monotonic() < deadline:
+            m = c.admin.command({"getMoreSampleStreamProcessor": r["name"], "cursorId": cursor})
+            got.extend(m["messages"])
+            cursor = m["cursorId"]
+        assert got == [{"timestamp": "2024-01-01T00:00:00.000+00:00"}, {"timestamp": "2024-01-01T00:00:00.001+00:00"}]
+    finally:
+        svc.stop()
