@@ -66,13 +66,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def find_mongosh(explicit: str | None) -> str:
     """The mongosh to run, or SystemExit naming how to install one."""
-    candidates = [explicit, os.environ.get("MONGOSH"), _services_env_mongosh(), shutil.which("mongosh")]
-    for c in candidates:
-        if c and Path(c).is_file() and os.access(c, os.X_OK):
-            return c
     if explicit:
+        if _runnable(explicit):
+            return explicit
         raise SystemExit(f"mqlflow shell: --mongosh {explicit} is not an executable file")
+    for c in (os.environ.get("MONGOSH"), _services_env_mongosh(), shutil.which("mongosh")):
+        if c and _runnable(c):
+            return c
     raise SystemExit("mqlflow shell: no mongosh found; install it with scripts/services.sh up mongosh or pass --mongosh")
+
+
+def _runnable(path: str) -> bool:
+    return Path(path).is_file() and os.access(path, os.X_OK)
 
 
 def _services_env_mongosh() -> str | None:
