@@ -76,6 +76,8 @@ BATCH_MAX_DOCS = 100
 BATCH_MAX_BYTES = 4 * 1024 * 1024
 SAMPLE_BUFFER = 10_000
 TEMP_PREFIX = "__process_"
+# How flows.processor reports a definition it cannot compile (then exits with code 2).
+INVALID_PIPELINE_PREFIX = "mqlflow: invalid pipeline: "
 # Options the service consumes itself; everything else goes to the translator.
 SERVICE_OPTIONS = frozenset({"limit", "timeoutSeconds", "workers", "tier", "resumeFromCheckpoint"})
 
@@ -353,7 +355,10 @@ class Run:
                 if time.monotonic() - began > self.sup.config.healthy_after:
                     failures = 0
                 failures += 1
-                if self.temporary or failures > self.sup.config.max_restarts:
+                # The child rejected its own definition (e.g. the connection file changed
+                # since create): a restart would fail the same way, so fail now.
+                rejected = err.startswith(INVALID_PIPELINE_PREFIX)
+                if self.temporary or rejected or failures > self.sup.config.max_restarts:
                     self.exit_error = err
                     await self.sup.on_failed(self, err, failures)
                     return
@@ -745,7 +750,7 @@ class Supervisor:
             c.end(err)
         if not run.temporary and self.runs.get(run.name) is run:
             self.runs.pop(run.name, None)
-            msg = f"processor failed after {attempts} attempts: {err}"
+            msg = f"processor failed after {attempts} attempt{'' if attempts == 1 else 's'}: {err}"
             self.store.set_state(run.name, "FAILED", msg)
             await run.close_channel()
 
