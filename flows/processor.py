@@ -2,7 +2,8 @@
 ``python -m bytewax.run "flows.processor:from_definition('<state>/processors/<name>/definition.json')"``.
 
 The definition is canonical Extended JSON ``{name, pipeline, options, connections,
-sample}`` written by the service, so BSON types survive the trip from mongosh. Output
+sample}`` written by the service (``sample`` is true for ``sp.process``, whose pipeline
+may end without a sink), so BSON types survive the trip from mongosh. Output
 and DLQ documents are also tapped to the service's side channel (``sp.process``,
 ``sample()``), and per-batch figures feed ``stats()``.
 """
@@ -15,7 +16,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import bson
 from bson import json_util
 from bson.int64 import Int64
 from bytewax.dataflow import Dataflow
@@ -23,7 +23,7 @@ from bytewax.dataflow import Dataflow
 from flows.pipeline import registry_from, tune_gc
 from sources.base import RawBatch
 from translator import metrics
-from translator.compile import build_flow, compile_pipeline
+from translator.compile import build_flow, compile_pipeline, make_source
 from translator.errors import TranslateError
 from translator.loader import options_from_mapping
 from translator.mql.values import ms_to_datetime
@@ -31,16 +31,10 @@ from translator.windows import NEG_INF
 
 
 def _observer(batch: RawBatch, wm: int) -> None:
-    from service.channel import channel
+    from service.channel import bson_size, channel
 
     ch = channel()
-    size = 0
-    for d, _ in batch:
-        try:
-            size += len(bson.encode(d))
-        except Exception:  # a document BSON can't encode still counts as a message
-            continue
-    ch.add_counts(inputMessageCount=len(batch), inputMessageSize=size)
+    ch.add_counts(inputMessageCount=len(batch), inputMessageSize=bson_size([d for d, _ in batch]))
     if wm > NEG_INF:
         ch.set_gauges(watermark=ms_to_datetime(wm))
 
@@ -76,6 +70,7 @@ def from_definition(path: str) -> Dataflow:
         registry = registry_from(d.get("connections"))
         opts = options_from_mapping(dict(d.get("options") or {}), name=d["name"])
         pipeline = compile_pipeline(d["pipeline"], registry, opts, require_sink=not sample)
+        source = make_source(pipeline, registry, opts)  # the service ran the same check at create
     except TranslateError as exc:
         print(f"mqlflow: invalid pipeline: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -90,7 +85,7 @@ def from_definition(path: str) -> Dataflow:
 
         sources.kafka.PARTITION_OBSERVER = _kafka_partition_observer
     flow = build_flow(
-        pipeline, opts, registry, flow_id="processor", observer=_observer if enabled else None, **kwargs
+        pipeline, opts, registry, flow_id="processor", source=source, observer=_observer if enabled else None, **kwargs
     )
     if enabled:
         # stateSize and operatorStats (issue 4 §5): per-stage counters kept by the

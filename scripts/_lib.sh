@@ -30,13 +30,20 @@ die_with_log() {
   exit 1
 }
 
-python_bin() {
-  if [[ -x "$VENV_PY" ]]; then
-    echo "$VENV_PY"
-  else
-    command -v python3 || die "no python found (expected $VENV_PY)"
+# ensure_venv: the readiness probes run the venv python (pymongo, confluent_kafka).
+# Without .venv, create it with scripts/bootstrap.sh rather than probe with a python that
+# cannot import them (which would only wait out the timeout).
+ensure_venv() {
+  if [[ ! -x "$VENV_PY" ]]; then
+    log "no $VENV_PY yet: running scripts/bootstrap.sh (the readiness probes need pymongo and confluent_kafka)"
+    "$MQLFLOW_ROOT/scripts/bootstrap.sh" >&2 ||
+      die "scripts/bootstrap.sh failed; create .venv with it (Python 3.11) and run this again"
   fi
+  "$VENV_PY" -c 'import pymongo, confluent_kafka' 2>/dev/null ||
+    die "$VENV_PY cannot import pymongo and confluent_kafka: run scripts/bootstrap.sh"
 }
+
+python_bin() { echo "$VENV_PY"; }
 
 # pid_alive PIDFILE: 0 when the pid in PIDFILE runs.
 pid_alive() {

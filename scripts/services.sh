@@ -7,13 +7,16 @@
 #   into .cache/bin; or, when MONGODB_URI is set, that server (a real MongoDB or Atlas).
 # - kafka:   Apache Kafka 4.x, KRaft single node (broker+controller), jars resolved once with
 #   Maven into .cache/kafka/libs; or, when KAFKA_BOOTSTRAP is set, that cluster.
-# - mongosh: the MongoDB shell from npm into .cache/node.
+# - mongosh: the MongoDB shell from npm, twice: the pinned oldest tested release into
+#   .cache/node and the newest 2.x into .cache/node-latest (the default). The newest version
+#   is `npm view mongosh@2 version`, asked at most once a day (MQLFLOW_MONGOSH_LATEST pins it).
 #
 # Idempotent: `up` on a running service only re-checks it. Everything lives under
 # <repo>/.cache (git-ignored). The endpoints are written to .cache/run/services.env:
 #   MONGODB_URI=mongodb://127.0.0.1:27018/
 #   KAFKA_BOOTSTRAP=127.0.0.1:9092
-#   MONGOSH=<repo>/.cache/node/node_modules/.bin/mongosh
+#   MONGOSH=<repo>/.cache/node-latest/node_modules/.bin/mongosh         (the newest 2.x)
+#   MONGOSH_LATEST=<same>   MONGOSH_PINNED=<repo>/.cache/node/node_modules/.bin/mongosh
 #
 # Ports: MQLFLOW_FERRETDB_PORT (27018), MQLFLOW_KAFKA_PORT (9092),
 #        MQLFLOW_KAFKA_CONTROLLER_PORT (9093). MQLFLOW_SERVICES_ENV overrides where the
@@ -44,9 +47,13 @@ KAFKA_LOG4J="$KAFKA_HOME/log4j2.properties"
 KAFKA_PID="$RUN_DIR/kafka.pid"
 KAFKA_LOG="$LOG_DIR/kafka.log"
 
-MONGOSH_VERSION="2.5.0"  # 2.5.10+ breaks sp.getProcessor(name) (see README)
+# The oldest mongosh the tests cover: before 2.5.10, sp.getProcessor takes a name string.
+MONGOSH_PINNED_VERSION="2.5.0"
 NODE_PREFIX="$CACHE/node"
 MONGOSH_BIN="$NODE_PREFIX/node_modules/.bin/mongosh"
+NODE_LATEST_PREFIX="$CACHE/node-latest"
+MONGOSH_LATEST_BIN="$NODE_LATEST_PREFIX/node_modules/.bin/mongosh"
+MONGOSH_LATEST_STAMP="$CACHE/mongosh-latest.version"  # npm's answer, reused for a day
 
 # ---------------------------------------------------------------------------------------------
 # readiness probes (the venv python has pymongo and confluent_kafka)
@@ -351,37 +358,78 @@ kafka_status() {
 # ---------------------------------------------------------------------------------------------
 # mongosh (a tool, not a daemon)
 
-mongosh_up() {
-  # Reinstall when the cached copy is not the pinned version.
-  if [[ -x "$MONGOSH_BIN" ]] && [[ "$("$MONGOSH_BIN" --version 2>/dev/null)" != "$MONGOSH_VERSION" ]]; then
-    log "mongosh: cached $("$MONGOSH_BIN" --version 2>/dev/null) is not the pinned $MONGOSH_VERSION; reinstalling"
-    rm -rf "$NODE_PREFIX"
+# mongosh_install PREFIX VERSION: npm install mongosh@VERSION into PREFIX unless it is there.
+mongosh_install() {
+  local prefix="$1" version="$2" bin="$1/node_modules/.bin/mongosh"
+  if [[ -x "$bin" ]] && [[ "$("$bin" --version 2>/dev/null)" != "$version" ]]; then
+    log "mongosh: cached $("$bin" --version 2>/dev/null) in $prefix is not $version; reinstalling"
+    rm -rf "$prefix"
   fi
-  if [[ ! -x "$MONGOSH_BIN" ]]; then
-    command -v npm >/dev/null || die "mongosh: npm is not installed"
-    log "mongosh: installing mongosh@$MONGOSH_VERSION (once)..."
-    local t0 npm_log="$LOG_DIR/mongosh-npm.log"
+  if [[ ! -x "$bin" ]]; then
+    command -v npm >/dev/null || die "mongosh: npm is not installed (install Node.js 20 with npm)"
+    log "mongosh: installing mongosh@$version into $prefix (about a minute)..."
+    local t0 npm_log="$LOG_DIR/mongosh-npm-$version.log"
     t0=$(date +%s)
-    mkdir -p "$NODE_PREFIX"
-    if ! npm install 9>&- --no-audit --no-fund --prefix "$NODE_PREFIX" "mongosh@$MONGOSH_VERSION" >"$npm_log" 2>&1; then
-      die_with_log "mongosh: npm install failed" "$npm_log"
+    mkdir -p "$prefix"
+    if ! timeout 900 npm install 9>&- --no-audit --no-fund --prefix "$prefix" "mongosh@$version" >"$npm_log" 2>&1; then
+      die_with_log "mongosh: npm install mongosh@$version failed" "$npm_log"
     fi
     log "mongosh: installed in $(elapsed_since "$t0") s"
   fi
-  "$MONGOSH_BIN" --version >/dev/null 2>&1 || die "mongosh: $MONGOSH_BIN does not run"
-  env_set MONGOSH "$MONGOSH_BIN"
-  log "mongosh: $MONGOSH_BIN ($("$MONGOSH_BIN" --version 2>/dev/null))"
+  "$bin" --version >/dev/null 2>&1 || die "mongosh: $bin does not run"
+}
+
+# mongosh_latest_version: the newest mongosh 2.x on npm; asked at most once a day.
+mongosh_latest_version() {
+  if [[ -n "${MQLFLOW_MONGOSH_LATEST:-}" ]]; then
+    echo "$MQLFLOW_MONGOSH_LATEST"
+    return
+  fi
+  if [[ -s "$MONGOSH_LATEST_STAMP" ]] && [[ -n "$(find "$MONGOSH_LATEST_STAMP" -mmin -1440 2>/dev/null)" ]]; then
+    cat "$MONGOSH_LATEST_STAMP"
+    return
+  fi
+  command -v npm >/dev/null || die "mongosh: npm is not installed (install Node.js 20 with npm)"
+  local answer version
+  # One line per matching version ("mongosh@2.12.0 '2.12.0'"), or a bare version.
+  answer="$(timeout 60 npm view 9>&- "mongosh@2" version 2>/dev/null || true)"
+  version="$(sed -E "s/.*'([^']+)'.*/\1/" <<<"$answer" | grep -E '^2\.[0-9]+\.[0-9]+$' | sort -V | tail -n 1)"
+  if [[ -z "$version" ]]; then
+    if [[ -s "$MONGOSH_LATEST_STAMP" ]]; then
+      log "mongosh: npm view mongosh@2 gave no answer; keeping $(cat "$MONGOSH_LATEST_STAMP")"
+      cat "$MONGOSH_LATEST_STAMP"
+      return
+    fi
+    die "mongosh: cannot ask npm for the newest mongosh 2.x (npm view mongosh@2 version); set MQLFLOW_MONGOSH_LATEST=2.x.y"
+  fi
+  printf '%s\n' "$version" >"$MONGOSH_LATEST_STAMP"
+  echo "$version"
+}
+
+mongosh_up() {
+  local latest
+  mongosh_install "$NODE_PREFIX" "$MONGOSH_PINNED_VERSION"
+  latest="$(mongosh_latest_version)"
+  mongosh_install "$NODE_LATEST_PREFIX" "$latest"
+  env_set MONGOSH_PINNED "$MONGOSH_BIN"
+  env_set MONGOSH_LATEST "$MONGOSH_LATEST_BIN"
+  env_set MONGOSH "$MONGOSH_LATEST_BIN"
+  log "mongosh: $MONGOSH_LATEST_BIN ($latest, the default) and $MONGOSH_BIN ($MONGOSH_PINNED_VERSION)"
 }
 
 mongosh_down() { :; }
 
 mongosh_status() {
-  if [[ -x "$MONGOSH_BIN" ]]; then
-    echo "mongosh: installed at $MONGOSH_BIN"
-  else
-    echo "mongosh: not installed"
-    return 1
-  fi
+  local bin rc=0
+  for bin in "$MONGOSH_LATEST_BIN" "$MONGOSH_BIN"; do
+    if [[ -x "$bin" ]]; then
+      echo "mongosh: $("$bin" --version 2>/dev/null) installed at $bin"
+    else
+      echo "mongosh: not installed at $bin"
+      rc=1
+    fi
+  done
+  return "$rc"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -405,6 +453,7 @@ main() {
     flock -w 600 9 || die "another scripts/services.sh is still running (lock $RUN_DIR/services.lock)"
   fi
   local s rc=0
+  if [[ "$action" == up && "$target" != mongosh ]]; then ensure_venv; fi
   for s in "${services[@]}"; do
     "${s}_${action}" || rc=1
   done

@@ -114,7 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         "--http-port", type=int,
         help="serve the web console on this port, on --host (default: none, no console)",
     )
+    _add_shell(sub)
     return p
+
+
+def _add_shell(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service import shell
+
+    shell.add_parser(sub)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -176,6 +183,10 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "shell":
+        from service import shell
+
+        return shell.main(args)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -346,8 +346,34 @@ def _options(cmd: dict[str, Any], *, exclude: tuple[str, ...] = ()) -> dict[str,
     return out
 
 
+# The ``sp.getProcessor(...)`` method behind each named command, for the null-name hint.
+SHELL_METHODS = {
+    "startStreamProcessor": "start()",
+    "stopStreamProcessor": "stop()",
+    "dropStreamProcessor": "drop()",
+    "modifyStreamProcessor": "modify(...)",
+    "getStreamProcessorStats": "stats()",
+    "startSampleStreamProcessor": "sample()",
+    "getMoreSampleStreamProcessor": "sample()",
+}
+
+
+def _null_name(key: str) -> CommandError:
+    """mongosh >= 2.5.10 sends a null name for ``sp.getProcessor('name').start()`` (its
+    ``getProcessor`` takes a document there): say what works instead."""
+    method = SHELL_METHODS.get(key, "start()")
+    return CommandError(
+        FAILED_TO_PARSE,
+        f"{key}: the processor name is null. mongosh 2.5.10 and later need a document in "
+        f"sp.getProcessor: use sp.<name>.{method} or sp.getProcessor({{name: '<name>'}}).{method}, "
+        "or start the shell with `mqlflow shell`, which accepts sp.getProcessor('<name>')",
+    )
+
+
 def _name(cmd: dict[str, Any], key: str) -> str:
     name = cmd[key]
+    if name is None:
+        raise _null_name(key)
     if not isinstance(name, str) or not name.strip():
         raise CommandError(FAILED_TO_PARSE, f"{key} must be a non-empty string processor name")
     return name

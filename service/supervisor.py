@@ -79,6 +79,8 @@ BATCH_MAX_BYTES = 4 * 1024 * 1024
 SAMPLE_BUFFER = 10_000
 TEMP_PREFIX = "__process_"
 _ID_RE = re.compile(r"[0-9a-f]{24}")  # ProcessorStore ids: ObjectId hex
+# How flows.processor reports a definition it cannot compile (then exits with code 2).
+INVALID_PIPELINE_PREFIX = "mqlflow: invalid pipeline: "
 # Options the service consumes itself; everything else goes to the translator.
 SERVICE_OPTIONS = frozenset({"limit", "timeoutSeconds", "workers", "tier", "resumeFromCheckpoint"})
 
@@ -235,6 +237,8 @@ class Run:
         elif kind == "stats" and isinstance(msg.get("stats"), dict):
             st = msg["stats"]
             self.conn_stats[key] = st
+            # Persist the totals at every report, so they survive even a kill -9 of the service.
+            self.sup.save_counters(self)
             wm = st.get("watermark")
             if isinstance(wm, _dt.datetime) and (self.watermark is None or wm > self.watermark):
                 self.watermark = wm
@@ -354,7 +358,10 @@ class Run:
                 if time.monotonic() - began > self.sup.config.healthy_after:
                     failures = 0
                 failures += 1
-                if self.temporary or failures > self.sup.config.max_restarts:
+                # The child rejected its own definition (e.g. the connection file changed
+                # since create): a restart would fail the same way, so fail now.
+                rejected = err.startswith(INVALID_PIPELINE_PREFIX)
+                if self.temporary or rejected or failures > self.sup.config.max_restarts:
                     self.exit_error = err
                     await self.sup.on_failed(self, err, failures)
                     return
@@ -537,7 +544,7 @@ class Supervisor:
 
         Returns the options the flow needs (``dlq`` and the translator's tuning knobs),
         i.e. ``options`` without the service's own keys."""
-        from translator.compile import compile_pipeline
+        from translator.compile import compile_pipeline, make_source
         from translator.errors import TranslateError
         from translator.loader import options_from_mapping
 
@@ -548,7 +555,10 @@ class Supervisor:
         except TranslateError as e:
             raise CommandError(INVALID_OPTIONS, str(e)) from e
         try:
-            compile_pipeline(pipeline, self.registry, popts, require_sink=require_sink)
+            compiled = compile_pipeline(pipeline, self.registry, popts, require_sink=require_sink)
+            # The child builds its source with the same function: unsupported source
+            # kinds and bad $source.config keys or types fail here, not in a crash loop.
+            make_source(compiled, self.registry, popts)
         except TranslateError as e:
             raise CommandError(FAILED_TO_PARSE, str(e)) from e
         return flow_options
@@ -611,13 +621,22 @@ class Supervisor:
         run.task = asyncio.create_task(run.supervise())
 
     def _write_definition(
-        self, workdir: Path, name: str, pipeline: list[dict[str, Any]], flow_options: dict[str, Any]
+        self,
+        workdir: Path,
+        name: str,
+        pipeline: list[dict[str, Any]],
+        flow_options: dict[str, Any],
+        *,
+        sample: bool = False,
     ) -> None:
+        """``sample`` marks an ``sp.process`` run: its pipeline may end without a sink
+        (the child then sends output to the cursor), as validated with ``require_sink=False``."""
         definition = {
             "name": name,
             "pipeline": pipeline,
             "options": flow_options,
             "connections": self.config.connections,
+            "sample": sample,
         }
         text = json_util.dumps(definition, json_options=CANONICAL_JSON_OPTIONS)
         tmp = workdir / "definition.json.tmp"
@@ -734,8 +753,10 @@ class Supervisor:
         if run.temporary or not run.workdir.exists():
             return
         counters = run.counters()
+        tmp = run.workdir / "counters.json.tmp"
         with contextlib.suppress(OSError):
-            (run.workdir / "counters.json").write_text(json.dumps(counters))
+            tmp.write_text(json.dumps(counters))
+            tmp.replace(run.workdir / "counters.json")  # atomic: a crash leaves old or new
 
     # --- child events ------------------------------------------------------------------
     async def on_finished(self, run: Run) -> None:
@@ -758,7 +779,7 @@ class Supervisor:
             c.end(err)
         if not run.temporary and self.runs.get(run.name) is run:
             self.runs.pop(run.name, None)
-            msg = f"processor failed after {attempts} attempts: {err}"
+            msg = f"processor failed after {attempts} attempt{'' if attempts == 1 else 's'}: {err}"
             self.store.set_state(run.name, "FAILED", msg)
             await run.close_channel()
 
@@ -783,7 +804,7 @@ class Supervisor:
         cursor = self._new_cursor(name, options.get("limit"), time.monotonic() + timeout)
         workdir = self.config.state_dir / "tmp" / name
         workdir.mkdir(parents=True, exist_ok=True)
-        self._write_definition(workdir, name, pipeline, flow_options)
+        self._write_definition(workdir, name, pipeline, flow_options, sample=True)
         run = Run(self, name, workdir, {}, workers, temporary=True)
         run.cursors.add(cursor)
         await run.open_channel()

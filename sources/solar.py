@@ -10,19 +10,27 @@ ASP's sample source does not checkpoint (reference §7), so its snapshot is empt
 
 from __future__ import annotations
 
+import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bson.int64 import Int64
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from sources.base import SourceItem, now_ms
+from translator.errors import TranslateError, did_you_mean
+from translator.mql.values import bson_type
 
 
 @dataclass(frozen=True)
 class SolarConfig:
+    """The sample source's settings, read with typed readers from ``$source.config``
+    (and the connection entry), so a wrong type fails at create time with its path."""
+
     rate: float = 10.0  # events per second per partition
     devices: int = 11  # device_0 .. device_10, as observed in Atlas
     groups: int = 10
@@ -34,21 +42,90 @@ class SolarConfig:
     fault_rate: float = 0.02
 
     @staticmethod
-    def from_mapping(m: dict[str, Any]) -> SolarConfig:
-        names = {
-            "rate": "rate", "devices": "devices", "groups": "groups", "partitions": "partitions",
-            "seed": "seed", "maxEvents": "max_events", "max_events": "max_events",
-            "startTime": "start_time_ms", "start_time_ms": "start_time_ms", "batchSize": "batch_size",
-            "faultRate": "fault_rate",
-        }
+    def from_mapping(m: dict[str, Any], path: str = "config") -> SolarConfig:
+        """Raise :class:`TranslateError` naming ``<path>.<key>`` for an unknown key or a
+        value of the wrong type."""
         kwargs: dict[str, Any] = {}
         for k, v in m.items():
-            if k not in names:
-                raise ValueError(f"unknown sample source option '{k}'; allowed: {', '.join(sorted(names))}")
-            if names[k] == "start_time_ms" and isinstance(v, datetime):
-                v = int(v.timestamp() * 1000)
-            kwargs[names[k]] = v
+            entry = SETTINGS.get(k)
+            if entry is None:
+                raise TranslateError(
+                    f"{path}.{k}",
+                    f"unknown sample source option '{k}'{did_you_mean(k, SETTINGS)}; allowed: {', '.join(sorted(SETTINGS))}",
+                )
+            field, read = entry
+            kwargs[field] = read(v, f"{path}.{k}")
         return SolarConfig(**kwargs)
+
+
+def _number(v: Any, path: str, *, low: float, high: float | None = None, low_inclusive: bool = True) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | Int64):
+        raise TranslateError(path, f"expected a number, got {bson_type(v)}")
+    x = float(v)
+    if not math.isfinite(x) or (x < low if low_inclusive else x <= low) or (high is not None and x > high):
+        bound = f"{'at least' if low_inclusive else 'greater than'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+        raise TranslateError(path, f"must be {bound}, got {v!r}")
+    return x
+
+
+def _count(minimum: int) -> Callable[[Any, str], int]:
+    def read(v: Any, path: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int | Int64 | float) or (isinstance(v, float) and not v.is_integer()):
+            raise TranslateError(path, f"expected an integer, got {v!r}" if isinstance(v, float) else f"expected an integer, got {bson_type(v)}")
+        if int(v) < minimum:
+            raise TranslateError(path, f"must be at least {minimum}, got {int(v)}")
+        return int(v)
+
+    return read
+
+
+def _optional(read: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda v, path: None if v is None else read(v, path)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def read_time_ms(v: Any, path: str) -> int:
+    """A point in time as epoch milliseconds: a number (epoch ms), a date, an ISO-8601
+    string such as ``"2024-01-01T00:00:00Z"``, or Extended JSON ``{"$date": ...}``
+    (``$date`` holding an ISO string, epoch ms, or ``{"$numberLong": "..."}``)."""
+    if isinstance(v, dict) and set(v) == {"$date"}:
+        inner = v["$date"]
+        if isinstance(inner, dict) and set(inner) == {"$numberLong"} and isinstance(inner["$numberLong"], str):
+            digits = inner["$numberLong"]
+            if not digits.lstrip("-").isdigit():
+                raise TranslateError(path, f"expected $numberLong digits, got {digits!r}")
+            return int(digits)
+        return read_time_ms(inner, path)
+    if isinstance(v, datetime):
+        d = v if v.tzinfo else v.replace(tzinfo=UTC)
+        return (d - _EPOCH) // timedelta(milliseconds=1)
+    if isinstance(v, str):
+        try:
+            d = datetime.fromisoformat(v)
+        except ValueError:
+            raise TranslateError(path, f"expected an ISO-8601 date such as '2024-01-01T00:00:00Z', got {v!r}") from None
+        return read_time_ms(d, path)
+    if isinstance(v, bool) or not isinstance(v, int | Int64 | float):
+        raise TranslateError(path, f"expected a date (ISO-8601 string, $date or epoch milliseconds), got {bson_type(v)}")
+    return _count(-(2**62))(v, path)
+
+
+# option -> (SolarConfig field, typed reader); snake_case aliases kept for older configs.
+SETTINGS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+    "rate": ("rate", lambda v, p: _number(v, p, low=0.0, low_inclusive=False)),
+    "devices": ("devices", _count(1)),
+    "groups": ("groups", _count(1)),
+    "partitions": ("partitions", _count(1)),
+    "seed": ("seed", _optional(_count(-(2**62)))),
+    "maxEvents": ("max_events", _optional(_count(0))),
+    "max_events": ("max_events", _optional(_count(0))),
+    "startTime": ("start_time_ms", _optional(read_time_ms)),
+    "start_time_ms": ("start_time_ms", _optional(read_time_ms)),
+    "batchSize": ("batch_size", _count(1)),
+    "faultRate": ("fault_rate", lambda v, p: _number(v, p, low=0.0, high=1.0)),
+}
 
 
 def format_timestamp(ms: int) -> str:

@@ -103,11 +103,7 @@ def _sample_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) 
 
     settings = dict(getattr(conn, "model_extra", None) or {})
     settings.update(pipeline.source.config)
-    try:
-        cfg = SolarConfig.from_mapping(settings)
-    except (TypeError, ValueError) as exc:
-        raise TranslateError(f"{pipeline.source.path}.config", str(exc)) from None
-    return SolarSource(cfg)
+    return SolarSource(SolarConfig.from_mapping(settings, f"{pipeline.source.path}.config"))
 
 
 def _kafka_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) -> Source[Any]:

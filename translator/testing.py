@@ -10,7 +10,7 @@ result.dlq      # DLQ documents in ASP's shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bytewax.testing import TestingSink, run_main
@@ -36,11 +36,13 @@ def run_pipeline(
     """Compile and run ``pipeline`` to completion in this thread (one Bytewax worker).
 
     A trailing ``$merge``/``$emit`` is not executed: what would reach it is captured in
-    ``output``. The source must be finite (``documents`` or a sample source with
-    ``maxEvents``).
+    ``output``; DLQ documents are captured in ``dlq`` whatever ``options.dlq`` names. So
+    neither connection has to exist, and a production pipeline file runs unchanged. The
+    source must be finite (``documents`` or a sample source with ``maxEvents``).
     """
     opts = _options(options)
-    ir_pipeline = compile_pipeline(pipeline, registry, opts, check_sink_connection=False)
+    # No sink runs here, the DLQ's included: check neither connection.
+    ir_pipeline = compile_pipeline(pipeline, registry, replace(opts, dlq=None), check_sink_connection=False)
     out_batches: list[list[dict[str, Any]]] = []
     dlq_batches: list[list[dict[str, Any]]] = []
     flow = build_flow(

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from svc_helpers import Service, start_service
+from svc_helpers import MONGOSH_KEYS, Service, start_service
 
 
 @pytest.fixture
@@ -19,6 +19,12 @@ def service(tmp_path: Path) -> Iterator[Service]:
     svc = start_service(tmp_path)
     yield svc
     svc.stop()
+
+
+@pytest.fixture(params=sorted(MONGOSH_KEYS))
+def mongosh_version(request: pytest.FixtureRequest) -> str:
+    """Each end-to-end mongosh test runs on the pinned old and the newest mongosh 2.x."""
+    return str(request.param)
 
 
 @pytest.fixture

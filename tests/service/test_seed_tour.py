@@ -1,6 +1,9 @@
 """The user's tour, end to end: real mongosh runs the seed's scripts (copied verbatim into
 tests/service/seed/) against ``mqlflow serve``, whose processors write to the real
-MongoDB-wire server started by scripts/services.sh (FerretDB, or MONGODB_URI)."""
+MongoDB-wire server started by scripts/services.sh (FerretDB, or MONGODB_URI).
+
+Every test runs on the pinned mongosh 2.5.0 directly and on the newest 2.x through
+``mqlflow shell`` (whose start-up snippet lets ``sp.getProcessor('name')`` take a string)."""
 
 from __future__ import annotations
 
@@ -16,23 +19,10 @@ from typing import Any
 
 import pymongo
 import pytest
-from svc_helpers import ROOT, Service
-from test_svc_mongosh import mongosh_path
+from svc_helpers import ROOT, Service, mongosh_argv, services_env
 
 pytestmark = [pytest.mark.mongosh, pytest.mark.mongodb, pytest.mark.slow]
 SEED = Path(__file__).resolve().parent / "seed"
-
-
-def services_env(key: str) -> str:
-    if os.environ.get(key):
-        return os.environ[key]
-    env_file = ROOT / ".cache" / "run" / "services.env"
-    assert env_file.exists(), f"{env_file} is missing: run scripts/services.sh up"
-    for line in env_file.read_text().splitlines():
-        k, _, v = line.partition("=")
-        if k.strip() == key:
-            return v.strip().strip('"')
-    raise AssertionError(f"no {key}= in {env_file}: run scripts/services.sh up")
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +55,10 @@ def start(tmp: Path, port: int = 0) -> Service:
     return Service(proc, int(line.rsplit(":", 1)[1]), tmp / "state", log, args)
 
 
-def mongosh(svc: Service, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def mongosh(svc: Service, version: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HOME": str(svc.state_dir.parent)}
-    r = subprocess.run(
-        [mongosh_path(), f"mongodb://127.0.0.1:{svc.port}", "--quiet", "--norc", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )
+    argv = mongosh_argv(version, "127.0.0.1", svc.port, "--quiet", "--norc", *args, via_shell=version == "newest")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     assert r.returncode == 0, f"mongosh failed: {r.stderr}\n{svc.log.read_text()[-3000:]}"
     assert "Error" not in r.stderr, r.stderr
     return r
@@ -96,14 +84,14 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in r.stdout.split()]
 
 
-def test_seed_long_running_processor_tour(tmp_path: Path, mongo: pymongo.MongoClient) -> None:  # type: ignore[type-arg]
+def test_seed_long_running_processor_tour(tmp_path: Path, mongo: pymongo.MongoClient, mongosh_version: str) -> None:  # type: ignore[type-arg]
     coll = mongo["demo"]["groupTempStatsFromStreamProcessor"]
     coll.drop()
     svc = start(tmp_path)
     try:
-        mongosh(svc, "--file", str(SEED / "create_processor.js"))
+        mongosh(svc, mongosh_version, "--file", str(SEED / "create_processor.js"))
         assert states(svc) == {"myGroupTempStatsProcessor": "CREATED"}
-        mongosh(svc, "--file", str(SEED / "control.js"))
+        mongosh(svc, mongosh_version, "--file", str(SEED / "control.js"))
         # the shell has exited: the processor runs on, and windows reach MongoDB
         assert states(svc) == {"myGroupTempStatsProcessor": "STARTED"}
         docs = wait_for(lambda: list(coll.find()) if coll.count_documents({}) >= 3 else None, 90, "window documents")
@@ -115,7 +103,7 @@ def test_seed_long_running_processor_tour(tmp_path: Path, mongo: pymongo.MongoCl
             assert w["end"] - w["start"] == timedelta(seconds=3)
 
         # reconnect: still running; listStreamProcessors shows it
-        r = mongosh(svc, "--eval", "sp.listStreamProcessors().map(p => p.name).join(',')")
+        r = mongosh(svc, mongosh_version, "--eval", "sp.listStreamProcessors().map(p => p.name).join(',')")
         assert r.stdout.strip() == "myGroupTempStatsProcessor"
         assert states(svc) == {"myGroupTempStatsProcessor": "STARTED"}
 
@@ -134,9 +122,9 @@ def test_seed_long_running_processor_tour(tmp_path: Path, mongo: pymongo.MongoCl
         assert len(ids) == len(set(ids))  # $merge on _id: one document per group, no duplicates
 
         # stop, then drop, from the shell
-        mongosh(svc, "--eval", "let p = sp.getProcessor('myGroupTempStatsProcessor'); p.stop();")
+        mongosh(svc, mongosh_version, "--eval", "let p = sp.getProcessor('myGroupTempStatsProcessor'); p.stop();")
         assert states(svc) == {"myGroupTempStatsProcessor": "STOPPED"}
-        mongosh(svc, "--eval", "sp.getProcessor('myGroupTempStatsProcessor').drop();")
+        mongosh(svc, mongosh_version, "--eval", "sp.getProcessor('myGroupTempStatsProcessor').drop();")
         assert states(svc) == {}
     finally:
         svc.stop()
@@ -156,13 +144,13 @@ sp.getProcessor("dlqDemo").start();
 """
 
 
-def test_dlq_scenario_from_mongosh(tmp_path: Path, mongo: pymongo.MongoClient) -> None:  # type: ignore[type-arg]
+def test_dlq_scenario_from_mongosh(tmp_path: Path, mongo: pymongo.MongoClient, mongosh_version: str) -> None:  # type: ignore[type-arg]
     db = mongo["dlqdemo"]
     db.drop_collection("theGoodOnes")
     db.drop_collection("theBadOnes")
     svc = start(tmp_path)
     try:
-        mongosh(svc, "--eval", DLQ_SCRIPT)
+        mongosh(svc, mongosh_version, "--eval", DLQ_SCRIPT)
         good = wait_for(lambda: list(db.theGoodOnes.find()), 60, "theGoodOnes")
         assert [(d["sum"], d["all"]) for d in good] == [(10, [1, 2, 3, 4])]
         bad = wait_for(lambda: list(db.theBadOnes.find()) if db.theBadOnes.count_documents({}) >= 4 else None, 60, "theBadOnes")

@@ -1,8 +1,11 @@
-"""pymongo ``client.admin.command(...)`` against a real ``mqlflow serve``: every command,
-reply shape and error path (codes 9/59/72/125 with exact messages)."""
+"""pymongo ``client.admin.command(...)`` against a real ``mqlflow serve`` running its real
+child flow: every command, reply shape and error path (codes 9/59/72/125 with exact
+messages). Started processors ``$emit`` to the Kafka broker of scripts/services.sh."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from typing import Any
@@ -11,10 +14,12 @@ import bson
 import pymongo
 import pytest
 from pymongo.errors import OperationFailure
-from svc_helpers import Service, start_service
+from svc_helpers import Service, connections_toml, start_service
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongodb]
 
 SOLAR = {"$source": {"connectionName": "sample_stream_solar"}}
-EMIT = {"$emit": {"connectionName": "out", "topic": "t"}}
+EMIT = {"$emit": {"connectionName": "out", "topic": "mqlflow-svc-commands"}}
 PIPE = [SOLAR, EMIT]
 DLQ = {"connectionName": "dlqconn", "db": "d", "coll": "dlq"}
 
@@ -235,23 +240,66 @@ def test_list_connections(client: pymongo.MongoClient) -> None:  # type: ignore[
     assert kafka["connections"] == [{"name": "out", "type": "kafka"}]
 
 
-def test_crashing_child_goes_failed_with_error(tmp_path: Any) -> None:
-    svc = start_service(tmp_path, "--max-restarts", "1")
+def wait_state(c: pymongo.MongoClient, name: str, want: str, timeout: float = 90) -> dict[str, Any]:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        p: dict[str, Any] = c.admin.command({"listStreamProcessors": 1, "filter": {"name": name}})["streamProcessors"][0]
+        if p["state"] == want or time.monotonic() > deadline:
+            assert p["state"] == want, p
+            return p
+        time.sleep(0.3)
+
+
+def test_child_failing_at_start_goes_failed_with_its_error(tmp_path: Any) -> None:
+    """A real start failure: the connection file loses ``out`` after create, so the real
+    child (which reads the file again) stops with the compiler's error. Restarting cannot
+    help, so the processor fails at the first attempt (not after --max-restarts)."""
+    svc = start_service(tmp_path)
     try:
         c = svc.client()
         c.admin.command({"createStreamProcessor": "crashy", "pipeline": PIPE})
+        (tmp_path / "connections.toml").write_text(connections_toml().replace("[connections.out]", "[connections.other]"))
         c.admin.command({"startStreamProcessor": "crashy"})
-        deadline = time.monotonic() + 90
-        state = None
-        while time.monotonic() < deadline:
-            p = c.admin.command({"listStreamProcessors": 1})["streamProcessors"][0]
-            state = p["state"]
-            if state == "FAILED":
-                break
-            time.sleep(0.5)
-        assert state == "FAILED"
-        assert p["errorMsg"] == "processor failed after 2 attempts: RuntimeError: boom: processor crashy cannot start"
+        p = wait_state(c, "crashy", "FAILED")
+        assert p["errorMsg"] == (
+            "processor failed after 1 attempt: mqlflow: invalid pipeline: pipeline[1].$emit.connectionName: "
+            "unknown connection 'out'; known connections: dlqconn, other, sample_stream_solar"
+        )
         assert c.admin.command({"stopStreamProcessor": "crashy"}) == {"ok": 1.0}
+    finally:
+        svc.stop()
+
+
+def test_killed_child_is_restarted_and_counters_carry_on(tmp_path: Any) -> None:
+    """kill -9 of the real child: the supervisor restarts it; the processor stays STARTED
+    and its counters continue from where the killed child left them."""
+    svc = start_service(tmp_path)
+    try:
+        c = svc.client()
+        c.admin.command({"createStreamProcessor": "victim", "pipeline": PIPE})
+        c.admin.command({"startStreamProcessor": "victim"})
+        deadline = time.monotonic() + 60
+        while True:
+            st = c.admin.command({"getStreamProcessorStats": "victim"})["stats"]
+            if st["inputMessageCount"] >= 5:
+                break
+            assert time.monotonic() < deadline, st
+            time.sleep(0.3)
+        kids = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(kids) == 1, kids
+        os.kill(int(kids[0]), signal.SIGKILL)
+        before = st["inputMessageCount"]
+        deadline = time.monotonic() + 60
+        new_kids: list[str] = []
+        while True:
+            new_kids = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True, text=True).stdout.split()
+            st = c.admin.command({"getStreamProcessorStats": "victim"})["stats"]
+            if new_kids and new_kids != kids and st["inputMessageCount"] > before:
+                break
+            assert time.monotonic() < deadline, (new_kids, st)
+            time.sleep(0.3)
+        assert st["status"] == "running"
+        assert wait_state(c, "victim", "STARTED")["errorMsg"] == ""
     finally:
         svc.stop()
 
@@ -326,5 +374,43 @@ def test_process_is_dropped_when_the_client_stops_polling(tmp_path: Any) -> None
             assert kids == [], "the abandoned temporary processor is still running"
             with pytest.raises(OperationFailure):
                 c.admin.command({"getMoreSampleStreamProcessor": r["name"], "cursorId": r["cursorId"]})
+    finally:
+        svc.stop()
+
+
+def test_source_problems_fail_at_create_with_the_compilers_path(tmp_path: Any) -> None:
+    """The service builds the source with the child's own function at create time: an
+    unsupported source kind, an unknown or mistyped ``$source.config`` key fail there with
+    the path, and a date string is accepted where the sample source expects a time."""
+    web = tmp_path / "web.toml"
+    web.write_text(connections_toml() + '\n[connections.web]\ntype = "https"\nurl = "https://example.invalid/hook"\n')
+    svc = start_service(tmp_path, "--connections", str(web))
+    try:
+        c = svc.client()
+        fails(c, {"createStreamProcessor": "x", "pipeline": [{"$source": {"connectionName": "web"}}, EMIT]}, 9,
+              "pipeline[0].$source.connectionName: connections of type 'https' cannot be used as a $source yet")
+        solar = {"connectionName": "sample_stream_solar"}
+        fails(c, {"createStreamProcessor": "x", "pipeline": [{"$source": {**solar, "config": {"rat": 5}}}, EMIT]}, 9,
+              "pipeline[0].$source.config.rat: unknown sample source option 'rat'; did you mean 'rate'?; allowed: "
+              "batchSize, devices, faultRate, groups, maxEvents, max_events, partitions, rate, seed, startTime, start_time_ms")
+        fails(c, {"createStreamProcessor": "x", "pipeline": [{"$source": {**solar, "config": {"startTime": "1st of May"}}}, EMIT]}, 9,
+              "pipeline[0].$source.config.startTime: expected an ISO-8601 date such as '2024-01-01T00:00:00Z', got '1st of May'")
+        fails(c, {"processStreamProcessor": [{"$source": {**solar, "config": {"rate": "fast"}}}]}, 9,
+              "pipeline[0].$source.config.rate: expected a number, got string")
+        fails(c, {"createStreamProcessor": "x", "pipeline": [{"$source": {"connectionName": "out"}}, EMIT]}, 9,
+              "pipeline[0].$source.topic: a Kafka $source needs 'topic' (a string or an array of strings)")
+        assert c.admin.command({"listStreamProcessors": 1})["streamProcessors"] == []
+        # a date string (or $date) where a time is expected: the virtual clock starts there
+        r = c.admin.command({"processStreamProcessor": [
+            {"$source": {**solar, "config": {"startTime": "2024-01-01T00:00:00Z", "maxEvents": 2, "rate": 1000, "seed": 7}}},
+            {"$project": {"timestamp": 1, "_id": 0}}]})
+        got: list[dict[str, Any]] = []
+        cursor = r["cursorId"]
+        deadline = time.monotonic() + 60
+        while cursor != 0 and time.monotonic() < deadline:
+            m = c.admin.command({"getMoreSampleStreamProcessor": r["name"], "cursorId": cursor})
+            got.extend(m["messages"])
+            cursor = m["cursorId"]
+        assert got == [{"timestamp": "2024-01-01T00:00:00.000+00:00"}, {"timestamp": "2024-01-01T00:00:00.001+00:00"}]
     finally:
         svc.stop()

@@ -47,7 +47,7 @@ def test_metrics_endpoint_exposes_running_processor_figures(tmp_path: Path, mong
     conns.write_text(f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
     mport = free_port()
     svc = start_service(
-        tmp_path, "--flow-target", "flows.processor:from_definition", "--connections", str(conns),
+        tmp_path, "--connections", str(conns),
         "--metrics-port", str(mport),
     )
     client: pymongo.MongoClient[dict[str, Any]] = svc.client()

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from svc_helpers import Service, start_service
-from test_svc_mongosh import mongosh_path
+from svc_helpers import Service, mongosh_argv, start_service
 
 pytestmark = pytest.mark.mongosh
 
@@ -29,18 +28,18 @@ def auth_service(tmp_path: Path) -> Iterator[Service]:
     svc.stop()
 
 
-def mongosh(svc: Service, *args: str, script: str) -> subprocess.CompletedProcess[str]:
+def mongosh(svc: Service, version: str, *args: str, script: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["HOME"] = str(svc.state_dir.parent)
     return subprocess.run(
-        [mongosh_path(), f"mongodb://{HOST}:{svc.port}", "--quiet", "--norc", *args, "--eval", script],
+        mongosh_argv(version, HOST, svc.port, "--quiet", "--norc", *args, "--eval", script),
         capture_output=True, text=True, timeout=120, env=env,
     )
 
 
-def test_login_with_right_password_runs_commands(auth_service: Service) -> None:
+def test_login_with_right_password_runs_commands(auth_service: Service, mongosh_version: str) -> None:
     r = mongosh(
-        auth_service, "-u", "alice", "-p", "s3cret-Pa55",
+        auth_service, mongosh_version, "-u", "alice", "-p", "s3cret-Pa55",
         script="print(JSON.stringify(db.runCommand({connectionStatus: 1}).authInfo.authenticatedUsers));"
                "print(JSON.stringify(sp.listStreamProcessors()))",
     )
@@ -49,29 +48,29 @@ def test_login_with_right_password_runs_commands(auth_service: Service) -> None:
     assert r.stderr == ""
 
 
-def test_login_with_explicit_mechanism(auth_service: Service) -> None:
+def test_login_with_explicit_mechanism(auth_service: Service, mongosh_version: str) -> None:
     r = mongosh(
-        auth_service, "-u", "bob", "-p", "other", "--authenticationMechanism", "SCRAM-SHA-256",
+        auth_service, mongosh_version, "-u", "bob", "-p", "other", "--authenticationMechanism", "SCRAM-SHA-256",
         "--authenticationDatabase", "admin", script="print(sp.listStreamProcessors().length)",
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0"
 
 
-def test_wrong_password_fails_with_authentication_error(auth_service: Service) -> None:
-    r = mongosh(auth_service, "-u", "alice", "-p", "wrong", script="print('connected')")
+def test_wrong_password_fails_with_authentication_error(auth_service: Service, mongosh_version: str) -> None:
+    r = mongosh(auth_service, mongosh_version, "-u", "alice", "-p", "wrong", script="print('connected')")
     assert r.returncode != 0
     assert r.stdout == ""
     assert r.stderr == "MongoServerError: Authentication failed.\n"
 
 
-def test_unknown_user_fails_with_authentication_error(auth_service: Service) -> None:
-    r = mongosh(auth_service, "-u", "mallory", "-p", "s3cret-Pa55", script="print('connected')")
+def test_unknown_user_fails_with_authentication_error(auth_service: Service, mongosh_version: str) -> None:
+    r = mongosh(auth_service, mongosh_version, "-u", "mallory", "-p", "s3cret-Pa55", script="print('connected')")
     assert r.returncode != 0
     assert r.stderr == "MongoServerError: Authentication failed.\n"
 
 
-def test_no_credentials_cannot_run_commands(auth_service: Service) -> None:
-    r = mongosh(auth_service, script="sp.listStreamProcessors()")
+def test_no_credentials_cannot_run_commands(auth_service: Service, mongosh_version: str) -> None:
+    r = mongosh(auth_service, mongosh_version, script="sp.listStreamProcessors()")
     assert r.returncode != 0
     assert r.stderr == "MongoServerError: command listStreamProcessors requires authentication\n"

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bson
 import pymongo
 import pytest
 from svc_helpers import Service, start_service
@@ -22,7 +26,7 @@ T0_MS = 1_700_000_000_000  # 2023-11-14T22:13:20.000Z
 def svc(tmp_path: Path, mongodb_uri: str) -> Iterator[Service]:
     conns = tmp_path / "real-connections.toml"
     conns.write_text(f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
-    s = start_service(tmp_path, "--flow-target", "flows.processor:from_definition", "--connections", str(conns))
+    s = start_service(tmp_path, "--connections", str(conns))
     yield s
     s.stop()
 
@@ -66,6 +70,12 @@ def test_finite_processor_reports_exact_operator_stats(svc: Service, mongo_db: A
 
     st = wait_for(done, 90)
     assert (st["inputMessageCount"], st["outputMessageCount"], st["dlqMessageCount"]) == (1000, 5, 100)
+    # Sizes are BSON bytes, as inputMessageSize: the 5 window documents are exactly what
+    # $merge wrote; each DLQ entry holds its input document plus the reason.
+    written = list(mongo_db[coll].find())
+    assert st["outputMessageSize"] == sum(len(bson.encode(d)) for d in written)
+    assert 100 * 250 < st["dlqMessageSize"] < 100 * 1000
+    assert 1000 * 150 < st["inputMessageSize"] < 1000 * 300
     ops = st["operatorStats"]
     assert [counts(e) for e in ops] == [
         ("$replaceRoot", 1000, 900, 100),
@@ -121,3 +131,51 @@ def test_running_window_reports_state_size_and_open_window_range(svc: Service, m
     finally:
         client.admin.command({"stopStreamProcessor": "live"})
         client.close()
+
+
+def test_counters_survive_a_kill_9_of_the_service(tmp_path: Path, mongodb_uri: str, mongo_db: Any) -> None:
+    """The service persists the totals at every report: after kill -9 of the service (its
+    children die with it) and a restart, stats() resumes from them instead of zero."""
+    conns = tmp_path / "real-connections.toml"
+    conns.write_text(f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
+    pipeline = [
+        {"$source": {"connectionName": "sample_stream_solar", "config": {"rate": 50, "faultRate": 0.0}}},
+        {"$tumblingWindow": {"interval": {"size": 1, "unit": "day"},
+                             "pipeline": [{"$group": {"_id": "$group_id", "n": {"$sum": 1}}}]}},
+        {"$merge": {"into": {"connectionName": "mongo1", "db": mongo_db.name, "coll": "k"}}},
+    ]
+    svc = start_service(tmp_path, "--connections", str(conns))
+    try:
+        client: pymongo.MongoClient[dict[str, Any]] = svc.client()
+        client.admin.command({"createStreamProcessor": "durable", "pipeline": pipeline})
+        client.admin.command({"startStreamProcessor": "durable"})
+
+        def stats() -> dict[str, Any]:
+            st: dict[str, Any] = client.admin.command({"getStreamProcessorStats": "durable"})["stats"]
+            return st
+
+        def enough() -> dict[str, Any] | None:
+            st = stats()
+            return st if st["inputMessageCount"] >= 150 else None
+
+        before = wait_for(enough, 60)
+        time.sleep(1.5)  # at least one more report, persisted
+        kids = [int(p) for p in subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True, text=True).stdout.split()]
+        assert kids, "the processor child is not running"
+        for pid in [svc.proc.pid, *kids]:
+            os.kill(pid, signal.SIGKILL)
+        svc.proc.wait()
+        client.close()
+        svc = start_service(tmp_path, "--connections", str(conns), port=svc.port)
+        client = svc.client()
+        # At 50 events/s the resumed child cannot have made up 150 events yet.
+        after = stats()
+        assert after["status"] == "running"
+        assert after["inputMessageCount"] >= before["inputMessageCount"]
+        assert after["inputMessageSize"] >= before["inputMessageSize"]
+        # and the resumed child adds to them
+        wait_for(lambda: stats()["inputMessageCount"] > after["inputMessageCount"], 60)
+        client.admin.command({"stopStreamProcessor": "durable"})
+        client.close()
+    finally:
+        svc.stop()
