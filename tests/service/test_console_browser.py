@@ -369,7 +369,9 @@ def test_failed_processor_shows_its_error(serve: Serve, driver: Any) -> None:
     with serve.client() as c:
         c.admin.command({"createStreamProcessor": name, "pipeline": _seed_into(serve, "crashy")})
         c.admin.command({"startStreamProcessor": name})
-    pidfile = serve.state_dir / "processors" / name / "child.pid"
+        (pid_of,) = c.admin.command({"listStreamProcessors": 1, "filter": {"name": name}})["streamProcessors"]
+    # Folders are keyed by the processor's id, never by its name.
+    pidfile = serve.state_dir / "processors" / pid_of["id"] / "child.pid"
     pid = wait_for("the child's pid", lambda: pidfile.exists() and int(pidfile.read_text()), 30)
     driver.get(serve.url)
     wait_for("STARTED", lambda: _row(driver, name)["state"] == "STARTED")
