@@ -9,25 +9,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from translator import runtime
 from translator.compile import compile_pipeline
 from translator.options import ProcessorOptions
-from translator.runtime import IngestSource, Plan
+from translator.runtime import Plan
 from translator.window_kinds import HoppingPanes, HoppingWindows, SessionWindows, TumblingWindows
 from translator.window_state import (
     CLOSE_VERSION,
     CloseSnapshot,
-    HeldPartials,
-    IngestSnapshot,
     PaneKey,
     Session,
     SnapshotError,
     WindowMsg,
-    load_ingest,
 )
-from translator.windows import ACTIVE, OUT, WIN, CloseLogic, WindowPlan
+from translator.windows import ACTIVE, OUT, CloseLogic, WindowPlan
 
 T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
 SOURCE = {"$source": {"documents": [], "timeField": {"$toDate": "$t"}}}
@@ -167,13 +162,6 @@ def test_sessions_are_typed_and_late_panes_have_a_pane_key() -> None:
     assert type(key) is PaneKey and key == PaneKey(start=ms(2), first=ms(2)) and len(late) == 1
 
 
-def test_ingest_sends_named_window_messages() -> None:
-    part = ingest([[({"g": "a", "x": 1, "t": T0.isoformat()}, 0)], []])
-    msgs = [p[1] for tag, p in part.next_batch() if tag == WIN]  # the quiet second poll sends
-    assert msgs and all(type(m) is WindowMsg for m in msgs)
-    assert {(m.partition, m.watermark, m.activity) for m in msgs} == {("p", ms(0), ACTIVE)}
-
-
 # ---- close-step snapshots -------------------------------------------------------------------
 
 
@@ -243,78 +231,3 @@ def test_a_newer_snapshot_version_or_another_window_kind_fails_clearly() -> None
         close_logic(hopping(6, 3), logic.snapshot())
     with pytest.raises(SnapshotError, match=r"window state snapshot of unknown format \(dict\)"):
         close_logic(tumbling(3), pickle.dumps({"windows": {}}))
-
-
-# ---- ingest snapshots -------------------------------------------------------------------------
-
-
-PIPELINE = [SOURCE, {"$tumblingWindow": {"interval": {"size": 3, "unit": "second"}, "pipeline": [GROUP]}}]
-
-
-class Script(FixedPartitionedSource[Any, int]):
-    """One partition replaying polls; its state is how many polls were consumed."""
-
-    def __init__(self, polls: list[Any]) -> None:
-        self.polls = polls
-
-    def list_parts(self) -> list[str]:
-        return ["p"]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> StatefulSourcePartition[Any, int]:
-        polls = self.polls
-
-        class Part(StatefulSourcePartition[Any, int]):
-            i = resume_state or 0
-
-            def next_batch(self) -> list[Any]:
-                if self.i >= len(polls):
-                    raise StopIteration()
-                self.i += 1
-                return [("p", polls[self.i - 1])]
-
-            def snapshot(self) -> int:
-                return self.i
-
-        return Part()
-
-
-def ingest(polls: list[Any], resume: Any = None) -> Any:
-    opts = ProcessorOptions(name="t")
-    plan = Plan.compile(compile_pipeline(PIPELINE, options=opts), opts)
-    return IngestSource(Script(polls), plan).build_part("s", "p", resume)
-
-
-def test_ingest_snapshot_is_named_and_holds_versioned_partials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runtime, "POLLS_PER_STEP", 1)
-    part = ingest([[({"g": "a", "x": 1, "t": T0.isoformat()}, 0)], [({"g": "a", "x": 2, "t": T0.isoformat()}, 0)]])
-    part.next_batch()
-    snap = part.snapshot()
-    assert type(snap) is IngestSnapshot and (snap.inner, snap.watermark) == (1, ms(0))
-    assert snap.held is not None
-    held = pickle.loads(snap.held)
-    assert type(held) is HeldPartials and held.version == 2
-    [table] = held.partials.values()
-    assert list(table) == [ms(0)] and table[ms(0)]["a"][:2] == ["a", 1]  # group "a": $count 1
-
-
-def test_ingest_snapshots_of_every_version_resume() -> None:
-    partials = {0: {ms(0): {"a": ["a", 1, 1]}}}
-    # (inner, wm): from before partials were held.
-    assert load_ingest((4, ms(1))) == (4, ms(1), None)
-    # Version 1 held partials: the pickled dict itself (pane keys as plain tuples).
-    v1 = {0: {ms(0): {"a": ["a", 1, 1]}, (ms(2), ms(4)): {"b": ["b", 1, 2]}}}
-    inner, wm, held = load_ingest((4, ms(1), pickle.dumps(v1)))
-    assert (inner, wm, held) == (4, ms(1), v1) and held is not None
-    assert [type(k) for k in held[0]] == [int, PaneKey]
-    part = ingest([], (0, ms(0), pickle.dumps(partials)))
-    assert part.logic.held == partials and part.logic.active
-    # Version 2.
-    assert load_ingest(IngestSnapshot(4, ms(1), pickle.dumps(HeldPartials(partials)))) == (4, ms(1), partials)
-    assert load_ingest((4, ms(1), None)) == (4, ms(1), None)
-
-
-def test_an_ingest_snapshot_of_a_newer_version_fails_clearly() -> None:
-    with pytest.raises(SnapshotError, match=r"^held window partials snapshot version 7 is not one this mqlflow reads"):
-        load_ingest((4, ms(1), pickle.dumps(HeldPartials({}, version=7))))
-    with pytest.raises(SnapshotError, match=r"^held window partials of unknown format \(list\)"):
-        load_ingest((4, ms(1), pickle.dumps([1, 2])))
