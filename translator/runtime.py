@@ -3,7 +3,7 @@
 :class:`Plan` holds every closure (timeField, stateless stages, window) compiled once.
 :class:`IngestLogic` runs per source partition on whole batches: it evaluates
 ``timeField``, stamps the ``_ts``/``_stream_meta`` envelope (reference §2), tracks the
-partition's watermark (the largest event time seen; it never goes back, reference §3),
+partition's watermark (the largest event time seen; it never goes back, docs/windows.md),
 runs the stateless stages and, with a window, folds the batch into partials.
 """
 
@@ -273,7 +273,7 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
         before an idle marker, and at end of input. Holding cannot make the close step
         miss them: the watermark it knows for this partition is the one sent with them,
         which is older than every held document, so no window they belong to can close
-        before they arrive (reference §3: windows close on the processor watermark).
+        before they arrive (docs/windows.md: windows close on the processor watermark).
         """
         logic = self.logic
         if self.finished:

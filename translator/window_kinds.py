@@ -64,6 +64,7 @@ class WindowKind:
     panes: ClassVar[bool] = False  # fold keys are pane starts (WindowPlan.panes)
     one_bucket: ClassVar[bool] = False  # every group in one close bucket
     holdable: ClassVar[bool] = True  # ingest may merge partials with plan.merge_payload
+    gapless: bool = True  # every event time is in some window (not: hop > interval)
     pane_ms: int = 0
 
     def __init__(self, plan: WindowPlan) -> None:
@@ -264,6 +265,7 @@ class HoppingPanes(_Hopping, WindowKind):
     def __init__(self, plan: WindowPlan) -> None:
         super().__init__(plan)
         self.pane_ms = math.gcd(self.stage.interval_ms, self.stage.hop_ms)
+        self.gapless = self.stage.hop_ms <= self.stage.interval_ms
 
     def fold(self, recs: list[Rec], dlq: DlqFn) -> Partials:
         """Lateness stays per window: a document late for its oldest windows goes to the
