@@ -223,10 +223,12 @@ class TumblingWindows(_ByWindow):
         return by_win
 
 
-class _Hopping:
+class _Hopping(WindowKind):
     """The hop grid of ``$hoppingWindow``: windows of ``interval`` starting every ``hop``."""
 
-    stage: ir.WindowStage
+    def __init__(self, plan: WindowPlan) -> None:
+        super().__init__(plan)
+        self.gapless = self.stage.hop_ms <= self.stage.interval_ms
 
     def assign(self, t: int) -> list[int]:
         st = self.stage
@@ -254,7 +256,7 @@ class HoppingWindows(_Hopping, _ByWindow):
     layout = "hopping"
 
 
-class HoppingPanes(_Hopping, WindowKind):
+class HoppingPanes(_Hopping):
     """``$hoppingWindow`` with an order-free ``$group``: each document is folded once,
     into its pane (gcd(interval, hop) wide), and a window is merged from its panes when
     it closes. ``state.windows`` holds panes keyed by :data:`PaneRef`."""
@@ -265,7 +267,6 @@ class HoppingPanes(_Hopping, WindowKind):
     def __init__(self, plan: WindowPlan) -> None:
         super().__init__(plan)
         self.pane_ms = math.gcd(self.stage.interval_ms, self.stage.hop_ms)
-        self.gapless = self.stage.hop_ms <= self.stage.interval_ms
 
     def fold(self, recs: list[Rec], dlq: DlqFn) -> Partials:
         """Lateness stays per window: a document late for its oldest windows goes to the

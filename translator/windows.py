@@ -202,10 +202,7 @@ class WindowPlan:
             buckets=1 if (global_post or group is None) else max(1, buckets),
         )
 
-    # -- assignment (the kind's; kept here for the fast path and tests) -------------------
-
-    def starts_for(self, t: int) -> list[int]:
-        return self.kind.assign(t)
+    # -- panes (the kind's; read by the fast path) -----------------------------------------
 
     @property
     def pane_ms(self) -> int:
@@ -225,10 +222,6 @@ class WindowPlan:
         """Start of the oldest window containing ``t``; a start above ``t`` means none
         does (``t`` falls in a gap of a hopping window whose hop exceeds its interval)."""
         return self.kind.earliest_start(t)
-
-    def last_start(self, t: int) -> int:
-        """Start of the newest window that may contain ``t``."""
-        return self.kind.last_start(t)
 
     @property
     def holdable(self) -> bool:

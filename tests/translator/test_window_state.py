@@ -231,3 +231,17 @@ def test_a_newer_snapshot_version_or_another_window_kind_fails_clearly() -> None
         close_logic(hopping(6, 3), logic.snapshot())
     with pytest.raises(SnapshotError, match=r"window state snapshot of unknown format \(dict\)"):
         close_logic(tumbling(3), pickle.dumps({"windows": {}}))
+
+
+def test_the_fast_path_takes_windows_whose_kind_covers_every_event_time() -> None:
+    """Tumbling and gapless hopping-by-pane windows; not sessions, not per-window hopping,
+    not hopping with gaps (hop > interval: a document may be in no window)."""
+    src = {"$source": {"documents": [], "timeField": {"$dateFromString": {"dateString": "$t"}}}}
+    opts = ProcessorOptions(name="t")
+
+    def fast(window: dict[str, Any]) -> bool:
+        return Plan.compile(compile_pipeline([src, window], check_sink_connection=False), opts).fast_fold is not None
+
+    assert fast(tumbling(3)) and fast(hopping(4, 2)) and fast(hopping(10, 4))
+    assert not fast(hopping(2, 4)) and not fast(session(3))
+    assert not fast(hopping(4, 2, {"$group": {"_id": "$g", "xs": {"$push": "$x"}}}))
