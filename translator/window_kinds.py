@@ -301,7 +301,7 @@ class HoppingPanes(_Hopping):
         for key, krecs in by_key.items():
             p = key if type(key) is int else key[0]
             first = self.earliest_start(p)
-            # No stage before the window's end reads the window's $meta (see KINDS);
+            # No stage before the window's end reads the window's $meta (see _hopping);
             # the oldest window's bounds are there for completeness.
             v = {META: meta_for(first, first + size)}
             if plan.pre:
