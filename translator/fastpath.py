@@ -231,9 +231,9 @@ class FastGroupFold:
     def build(plan: Any, src: ir.SourceStage) -> FastGroupFold | None:
         """``None`` unless the window's shape is one the fast path covers exactly."""
         st = plan.stage
-        if st.kind == "session" or st.boundary != "eventTime" or plan.pre or plan.group_id is None:
+        if st.boundary != "eventTime" or plan.pre or plan.group_id is None:
             return None
-        if not plan.panes or (st.kind == "hopping" and st.hop_ms > st.interval_ms):
+        if not plan.panes or not plan.kind.gapless:  # sessions have no panes
             return None
         group = next(s for s in st.pipeline if isinstance(s, ir.GroupStage))
         # The envelope fields are the general path's to stamp (reference §2: `_ts` is the

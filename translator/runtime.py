@@ -3,13 +3,12 @@
 :class:`Plan` holds every closure (timeField, stateless stages, window) compiled once.
 :class:`IngestLogic` runs per source partition on whole batches: it evaluates
 ``timeField``, stamps the ``_ts``/``_stream_meta`` envelope (reference §2), tracks the
-partition's watermark (the largest event time seen; it never goes back, reference §3),
+partition's watermark (the largest event time seen; it never goes back, docs/windows.md),
 runs the stateless stages and, with a window, folds the batch into partials.
 """
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
 from translator.options import ProcessorOptions
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain, run_chain_docs
+from translator.window_state import IngestSnapshot, WindowMsg, dump_held, load_ingest
 from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
 
 Emission = tuple[int, Any]
@@ -92,7 +92,7 @@ class IngestLogic:
         w = plan.window
         # Event-time tumbling/hopping $group partials are held here for up to HOLD_MS and
         # sent to the close step together (see _IngestPartition.next_batch).
-        self.hold = w is not None and not self.processing and w.stage.kind != "session" and w.group_id is not None
+        self.hold = w is not None and not self.processing and w.holdable
         self.held: dict[int, dict[Any, Any]] = {}
         self.active = False
         idle = w.stage.idle_timeout_ms if w is not None else None
@@ -120,7 +120,7 @@ class IngestLogic:
         """Send the held partials with the partition's watermark to every bucket."""
         held, activity = self.held, ACTIVE if self.active else QUIET
         self.held, self.active = {}, False
-        return [(WIN, (str(b), (self.part, self.wm, held.get(b), activity))) for b in range(self.buckets)]
+        return [(WIN, (str(b), WindowMsg(self.part, self.wm, held.get(b), activity))) for b in range(self.buckets)]
 
     @property
     def pending(self) -> bool:
@@ -131,7 +131,7 @@ class IngestLogic:
         if type(batch) is IdleBatch:
             # Held partials go out before the partition is declared idle.
             flushed = self.flush() if self.active else []
-            return [*flushed, *((WIN, (str(b), (self.part, self.wm, None, IDLE))) for b in range(self.buckets))]
+            return [*flushed, *((WIN, (str(b), WindowMsg(self.part, self.wm, None, IDLE))) for b in range(self.buckets))]
         if not batch:
             return []
         if self.fast is not None:
@@ -144,7 +144,7 @@ class IngestLogic:
                 if self.hold:
                     self.active = True
                     return []
-                return [(WIN, (str(b), (self.part, wm, into.get(b), ACTIVE))) for b in range(self.buckets)]
+                return [(WIN, (str(b), WindowMsg(self.part, wm, into.get(b), ACTIVE))) for b in range(self.buckets)]
         dlq: list[dict[str, Any]] = []
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
@@ -166,7 +166,7 @@ class IngestLogic:
                 self.keep(partials)
             else:
                 for b in range(self.buckets):
-                    emissions.append((WIN, (str(b), (self.part, self.wm, partials.get(b), ACTIVE))))
+                    emissions.append((WIN, (str(b), WindowMsg(self.part, self.wm, partials.get(b), ACTIVE))))
         if dlq:
             emissions.append((DLQ, dlq))
         return emissions
@@ -273,7 +273,7 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
         before an idle marker, and at end of input. Holding cannot make the close step
         miss them: the watermark it knows for this partition is the one sent with them,
         which is older than every held document, so no window they belong to can close
-        before they arrive (reference §3: windows close on the processor watermark).
+        before they arrive (docs/windows.md: windows close on the processor watermark).
         """
         logic = self.logic
         if self.finished:
@@ -333,8 +333,8 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
         # The held partials are pickled now: they keep changing after this call, and
         # Bytewax may serialise the snapshot later.
         logic = self.logic
-        held = pickle.dumps(logic.held, protocol=5) if logic.active else None
-        return (self.inner.snapshot(), logic.wm, held)
+        held = dump_held(logic.held) if logic.active else None
+        return IngestSnapshot(self.inner.snapshot(), logic.wm, held)
 
     def close(self) -> None:
         self.inner.close()
@@ -356,12 +356,9 @@ class IngestSource(FixedPartitionedSource[Emission, tuple[Any, ...]]):
         return self.inner.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: tuple[Any, ...] | None) -> _IngestPartition:
-        inner_state, wm, held = (None, None, None)
-        if resume_state is not None:
-            inner_state, wm, *rest = resume_state  # (inner, wm) before held partials existed
-            held = rest[0] if rest else None
+        inner_state, wm, held = (None, None, None) if resume_state is None else load_ingest(resume_state)
         part = self.inner.build_part(step_id, for_part, inner_state)
         logic = IngestLogic(self.plan, for_part, wm)
         if held:
-            logic.held, logic.active = pickle.loads(held), True
+            logic.held, logic.active = held, True
         return _IngestPartition(part, logic)

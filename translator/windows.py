@@ -1,4 +1,4 @@
-"""ASP windows on Bytewax, with ASP's watermark semantics (reference §3).
+"""ASP windows on Bytewax, with ASP's per-partition watermark (docs/windows.md).
 
 Bytewax's own windowing keeps one watermark per *key*; ASP keeps one per *source
 partition*, and closes a window for every group once the processor's watermark (the
@@ -8,24 +8,21 @@ from two batch-level ``stateful_batch`` steps instead of ``fold_window``:
 1. **ingest** (keyed by source partition, see :mod:`translator.runtime`) tracks the
    partition's watermark, sends documents of already-closed windows to the DLQ as late,
    runs the window's stateless prefix and folds the batch into *partial* accumulator
-   states per (window, group). :meth:`WindowPlan.fold` does that part.
+   states per (window or pane, group): :meth:`WindowPlan.fold`.
 2. **close** (:class:`CloseLogic`, keyed by a group bucket) merges partials from all
    partitions, keeps every partition's watermark, and closes windows when the minimum
    passes, at end of input, or on ``idleTimeout``. Only partials cross workers, never
    single documents.
 
-A hopping window with an order-free ``$group`` is folded by *pane* (gcd(interval, hop)
-wide): each document is folded once, into its pane, instead of once per window it is
-in, and a window is merged from its panes when it closes (:meth:`WindowPlan.fold`,
-:meth:`CloseLogic._close_panes`).
+What differs between tumbling, hopping and session windows (assignment, lateness, the
+partials' keys, what closes) lives in one class per kind in :mod:`translator.window_kinds`;
+the state types and snapshots are in :mod:`translator.window_state`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import pickle
 import time
 import zlib
 from collections.abc import Callable
@@ -41,24 +38,25 @@ from translator.accumulators import AccSpec, compile_accumulator
 from translator.mql.expr import META, Ctx, Expr, Vars, compile_expr, get_path
 from translator.mql.values import MISSING, compare, hashable, ms_to_datetime
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
+from translator.window_kinds import DlqFn, WindowKind, dlq_late, meta_for, window_kind
+from translator.window_state import (
+    ACTIVE,
+    IDLE,
+    QUIET,
+    CloseState,
+    Partials,
+    WindowMsg,
+    dump_close,
+    load_close,
+)
 
 NEG_INF = -(2**62)
 _UNARY = frozenset(
     {"$sum", "$avg", "$min", "$max", "$first", "$last", "$push", "$addToSet", "$stdDevPop",
      "$stdDevSamp", "$mergeObjects"}
 )
-DlqFn = Callable[..., None]  # (reason, doc, **extra)
-# Accumulators whose final value does not depend on the order their inputs arrive in, so a
-# hopping window can be merged from panes (sub-windows) in any order. $first/$last/$push,
-# $addToSet (first-seen order), $mergeObjects, the N-selections (ties keep the earlier) are not.
-_ORDER_FREE = frozenset(
-    {"$sum", "$avg", "$count", "$min", "$max", "$stdDevPop", "$stdDevSamp", "$median", "$percentile"}
-)
-
-# Partial message from ingest to close: (partition, watermark_ms, partials, activity)
-WindowMsg = tuple[str, int, Any, int]
-QUIET, ACTIVE, IDLE = 0, 1, 2  # activity: no documents, documents, partition idle
-
+__all__ = ["ACTIVE", "DLQ", "IDLE", "NEG_INF", "OUT", "QUIET", "WIN", "CloseLogic", "WindowMsg", "WindowPlan",
+           "bucket_of", "dlq_late"]
 
 # ---- the window's inner pipeline, split around $group ----------------------------------
 
@@ -124,8 +122,12 @@ def _sort_value(v: Any) -> Any:
     return None if v is MISSING else v
 
 
+
 @dataclass
 class WindowPlan:
+    """A window stage compiled once: its kind (:mod:`translator.window_kinds`), the
+    inner pipeline's stateless prefix, ``$group`` and what runs after it."""
+
     stage: ir.WindowStage
     processor: str
     pre: tuple[Step, ...]
@@ -134,12 +136,12 @@ class WindowPlan:
     fields: tuple[str, ...]
     post: list[Callable[[list[dict[str, Any]], DlqFn, Vars], list[dict[str, Any]]]]
     buckets: int
-    partition_by: Expr | None
     extracts: list[Expr] = dataclasses.field(default_factory=list)
     slot: list[int] = dataclasses.field(default_factory=list)
-    # True when ``fold`` returns pane partials (``{pane_start | (pane_start, from_start):
-    # table}``, see :meth:`fold`): tumbling windows (pane == window) and hopping windows
-    # with an order-free ``$group`` that does not read the window's ``$meta``.
+    kind: WindowKind = dataclasses.field(init=False)
+    # True when ``fold`` returns pane partials (keyed by pane start or PaneKey): tumbling
+    # windows (pane == window) and hopping windows with an order-free ``$group`` that
+    # does not read the window's ``$meta``. The fast path reads it.
     panes: bool = dataclasses.field(default=False, init=False)
     _pane: int = dataclasses.field(default=0, init=False)
 
@@ -147,21 +149,7 @@ class WindowPlan:
         # Accumulators over the same field path ($min/$max/$avg of "$obs.temp") share
         # one evaluation per document.
         seen: dict[str, int] = {}
-        st = self.stage
-        gi = next((i for i, s in enumerate(st.pipeline) if isinstance(s, ir.GroupStage)), None)
-        group = st.pipeline[gi] if gi is not None else None
-        assert group is None or isinstance(group, ir.GroupStage)
-        if st.kind == "tumbling":
-            self._pane, self.panes = st.interval_ms, True
-        elif st.kind == "hopping":
-            self._pane = math.gcd(st.interval_ms, st.hop_ms)
-            # A document is folded once into its pane instead of once per window, so
-            # nothing before the window's end may depend on which window it is in.
-            self.panes = (
-                gi is not None
-                and all(a.name in _ORDER_FREE for a in self.accs)
-                and not _reads_meta(st.pipeline[: gi + 1])
-            )
+        group = next((s for s in self.stage.pipeline if isinstance(s, ir.GroupStage)), None)
         args = [a.arg if a.op in _UNARY else None for a in group.accumulations] if group else []
         for acc, arg in zip(self.accs, args, strict=True):
             key = arg if isinstance(arg, str) and arg.startswith("$") else None
@@ -172,6 +160,10 @@ class WindowPlan:
             if key is not None:
                 seen[key] = len(self.extracts)
             self.extracts.append(acc.extract)
+        self.kind = window_kind(self)
+        self.panes, self._pane = self.kind.panes, self.kind.pane_ms
+        if self.kind.one_bucket:
+            self.buckets = 1
 
     @staticmethod
     def compile(stage: ir.WindowStage, processor: str, buckets: int) -> WindowPlan:
@@ -193,9 +185,6 @@ class WindowPlan:
                     raise _err(s.path, "$sort, $limit and $count are only supported after $group in a window pipeline")
         assert group is None or isinstance(group, ir.GroupStage)
         global_post = any(isinstance(s, (ir.SortStage, ir.LimitStage, ir.CountStage)) for s in post_stages)
-        pby = None
-        if stage.kind == "session":
-            pby = compile_expr(stage.partition_by, Ctx(f"{stage.path}.partitionBy"))
         return WindowPlan(
             stage=stage,
             processor=processor,
@@ -209,25 +198,11 @@ class WindowPlan:
             fields=tuple(a.field for a in group.accumulations) if group else (),
             post=_compile_post(tuple(post_stages)),
             # Window-global stages ($sort/$limit/$count after $group) or a window without
-            # $group need every group of a window in one place.
-            buckets=1 if (global_post or group is None or stage.kind == "session") else max(1, buckets),
-            partition_by=pby,
+            # $group need every group of a window in one place (sessions too: their kind).
+            buckets=1 if (global_post or group is None) else max(1, buckets),
         )
 
-    # -- assignment ----------------------------------------------------------------------
-
-    def starts_for(self, t: int) -> list[int]:
-        st = self.stage
-        if st.kind == "tumbling":
-            return [t - (t - st.offset_ms) % st.interval_ms]
-        last = t - (t - st.offset_ms) % st.hop_ms
-        out = []
-        s = last
-        while s + st.interval_ms > t:
-            out.append(s)
-            s -= st.hop_ms
-        out.reverse()
-        return out
+    # -- panes (the kind's; read by the fast path) -----------------------------------------
 
     @property
     def pane_ms(self) -> int:
@@ -246,39 +221,27 @@ class WindowPlan:
     def earliest_start(self, t: int) -> int:
         """Start of the oldest window containing ``t``; a start above ``t`` means none
         does (``t`` falls in a gap of a hopping window whose hop exceeds its interval)."""
-        st = self.stage
-        if st.kind == "tumbling":
-            return t - (t - st.offset_ms) % st.interval_ms
-        hop = st.hop_ms
-        last = t - (t - st.offset_ms) % hop
-        return last - ((st.interval_ms - (t - last) - 1) // hop) * hop
+        return self.kind.earliest_start(t)
 
-    def last_start(self, t: int) -> int:
-        """Start of the newest window that may contain ``t`` (the hop grid point <= t)."""
-        st = self.stage
-        step = st.interval_ms if st.kind == "tumbling" else st.hop_ms
-        return t - (t - st.offset_ms) % step
-
-    def meta_for(self, start: int, end: int, partition: Any = MISSING) -> dict[str, Any]:
-        w: dict[str, Any] = {"start": ms_to_datetime(start), "end": ms_to_datetime(end)}
-        if partition is not MISSING:
-            w["partition"] = partition
-        return {"window": w}
+    @property
+    def holdable(self) -> bool:
+        """Whether ingest may hold partials and merge them (:meth:`merge_payload`)."""
+        return self.kind.holdable and self.group_id is not None
 
     # -- stage 1: fold a batch into partials ----------------------------------------------
 
-    def fold(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
+    def fold(self, recs: list[Rec], dlq: DlqFn) -> Partials:
         """Fold ``(doc, (t, wm_before))`` records into ``{bucket: partials}``.
 
         With :attr:`panes` (tumbling, and hopping with an order-free ``$group``) each
         document is folded once, into its pane, and partials are ``{key: table}`` where
         ``key`` is a pane start (an ``int``: the pane counts in every window containing
-        it) or ``(pane_start, from_start)`` (only in windows starting at or after
-        ``from_start``: the documents were late for the earlier ones). For tumbling
-        windows pane == window, so keys are window starts. Other hopping windows give
-        ``{window_start: table}``. Sessions give ``{partition_key: [session, ...]}``.
+        it) or a ``PaneKey(pane_start, first)`` (only in windows starting at or after
+        ``first``: the documents were late for the earlier ones). For tumbling windows
+        pane == window, so keys are window starts. Other hopping windows give
+        ``{window_start: table}``. Sessions give ``{partition_key: [Session, ...]}``.
         A table is ``{group_key: [group_id, state...]}`` or, without $group, a list of
-        documents.
+        documents (docs/windows.md).
         """
         if metrics.ENABLED:
             # The window's figures include its inner stages (also listed on their own).
@@ -289,90 +252,10 @@ class WindowPlan:
                 dlq(reason, doc, **extra)
 
             t0 = time.perf_counter()
-            out = self._fold(recs, counting)
+            out = self.kind.fold(recs, counting)
             metrics.record(self.stage.path, _name_of(self.stage), len(recs), 0, dropped[0], time.perf_counter() - t0)
             return out
-        return self._fold(recs, dlq)
-
-    def _fold(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
-        if self.stage.kind == "session":
-            return self._fold_sessions(recs, dlq)
-        st = self.stage
-        lateness = st.allowed_lateness_ms
-        size = st.interval_ms
-        by_win: dict[int, list[Rec]] = {}
-        tumbling = st.kind == "tumbling"
-        if self.panes and not tumbling:
-            return self._fold_panes(recs, dlq)
-        for rec in recs:
-            t, wm = rec[1]
-            if tumbling:
-                s = t - (t - st.offset_ms) % size
-                if s + size + lateness <= wm:
-                    dlq_late(dlq, rec[0], [s])
-                    continue
-                lst = by_win.get(s)
-                if lst is None:
-                    by_win[s] = [rec]
-                else:
-                    lst.append(rec)
-                continue
-            starts = self.starts_for(t)
-            missed = [s for s in starts if s + size + lateness <= wm]
-            if missed:
-                dlq_late(dlq, rec[0], missed)
-            for s in starts:
-                if s + size + lateness > wm:
-                    by_win.setdefault(s, []).append(rec)
-        out: dict[int, Any] = {}
-        for s, wrecs in by_win.items():
-            v = {META: self.meta_for(s, s + size)}
-            if self.pre:
-                wrecs = run_chain(self.pre, wrecs, lambda r, d: dlq(r, d), v)
-            self._accumulate(out, s, wrecs, v, dlq)
-        return out
-
-    def _fold_panes(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
-        """Hopping: fold each document once into its pane (lateness still per window)."""
-        st = self.stage
-        size, hop, off, pane = st.interval_ms, st.hop_ms, st.offset_ms, self._pane
-        closed_by = size + st.allowed_lateness_ms  # window s is closed once s + this <= wm
-        by_key: dict[Any, list[Rec]] = {}
-        for rec in recs:
-            t, wm = rec[1]
-            last = t - (t - off) % hop
-            first = last - ((size - (t - last) - 1) // hop) * hop
-            if first > last:
-                continue  # in the gap between two windows (hop > interval)
-            key: Any = t - (t - off) % pane
-            if first + closed_by <= wm:
-                # Late for the oldest windows (a prefix): DLQ naming just those, and
-                # count the document only in the windows still open for it.
-                s = first
-                missed = []
-                while s <= last and s + closed_by <= wm:
-                    missed.append(s)
-                    s += hop
-                dlq_late(dlq, rec[0], missed)
-                if s > last:
-                    continue
-                key = (key, s)
-            lst = by_key.get(key)
-            if lst is None:
-                by_key[key] = [rec]
-            else:
-                lst.append(rec)
-        out: dict[int, Any] = {}
-        for key, krecs in by_key.items():
-            p = key if type(key) is int else key[0]
-            first = self.earliest_start(p)
-            # No stage before the window's end reads the window's $meta (see ``panes``);
-            # the oldest window's bounds are there for completeness.
-            v = {META: self.meta_for(first, first + size)}
-            if self.pre:
-                krecs = run_chain(self.pre, krecs, lambda r, d: dlq(r, d), v)
-            self._accumulate(out, key, krecs, v, dlq)
-        return out
+        return self.kind.fold(recs, dlq)
 
     def _accumulate(self, out: dict[int, Any], key: Any, recs: list[Rec], v: Vars, dlq: DlqFn) -> None:
         if self.group_id is None:
@@ -423,46 +306,6 @@ class WindowPlan:
                     dlq(failure_reason("$group", self.stage.path, exc), d)
             return
         entry[1:] = new
-
-    def _fold_sessions(self, recs: list[Rec], dlq: DlqFn) -> dict[int, Any]:
-        st = self.stage
-        assert self.partition_by is not None
-        by_key: dict[Any, tuple[Any, list[Rec]]] = {}
-        for rec in recs:
-            t, wm = rec[1]
-            if t + st.gap_ms + st.allowed_lateness_ms <= wm:
-                dlq_late(dlq, rec[0], [t])
-                continue
-            try:
-                p = self.partition_by(rec[0], {})
-            except Exception as exc:
-                dlq(failure_reason(st.path.rsplit(".", 1)[-1], f"{st.path}.partitionBy", exc), rec[0])
-                continue
-            p = None if p is MISSING else p
-            hk = hashable(p)
-            entry = by_key.get(hk)
-            if entry is None:
-                by_key[hk] = (p, [rec])
-            else:
-                entry[1].append(rec)
-        sessions_out: dict[Any, list[list[Any]]] = {}
-        for hk, (pval, prs) in by_key.items():
-            prs.sort(key=lambda r: r[1][0])
-            runs: list[list[Rec]] = []
-            for r in prs:
-                if runs and r[1][0] - runs[-1][-1][1][0] < st.gap_ms:
-                    runs[-1].append(r)
-                else:
-                    runs.append([r])
-            for run in runs:
-                start, last = run[0][1][0], run[-1][1][0]
-                v = {META: self.meta_for(start, last + st.gap_ms, pval)}
-                rr = run_chain(self.pre, run, lambda r, d: dlq(r, d), v) if self.pre else run
-                holder: dict[int, Any] = {}
-                self._accumulate(holder, "s", rr, v, dlq)
-                payload = holder.get(0, {}).get("s", [] if self.group_id is None else {})
-                sessions_out.setdefault(hk, []).append([start, last, pval, payload])
-        return {0: sessions_out} if sessions_out else {}
 
     # -- stage 2 helpers ------------------------------------------------------------------
 
@@ -546,17 +389,6 @@ def _name_of(stage: ir.WindowStage) -> str:
     return stage.path.rsplit(".", 1)[-1]
 
 
-def _reads_meta(obj: Any) -> bool:
-    """Whether an IR fragment uses ``$meta`` anywhere (a window bound could be read)."""
-    if isinstance(obj, dict):
-        return "$meta" in obj or any(_reads_meta(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(_reads_meta(v) for v in obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return any(_reads_meta(getattr(obj, f.name)) for f in dataclasses.fields(obj))
-    return False
-
-
 def _err(path: str, msg: str) -> Exception:
     from translator.errors import TranslateError
 
@@ -568,10 +400,6 @@ def bucket_of(hk: Any, n: int) -> int:
     return zlib.crc32(repr(hk).encode()) % n
 
 
-def dlq_late(dlq: DlqFn, doc: dict[str, Any], starts: list[int]) -> None:
-    dlq(LATE_REASON, doc, missedWindowStartTimes=[ms_to_datetime(s) for s in starts])
-
-
 # ---- stage 2: close windows across partitions --------------------------------------------
 
 
@@ -579,7 +407,8 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
     """Per group bucket: merge partials, track every partition's watermark, close windows.
 
     Emits ``(OUT, docs)`` and ``(DLQ, dlq_docs)``. State survives restarts through
-    ``snapshot`` (pickled, so the runtime gets an immutable copy).
+    ``snapshot``: a versioned :class:`~translator.window_state.CloseSnapshot`, pickled so
+    the runtime gets an immutable copy.
     """
 
     def __init__(
@@ -591,6 +420,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         after: tuple[Step, ...] = (),
     ) -> None:
         self.plan = plan
+        self.kind = plan.kind
         self.after = after
         self.partitions = partitions
         self.dlq_doc = dlq_doc
@@ -598,64 +428,66 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         self.lateness = st.allowed_lateness_ms
         self.processing = st.boundary == "processingTime"
         self.idle_ms = st.idle_timeout_ms
-        self.wms: dict[str, int] = {}
-        self.windows: dict[int, Any] = {}
-        self.sessions: dict[Any, list[list[Any]]] = {}
-        self.last_activity: float = _now_ms()
-        self.idle: set[str] = set()
-        self.closed_upto = NEG_INF  # start of the last closed window
-        # Hopping windows folded by pane: ``windows`` holds panes, keyed as ``fold``
-        # returns them, and a window is merged from its panes when it closes.
-        self.by_pane = plan.panes and st.kind == "hopping"
         self.late: list[dict[str, Any]] = []
-        if resume is not None:
-            (self.wms, self.windows, self.sessions, self.last_activity, self.idle, self.closed_upto) = pickle.loads(resume)
+        if resume is None:
+            self.state = CloseState({}, {}, {}, _now_ms(), set(), NEG_INF)
+        else:
+            self.state, version = load_close(resume, self.kind.layout, st.path)
+            self.kind.resume(self.state, version)
+
+    @property
+    def windows(self) -> dict[Any, Any]:
+        """Open windows ``{start: table}``, or the stored panes of a hopping window."""
+        return self.state.windows
+
+    @property
+    def closed_upto(self) -> int:
+        return self.state.closed_upto
 
     # -- Bytewax callbacks ---------------------------------------------------------------
 
     def on_batch(self, values: list[WindowMsg]) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
+        state, kind = self.state, self.kind
+        wms = state.wms
         for part, wm, partials, activity in values:
-            if wm > self.wms.get(part, NEG_INF):
-                self.wms[part] = wm
+            if wm > wms.get(part, NEG_INF):
+                wms[part] = wm
             if activity == IDLE:
-                self.idle.add(part)
+                state.idle.add(part)
                 continue
             if activity == ACTIVE:
-                self.idle.discard(part)
-                self.last_activity = _now_ms()
+                state.idle.discard(part)
+                state.last_activity = _now_ms()
             if partials:
-                if self.plan.stage.kind == "session":
-                    self._merge_sessions(partials)
-                else:
-                    self._merge_windows(partials)
+                kind.merge(state, partials, self._late_partial)
         return self._close(self._watermark()), False
 
     def on_notify(self) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
         now = _now_ms()
         if self.processing:
             return self._close(now), False
-        if self.idle_ms is not None and now >= self.last_activity + self.idle_ms:
+        if self.idle_ms is not None and now >= self.state.last_activity + self.idle_ms:
             # ASP idleTimeout: an idle source still gets its open windows out.
             return self._close(max(self._watermark(), now) + self.lateness, idle=True), False
         return [], False
 
     def on_eof(self) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
-        # End of a finite input flushes every open window (reference §3).
+        # End of a finite input flushes every open window (docs/windows.md).
         return self._close(None), False
 
     def notify_at(self) -> datetime | None:
-        if not (self.windows or self.sessions):
+        state = self.state
+        if not (state.windows or state.sessions):
             return None
         if self.processing:
-            ends = [self._end(s) for s in (self._open_starts() if self.by_pane else self.windows)]
-            return _dt(min(ends)) if ends else None
+            end = self.kind.next_end(state)
+            return None if end is None else _dt(end)
         if self.idle_ms is not None:
-            return _dt(int(self.last_activity) + self.idle_ms)
+            return _dt(int(state.last_activity) + self.idle_ms)
         return None
 
     def snapshot(self) -> bytes:
-        state = (self.wms, self.windows, self.sessions, self.last_activity, self.idle, self.closed_upto)
-        return pickle.dumps(state, protocol=5)
+        return dump_close(self.state, self.kind.layout)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -664,7 +496,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
             return _now_ms()
         # The processor watermark is the minimum over source partitions, ignoring idle
         # ones; a partition that has not reported yet holds every window back.
-        wms, idle = self.wms, self.idle
+        wms, idle = self.state.wms, self.state.idle
         known = [*self.partitions, *(p for p in wms if p not in self.partitions)]
         live = [p for p in known if p not in idle] or known
         lowest = None
@@ -676,161 +508,31 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
                 lowest = w
         return NEG_INF if lowest is None else lowest
 
-    def _end(self, start: int) -> int:
-        return start + self.plan.stage.interval_ms
-
-    def _pane_span(self, key: Any) -> tuple[int, int, int]:
-        """``(pane start, first window, last window)`` that a stored pane counts in."""
-        plan = self.plan
-        if type(key) is tuple:
-            p, first = key
-        else:
-            p = key
-            first = plan.earliest_start(p)
-        return p, first, plan.last_start(p)
-
-    def _open_starts(self) -> list[int]:
-        """Starts of the open windows holding at least one stored pane, in order."""
-        hop, after = self.plan.stage.hop_ms, self.closed_upto + self.plan.stage.hop_ms
-        starts: set[int] = set()
-        for key in self.windows:
-            _, first, last = self._pane_span(key)
-            starts.update(range(max(first, after), last + 1, hop))
-        return sorted(starts)
-
-    def _merge_panes(self, partials: dict[Any, Any]) -> None:
-        plan, panes = self.plan, self.windows
-        hop, closed = plan.stage.hop_ms, self.closed_upto
-        late: dict[int, dict[Any, Any]] = {}
-        for key, payload in partials.items():
-            p, first, last = self._pane_span(key)
-            if first <= closed:
-                # Some of the pane's windows are out already: see ``_late_partial``.
-                for s in range(first, min(last, closed) + 1, hop):
-                    plan.merge_pane(late.setdefault(s, {}), payload, owned=False)
-                if last <= closed:
-                    continue
-                key = (p, closed + hop)
-            cur = panes.get(key)
-            if cur is None:
-                panes[key] = payload
-            else:
-                plan.merge_pane(cur, payload, owned=True)
-        for s in sorted(late):
-            self._late_partial(s, late[s])
-
-    def _close_panes(self, wm: int | None, lateness: int, out: list[dict[str, Any]], dlq_fn: DlqFn) -> None:
-        """Close every window whose end + lateness the watermark passed, in start order,
-        each merged from its stored panes; drop a pane after its last window."""
-        panes = self.windows
-        if not panes:
-            return
-        plan = self.plan
-        size, hop = plan.stage.interval_ms, plan.stage.hop_ms
-        limit = None if wm is None else wm - size - lateness
-        after = self.closed_upto + hop
-        spans = sorted(((*self._pane_span(k), k) for k in panes), key=lambda e: (e[0], e[1]))
-        starts: set[int] = set()
-        for _, first, last, _ in spans:
-            hi = last if limit is None or last < limit else limit
-            starts.update(range(max(first, after), hi + 1, hop))
-        for s in sorted(starts):
-            end = s + size
-            table: dict[Any, Any] = {}
-            keep = []
-            for e in spans:
-                p, first, last, key = e
-                if s <= p < end and first <= s:
-                    plan.merge_pane(table, panes[key], owned=last <= s)
-                if last <= s:
-                    del panes[key]
-                else:
-                    keep.append(e)
-            spans = keep
-            self.closed_upto = s
-            out.extend(plan.finalize(table, plan.meta_for(s, end), dlq_fn))
-
-    def _merge_windows(self, partials: dict[int, Any]) -> None:
-        if self.by_pane:
-            self._merge_panes(partials)
-            return
-        plan, windows = self.plan, self.windows
-        for start, payload in partials.items():
-            if start <= self.closed_upto and start not in windows:
-                self._late_partial(start, payload)
-                continue
-            cur = windows.get(start)
-            windows[start] = payload if cur is None else plan.merge_payload(cur, payload)
-
     def _late_partial(self, start: int, payload: Any) -> None:
         """A partial for a window that already closed. Its partition was idle (so the
         processor watermark moved on without it) and resumed with older data; the
         partition's own watermark could not tell. The documents are late: DLQ them, or
         for a $group window the group's partial result, which is what is left of them."""
         plan = self.plan
-        meta = plan.meta_for(start, self._end(start))
+        meta = meta_for(start, start + plan.stage.interval_ms)
         missed = [ms_to_datetime(start)]
         for doc in plan.finalize(payload, meta, lambda r, d, **kw: None):
             self.late.append(self.dlq_doc(LATE_REASON, doc, missedWindowStartTimes=missed))
 
-    def _merge_sessions(self, partials: dict[Any, list[list[Any]]]) -> None:
-        gap = self.plan.stage.gap_ms
-        plan = self.plan
-        for hk, new_sessions in partials.items():
-            lst = self.sessions.setdefault(hk, [])
-            for ns in new_sessions:
-                merged = ns
-                keep = []
-                for s in lst:
-                    if s[0] < merged[1] + gap and merged[0] < s[1] + gap:
-                        # An event bridging two sessions merges them (reference §3).
-                        older, newer = (s, merged) if s[0] <= merged[0] else (merged, s)
-                        merged = [
-                            min(s[0], merged[0]),
-                            max(s[1], merged[1]),
-                            older[2],
-                            plan.merge_payload(older[3], newer[3]),
-                        ]
-                    else:
-                        keep.append(s)
-                keep.append(merged)
-                keep.sort(key=lambda s: s[0])
-                lst[:] = keep
-
     def _close(self, wm: int | None, idle: bool = False) -> list[tuple[int, list[dict[str, Any]]]]:
         out: list[dict[str, Any]] = []
         dlq: list[dict[str, Any]] = []
-        plan = self.plan
+        plan, kind, state = self.plan, self.kind, self.state
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
             dlq.append(self.dlq_doc(reason, doc, **extra))
 
         lateness = 0 if self.processing else self.lateness
-        if plan.stage.kind == "session":
-            gap = plan.stage.gap_ms
-            for hk in list(self.sessions):
-                lst = self.sessions[hk]
-                remaining = []
-                for s in lst:
-                    if wm is None or s[1] + gap + lateness <= wm:
-                        out.extend(plan.finalize(s[3], plan.meta_for(s[0], s[1] + gap, s[2]), dlq_fn))
-                    else:
-                        remaining.append(s)
-                if remaining:
-                    self.sessions[hk] = remaining
-                else:
-                    del self.sessions[hk]
-        elif self.by_pane:
-            self._close_panes(wm, lateness, out, dlq_fn)
-        else:
-            for start in sorted(self.windows):
-                end = self._end(start)
-                if wm is not None and end + lateness > wm:
-                    break
-                payload = self.windows.pop(start)
-                self.closed_upto = max(self.closed_upto, start)
-                out.extend(plan.finalize(payload, plan.meta_for(start, end), dlq_fn))
+        due = kind.due(state, wm, lateness)
+        if due:
+            for payload, meta in kind.close(state, due):
+                out.extend(plan.finalize(payload, meta, dlq_fn))
         if t0:
             self._report(len(out), len(dlq) + len(self.late), time.perf_counter() - t0)
         if out and self.after:
@@ -850,13 +552,8 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         """Closed-window figures and the open-window state for ``operatorStats``."""
         st = self.plan.stage
         metrics.record(st.path, _name_of(st), 0, n_out, n_dlq, seconds)
-        if st.kind == "session":
-            starts = [s[0] for lst in self.sessions.values() for s in lst]
-            entries = sum(len(s[3]) for lst in self.sessions.values() for s in lst)
-        else:
-            # Hopping by pane: open windows are counted, the state is the panes' entries.
-            starts = self._open_starts() if self.by_pane else list(self.windows)
-            entries = sum(len(p) for p in self.windows.values())
+        starts = self.kind.open_starts(self.state)
+        entries = self.kind.entries(self.state)
         lo, hi = (min(starts), max(starts)) if starts else (None, None)
         metrics.set_window_state(id(self), st.path, len(starts), entries, lo, hi)
 

@@ -5,6 +5,7 @@ part of the partition's snapshot, so a resume neither loses nor repeats them."""
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,14 @@ from translator import runtime
 from translator.compile import compile_pipeline
 from translator.options import ProcessorOptions
 from translator.runtime import BUSY, IngestSource, Plan
+from translator.window_state import (
+    HeldPartials,
+    IngestSnapshot,
+    PaneKey,
+    SnapshotError,
+    WindowMsg,
+    load_ingest,
+)
 from translator.windows import ACTIVE, IDLE, WIN
 
 T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
@@ -218,3 +227,50 @@ def test_end_of_input_in_the_middle_of_a_step(monkeypatch: pytest.MonkeyPatch) -
     assert totals(out) == {(ms(0), "a"): 1, (ms(0), "b"): 1}
     with pytest.raises(StopIteration):
         part.next_batch()
+
+
+# ---- typed messages, versioned snapshots (docs/windows.md) -------------------------------
+
+
+def test_ingest_sends_named_window_messages() -> None:
+    part = ingest([[doc("a", 1, 0.1)], []])
+    assert part.next_batch() == [BUSY]
+    msgs = [p[1] for tag, p in part.next_batch() if tag == WIN]
+    assert msgs and all(type(m) is WindowMsg for m in msgs)
+    assert {(m.partition, m.watermark, m.activity) for m in msgs} == {("p", ms(0.1), ACTIVE)}
+
+
+def test_ingest_snapshot_is_named_and_holds_versioned_partials() -> None:
+    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2)]])
+    part.next_batch()
+    snap = part.snapshot()
+    assert type(snap) is IngestSnapshot and (snap.inner, snap.watermark) == (1, ms(0.1))
+    assert snap.held is not None
+    held = pickle.loads(snap.held)
+    assert type(held) is HeldPartials and held.version == 2
+    assert {(pane, g): e[1] for table in held.partials.values() for pane, t in table.items() for g, e in t.items()} == {
+        (ms(0), "a"): 1
+    }
+
+
+def test_ingest_snapshots_of_every_version_resume() -> None:
+    partials = {0: {ms(0): {"a": ["a", 1, 1]}}}
+    # (inner, wm): from before partials were held.
+    assert load_ingest((4, ms(1))) == (4, ms(1), None)
+    # Version 1 held partials: the pickled dict itself (pane keys as plain tuples).
+    v1 = {0: {ms(0): {"a": ["a", 1, 1]}, (ms(2), ms(4)): {"b": ["b", 1, 2]}}}
+    inner, wm, held = load_ingest((4, ms(1), pickle.dumps(v1)))
+    assert (inner, wm, held) == (4, ms(1), v1) and held is not None
+    assert [type(k) for k in held[0]] == [int, PaneKey]
+    part = ingest([], (0, ms(0), pickle.dumps(partials)))
+    assert part.logic.held == partials and part.logic.active
+    # Version 2.
+    assert load_ingest(IngestSnapshot(4, ms(1), pickle.dumps(HeldPartials(partials)))) == (4, ms(1), partials)
+    assert load_ingest((4, ms(1), None)) == (4, ms(1), None)
+
+
+def test_an_ingest_snapshot_of_a_newer_version_fails_clearly() -> None:
+    with pytest.raises(SnapshotError, match=r"^held window partials snapshot version 7 is not one this mqlflow reads"):
+        load_ingest((4, ms(1), pickle.dumps(HeldPartials({}, version=7))))
+    with pytest.raises(SnapshotError, match=r"^held window partials of unknown format \(list\)"):
+        load_ingest((4, ms(1), pickle.dumps([1, 2])))

@@ -1,6 +1,6 @@
-"""Hopping windows folded by pane (benchmark issue 6): each document is folded once into
+"""Hopping windows folded by pane (docs/windows.md): each document is folded once into
 its pane (gcd(interval, hop) wide) and windows are merged from panes when they close.
-Lateness stays per document and per window (reference §3): the outputs and DLQ
+Lateness stays per document and per window (docs/windows.md): the outputs and DLQ
 documents must be those of folding every document into each of its windows."""
 
 from __future__ import annotations
@@ -431,7 +431,7 @@ def test_state_figures_count_open_windows_and_pane_entries(enabled: None) -> Non
 
 
 def test_idle_timeout_closes_a_paused_sources_hopping_windows() -> None:
-    """ASP idleTimeout (reference §3) with panes: no end of input, no watermark move."""
+    """ASP idleTimeout (docs/windows.md) with panes: no end of input, no watermark move."""
     window = hopping(4, 2)
     window["$hoppingWindow"]["idleTimeout"] = {"size": 300, "unit": "ms"}
     options = ProcessorOptions(name="t")

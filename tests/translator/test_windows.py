@@ -1,4 +1,4 @@
-"""Window semantics as ASP defines them (reference §3): per-partition watermarks,
+"""Window semantics as ASP defines them (docs/windows.md): per-partition watermarks,
 allowedLateness, late data to the DLQ, hopping overlap, session merging, and the seed's
 group-temperature pipeline against an independent computation."""
 
