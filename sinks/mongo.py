@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bson
+import pymongo
 from bson import ObjectId
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne, UpdateOne
@@ -48,6 +49,15 @@ from pymongo.errors import (
 
 from sinks.dlq import dlq_document
 from sinks.mongo_dlq import DlqWriter, DlqWriterFactory
+from sinks.mongo_io import (
+    TRANSIENT_CODES,
+    Attempts,
+    ServerProfile,
+    bulk_size,
+    chunks,
+    make_client,
+    server_profile,
+)
 from translator.connections import Connection, ConnectionRegistry, mask_uri
 from translator.errors import TranslateError, did_you_mean
 from translator.ir import MergeStage
@@ -70,10 +80,6 @@ Op = InsertOne[Doc] | ReplaceOne[Doc] | UpdateOne | DeleteOne
 
 DUPLICATE_KEY = 11000
 MAX_BSON_SIZE = 16 * 1024 * 1024
-# Server codes that mean "try again": network, shutdown, stepdown, not primary, timeouts.
-TRANSIENT_CODES = frozenset(
-    {6, 7, 50, 64, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
-)
 FATAL_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed: a configuration error
 START_HINT = "start one with scripts/services.sh up mongodb"
 
@@ -418,14 +424,10 @@ class MergeSink(DynamicSink[list[Doc]]):
 
     def connect(self) -> MongoClient[Doc]:
         """A client that answered ``ping``; else :class:`MergeUnreachableError`."""
-        client: MongoClient[Doc] = MongoClient(
-            self.conn.uri,
-            serverSelectionTimeoutMS=self.server_timeout_ms,
-            connectTimeoutMS=self.server_timeout_ms,
-            appname=f"mqlflow:{self.processor_name}",
-        )
+        client = make_client(self.conn.uri or "", f"mqlflow:{self.processor_name}")
         try:
-            client.admin.command("ping")
+            with pymongo.timeout(self.server_timeout_ms / 1000):
+                client.admin.command("ping")
         except PyMongoError as exc:
             client.close()
             raise MergeUnreachableError(
@@ -437,18 +439,23 @@ class MergeSink(DynamicSink[list[Doc]]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> MergePartition:
         client = self.connect()
+        profile = server_profile(client)
         writer = self.dlq_factory() if self.dlq_factory is not None else None
-        return MergePartition(self, client, writer, f"{step_id}#{worker_index}")
+        return MergePartition(self, client, writer, f"{step_id}#{worker_index}", profile)
 
 
 class MergePartition(StatelessSinkPartition[list[Doc]]):
     """One worker's writer: buffers documents, flushes by size, by timer, and at close."""
 
-    def __init__(self, sink: MergeSink, client: MongoClient[Doc], dlq: DlqWriter | None, name: str) -> None:
+    def __init__(
+        self, sink: MergeSink, client: MongoClient[Doc], dlq: DlqWriter | None, name: str, profile: ServerProfile
+    ) -> None:
         self.sink = sink
         self.client = client
         self.dlq = dlq
         self.name = name
+        # Operations per bulk write: the batch size, capped for a server that cannot take it.
+        self.bulk = bulk_size(sink.batch_size, profile)
         self._buf: list[Doc] = []
         self._since = 0.0  # monotonic time the oldest buffered document arrived
         self._buf_lock = threading.Lock()  # guards _buf
@@ -542,7 +549,8 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         for (db, coll), entries in by_ns.items():
             collection = self.client[db][coll]
             for rnd in _rounds(entries):
-                self._write_round(collection, rnd)
+                for part in chunks(rnd, self.bulk):
+                    self._write_round(collection, part)
 
     def _entry(self, doc: Doc) -> tuple[_Entry | None, str | None]:
         on = self.sink.stage.on
@@ -589,37 +597,37 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
             out[_hashable(vals)] = d
         return out
 
+    def _attempts(self, what: str) -> Attempts:
+        sink = self.sink
+        return Attempts(
+            sink.processor_name, sink.describe_target(), what,
+            backoff_initial_s=sink.backoff_initial_s, backoff_max_s=sink.backoff_max_s,
+        )
+
     def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
-        delay = self.sink.backoff_initial_s
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except PyMongoError as exc:
-                if not is_transient(exc):
-                    raise
-                attempt += 1
-                self.sink._count(retries=1)
-                log.warning(
-                    "%s: %s failed (%s: %s); retry %d in %.1f s",
-                    self.sink.describe_target(), what, type(exc).__name__, exc, attempt, delay,
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, self.sink.backoff_max_s)
+        with self._attempts(what) as attempts:
+            while True:
+                try:
+                    return fn()
+                except PyMongoError as exc:
+                    if not is_transient(exc):
+                        raise
+                    self.sink._count(retries=1)
+                    attempts.retry(f"{type(exc).__name__}: {exc}")
 
     def _execute(self, collection: Any, planned: _Planned) -> None:
         """Bulk-write ``planned.ops``; retry transient failures forever, DLQ permanent ones."""
+        with self._attempts(f"writing {len(planned.ops)} document(s) to {collection.full_name}") as attempts:
+            self._execute_attempts(collection, planned, attempts)
+
+    def _execute_attempts(self, collection: Any, planned: _Planned, attempts: Attempts) -> None:
         sink = self.sink
         pending = list(range(len(planned.ops)))
-        delay = sink.backoff_initial_s
-        attempt = 0
         replayed = False  # an earlier attempt may have applied some operations
         while pending:
             try:
                 collection.bulk_write([planned.ops[i] for i in pending], ordered=False)
                 sink._count(written=len(pending))
-                if attempt:
-                    log.warning("%s: batch of %d written after %d retries", sink.describe_target(), len(pending), attempt)
                 return
             except BulkWriteError as exc:
                 pending = self._after_bulk_error(collection, planned, pending, dict(exc.details), replayed)
@@ -649,15 +657,9 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
                     return
             except ConnectionFailure as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            attempt += 1
             replayed = True
             sink._count(retries=1)
-            log.warning(
-                "%s: writing %d document(s) to %s failed (%s); retry %d in %.1f s",
-                sink.describe_target(), len(pending), collection.full_name, reason, attempt, delay,
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, sink.backoff_max_s)
+            attempts.retry(f"{len(pending)} pending: {reason}")
 
     def _execute_one_by_one(self, collection: Any, planned: _Planned, pending: list[int]) -> None:
         dlq: list[tuple[Doc, str]] = []
