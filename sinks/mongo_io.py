@@ -19,8 +19,10 @@ sized to the server, and one retry loop that reports a write making no progress.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +122,25 @@ class SinkStalledError(RuntimeError):
     """A sink write made no progress for longer than the processor tolerates."""
 
 
+_fatal: list[str] = []
+
+
+def _print_fatal() -> None:
+    for msg in _fatal:
+        print(f"mqlflow: sink failed: {msg}", file=sys.stderr, flush=True)
+
+
+def report_fatal(msg: str) -> None:
+    """Make ``msg`` the last line the process writes to stderr.
+
+    Bytewax re-raises a sink's exception wrapped as "error writing output batch", and the
+    service shows the last stderr line as ``errorMsg``; atexit handlers run after Python
+    printed the traceback, so the reason comes last."""
+    if not _fatal:
+        atexit.register(_print_fatal)
+    _fatal.append(msg)
+
+
 class Attempts:
     """One logical write and its retries (use as a context manager).
 
@@ -162,12 +183,15 @@ class Attempts:
         return time.monotonic() - self.t0
 
     def retry(self, reason: str) -> None:
+        reason = reason.split(", Topology Description:", 1)[0]  # pymongo's server list: noise here
         waited = self.waited()
         if waited >= self.give_up_s:
-            raise SinkStalledError(
+            msg = (
                 f"processor '{self.processor}': {self.sink} made no progress for {waited:.0f} s "
                 f"({self.what}); last error: {reason}"
             )
+            report_fatal(msg)
+            raise SinkStalledError(msg)
         self.count += 1
         metrics.sink_wait_retry(self._key, reason)
         delay = min(self.delay, max(0.0, self.give_up_s - waited))
