@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from sinks.mongo_io import SERVER_PROFILES, bulk_size, make_client, server_kind, server_profile, uri_options
+from sinks.mongo_io import (
+    SERVER_PROFILES,
+    bulk_size,
+    make_client,
+    server_kind,
+    server_profile,
+    uri_options,
+)
 
 pytestmark = pytest.mark.mongodb
 
