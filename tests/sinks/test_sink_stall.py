@@ -128,7 +128,7 @@ class Svc:
     def stats(self, name: str) -> dict[str, Any]:
         return dict(self.client.admin.command({"getStreamProcessorStats": name})["stats"])
 
-    def child_log(self, name: str) -> str:
+    def child_log(self, name: str = "") -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.state.rglob("child.log"))
 
     def stop(self) -> None:
