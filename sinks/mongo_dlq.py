@@ -234,6 +234,7 @@ class DlqWriter:
         with Attempts(
             self.processor_name, self.describe(), what,
             backoff_initial_s=self.backoff_s, backoff_max_s=self.backoff_max_s, give_up_s=give_up_s,
+            fatal=self.durable,
         ) as attempts:
             while True:
                 try:

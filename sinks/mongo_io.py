@@ -156,7 +156,9 @@ class Attempts:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         give_up_s: float | None = None,
+        fatal: bool = True,
     ) -> None:
+        self.fatal = fatal  # giving up fails the processor (else the caller counts a loss)
         self.processor = processor
         self.sink = sink
         self.what = what
@@ -190,7 +192,8 @@ class Attempts:
                 f"processor '{self.processor}': {self.sink} made no progress for {waited:.0f} s "
                 f"({self.what}); last error: {reason}"
             )
-            report_fatal(msg)
+            if self.fatal:
+                report_fatal(msg)
             raise SinkStalledError(msg)
         self.count += 1
         metrics.sink_wait_retry(self._key, reason)

@@ -9,6 +9,7 @@ durable by default; before, entries written during an outage of 10 s or more wer
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,10 +79,8 @@ def ferretdb(tmp_path: Path) -> Iterator[PrivateFerretDB]:
         yield f
     finally:
         if f.pidfile.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 f.kill()
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 def test_30s_database_outage_loses_no_window_and_no_dlq_entry(
