@@ -1,4 +1,5 @@
-"""The dead-letter document shape (reference §5) shared by every producer of DLQ entries."""
+"""The dead-letter document shape shared by every producer of DLQ entries
+(https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/)."""
 
 from __future__ import annotations
 

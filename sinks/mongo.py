@@ -1,6 +1,7 @@
 """The ``$merge`` sink: writes a stream into a MongoDB collection in batches.
 
-Reference §4: ``{into: {connectionName, db, coll}, on, whenMatched, whenNotMatched}``.
+``{into: {connectionName, db, coll}, on, whenMatched, whenNotMatched}``
+(https://www.mongodb.com/docs/atlas/atlas-stream-processing/sp-agg-merge/).
 ``db``/``coll`` may be per-document expressions; a non-string result sends that document
 to the DLQ. Each batch becomes one ``bulk_write(ordered=False)`` per target namespace:
 
@@ -16,12 +17,17 @@ pipeline       existing documents read with one ``find``; the pipeline (``$$new`
                incoming document) runs client-side; ``ReplaceOne`` of the result
 =============  ==================================================================
 
-Reference §7 (at-least-once): every operation is idempotent on replay, so window results
+At-least-once (https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/): every operation is idempotent on replay, so window results
 keyed by ``_id`` overwrite themselves. Transient failures (network, stepdown, restart) are
 retried forever with capped exponential backoff, never dropping the batch; permanent
 per-document errors go to the DLQ with the server's ``errmsg`` while the rest is written.
 Several documents with the same key in one batch are applied in arrival order (split into
 sequential rounds), since an unordered bulk write does not promise an order.
+
+Bulk writes are sized to the server (:func:`sinks.mongo_io.server_profile`: FerretDB
+freezes at ~100 matched updates per bulk), every client call has a timeout, and a write
+that makes no progress is logged, shown in ``stats().sinkStalls`` and, after
+``MQLFLOW_SINK_GIVE_UP_S``, fails the processor (:class:`sinks.mongo_io.Attempts`).
 """
 
 from __future__ import annotations
@@ -94,7 +100,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class MergeUnreachableError(RuntimeError):
-    """The ``$merge`` target does not answer at start (fail fast, reference issue 3)."""
+    """The ``$merge`` target does not answer at start (fail fast instead of a silent wait)."""
 
 
 # ---- namespace resolution ------------------------------------------------------------------

@@ -8,7 +8,7 @@ its ``_id`` (:func:`sinks.dlq.dlq_id`, which includes the processor name), so a 
 after a crash overwrites its own entries and processors can share a collection.
 
 ``MQLFLOW_DLQ_MODE=best-effort`` restores the other trade-off (ASP documents DLQ delivery
-as best effort: https://www.mongodb.com/docs/atlas/atlas-stream-processing/stream-processing-dlq/):
+as best effort: https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/):
 writes go to a bounded queue drained by a thread, give up after
 :attr:`DlqWriter.best_effort_give_up_s`, and count what they lose, never holding up the
 main output.

@@ -1,7 +1,7 @@
-"""Optional per-process operator figures for ``stats({verbose: true})`` (issue 4 §5).
+"""Optional per-process operator figures for ``stats({verbose: true})``.
 
 ASP reports, per stage, the documents in and out, the DLQ count and the execution
-time, and for a window the range of open windows (reference §6 ``operatorStats``).
+time, and for a window the range of open windows (``operatorStats``, https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/).
 The translator's hot paths call into this module only behind one module-level
 boolean check per *batch* (``if metrics.ENABLED:``), so a flow outside the service
 pays nothing. The service's child calls :func:`enable` and reads :func:`snapshot`.
