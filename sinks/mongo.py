@@ -49,8 +49,10 @@ from pymongo.errors import (
     ConnectionFailure,
     DocumentTooLarge,
     InvalidDocument,
+    NetworkTimeout,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
 )
 
 from sinks.dlq import dlq_document
@@ -85,6 +87,7 @@ Doc = dict[str, Any]
 Op = InsertOne[Doc] | ReplaceOne[Doc] | UpdateOne | DeleteOne
 
 DUPLICATE_KEY = 11000
+FAST_BULK_S = 1.0  # a bulk write answered this fast may grow back toward the cap
 MAX_BSON_SIZE = 16 * 1024 * 1024
 FATAL_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed: a configuration error
 START_HINT = "start one with scripts/services.sh up mongodb"
@@ -460,8 +463,14 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         self.client = client
         self.dlq = dlq
         self.name = name
-        # Operations per bulk write: the batch size, capped for a server that cannot take it.
-        self.bulk = bulk_size(sink.batch_size, profile)
+        # Operations per bulk write: the batch size, capped for a server that cannot take it,
+        # halved after a socket timeout and grown back while writes are fast (_adapt).
+        self.bulk_max = bulk_size(sink.batch_size, profile)
+        self.bulk = self.bulk_max
+        # A failed attempt that lasted about socketTimeoutMS timed out (pymongo may report it
+        # as a cancelled operation when its monitor saw the server go silent first).
+        timeout_s = client.options.pool_options.socket_timeout
+        self._timed_out_s = 0.9 * timeout_s if timeout_s else float("inf")
         self._buf: list[Doc] = []
         self._since = 0.0  # monotonic time the oldest buffered document arrived
         self._buf_lock = threading.Lock()  # guards _buf
@@ -631,14 +640,19 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         pending = list(range(len(planned.ops)))
         replayed = False  # an earlier attempt may have applied some operations
         while pending:
+            batch, rest = pending[: self.bulk], pending[self.bulk :]
+            t0 = time.monotonic()
             try:
-                collection.bulk_write([planned.ops[i] for i in pending], ordered=False)
-                sink._count(written=len(pending))
-                return
+                collection.bulk_write([planned.ops[i] for i in batch], ordered=False)
+                sink._count(written=len(batch))
+                self._adapt(time.monotonic() - t0, timed_out=False)
+                pending = rest
+                continue
             except BulkWriteError as exc:
-                pending = self._after_bulk_error(collection, planned, pending, dict(exc.details), replayed)
-                if not pending:
-                    return
+                again = self._after_bulk_error(collection, planned, batch, dict(exc.details), replayed)
+                pending = again + rest
+                if not again:
+                    continue
                 reason = "write concern / transient write errors"
             except KeyError:
                 # FerretDB v1 answers an `update` batch with a write error without `n` /
@@ -659,13 +673,34 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
                     raise RuntimeError(f"{sink.describe_target()}: {exc}") from None
                 else:  # the whole command was refused: every document gets the server's message
                     errmsg = str(exc.details.get("errmsg", exc)) if exc.details else str(exc)
-                    self._to_dlq([(planned.entries[i].original, f"$merge write error: {errmsg}") for i in pending])
-                    return
+                    self._to_dlq([(planned.entries[i].original, f"$merge write error: {errmsg}") for i in batch])
+                    pending = rest
+                    continue
             except ConnectionFailure as exc:
+                took = time.monotonic() - t0
+                slow = isinstance(exc, NetworkTimeout) or took >= self._timed_out_s  # ~socketTimeoutMS
+                if slow and not isinstance(exc, ServerSelectionTimeoutError):  # unreachable is not slow
+                    self._adapt(took, timed_out=True)
                 reason = f"{type(exc).__name__}: {exc}"
             replayed = True
             sink._count(retries=1)
             attempts.retry(f"{len(pending)} pending: {reason}")
+
+    def _adapt(self, seconds: float, timed_out: bool) -> None:
+        """Halve the operations per bulk write after a socket timeout; double them back
+        (up to the server's cap) while bulk writes answer quickly."""
+        if timed_out:
+            new = max(1, self.bulk // 2)
+        elif seconds < FAST_BULK_S and self.bulk < self.bulk_max:
+            new = min(self.bulk_max, self.bulk * 2)
+        else:
+            return
+        if new != self.bulk:
+            log.warning(
+                "processor '%s': %s: bulk writes now hold at most %d operation(s) (last took %.1f s%s)",
+                self.sink.processor_name, self.sink.describe_target(), new, seconds, ", timed out" if timed_out else "",
+            )
+            self.bulk = new
 
     def _execute_one_by_one(self, collection: Any, planned: _Planned, pending: list[int]) -> None:
         dlq: list[tuple[Doc, str]] = []
