@@ -83,8 +83,19 @@ def ferretdb(tmp_path: Path) -> Iterator[PrivateFerretDB]:
                 f.kill()
 
 
+@pytest.fixture
+def processors() -> Iterator[list[Any]]:
+    """Processors a failing test leaves running are killed (SIGKILL, by pid)."""
+    started: list[Any] = []
+    yield started
+    for p in started:
+        if p.alive():
+            p.proc.kill()
+            p.proc.wait(10)
+
+
 def test_30s_database_outage_loses_no_window_and_no_dlq_entry(
-    kafka_bootstrap: str, ferretdb: PrivateFerretDB, tmp_path: Path
+    kafka_bootstrap: str, ferretdb: PrivateFerretDB, tmp_path: Path, processors: list[Any]
 ) -> None:
     client: MongoClient[dict[str, Any]] = MongoClient(ferretdb.uri, tz_aware=True, serverSelectionTimeoutMS=5000)
     dbname = f"sinks_outage_{os.getpid()}_{int(time.time())}"
@@ -95,6 +106,7 @@ def test_30s_database_outage_loses_no_window_and_no_dlq_entry(
     topic_a = new_topic(kafka_bootstrap, 3, prefix="sinks-out-a")
     spec, conns = write_files(tmp_path, "outa", topic_a, kafka_bootstrap, ferretdb.uri, dbname, "win_a", "dlq_a")
     a = Processor(spec, conns, tmp_path / "a-rec", tmp_path / "a.log")
+    processors.append(a)
     a.start()
     wait_for(lambda: source_checkpointed(a.recovery, topic_a), 30, a, "the first checkpoint (uninterrupted)")
     produce(kafka_bootstrap, topic_a, records(0, N) + flush_records())
@@ -110,6 +122,7 @@ def test_30s_database_outage_loses_no_window_and_no_dlq_entry(
     topic_b = new_topic(kafka_bootstrap, 3, prefix="sinks-out-b")
     spec, conns = write_files(tmp_path, "outb", topic_b, kafka_bootstrap, ferretdb.uri, dbname, "win_b", "dlq_b")
     b = Processor(spec, conns, tmp_path / "b-rec", tmp_path / "b.log")
+    processors.append(b)
     b.start()
     wait_for(lambda: source_checkpointed(b.recovery, topic_b), 30, b, "the first checkpoint")
     produce(kafka_bootstrap, topic_b, records(0, 1200))
