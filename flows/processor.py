@@ -97,4 +97,8 @@ def from_definition(path: str) -> Dataflow:
 
 
 def _gauges(pipeline: Any) -> dict[str, Any]:
-    return {"stateSize": metrics.state_size(), "operatorStats": metrics.operator_stats(pipeline)}
+    return {
+        "stateSize": metrics.state_size(),
+        "operatorStats": metrics.operator_stats(pipeline),
+        "sinkStalls": metrics.sink_stalls(),
+    }

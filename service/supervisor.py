@@ -732,6 +732,9 @@ class Supervisor:
         kparts = [p for c in (run.conn_stats.values() if run else ()) for p in c.get("kafkaPartitions") or ()]
         if kparts:
             st["kafkaPartitions"] = kparts
+        stalls = [w for c in (run.conn_stats.values() if run else ()) for w in c.get("sinkStalls") or ()]
+        if stalls:
+            st["sinkStalls"] = stalls
         if rec.error_msg:
             st["errorMsg"] = rec.error_msg
         if verbose:

@@ -44,13 +44,14 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sinks.dlq import dlq_document
 from sources.kafka import kafka_client_config
-from translator import ir
+from translator import ir, metrics
 from translator.connections import ConnectionRegistry
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr, const_value
 from translator.mql.values import MISSING, bson_type, datetime_to_ms
 
 log = logging.getLogger(__name__)
+STALL_LOG_S = 10.0  # log an undelivered batch this often while waiting for the broker
 
 EMIT_CONFIG_KEYS = frozenset(
     {"key", "keyFormat", "headers", "outputFormat", "dateFormat", "acks", "compression_type", "tombstoneWhen"}
@@ -436,10 +437,25 @@ class _EmitPartition(StatelessSinkPartition[list[dict[str, Any]]]):
                         break
                     raise
             producer.poll(0)
-        deadline = time.monotonic() + self.sink.producer_config["delivery.timeout.ms"] / 1000 + 30
-        while producer.flush(1.0) > 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("$emit: Kafka producer did not finish delivering within its delivery timeout")
+        t0 = time.monotonic()
+        deadline = t0 + self.sink.producer_config["delivery.timeout.ms"] / 1000 + 30
+        what = f"delivering {len(records)} message(s)"
+        wait_key = id(records)
+        metrics.sink_wait_begin(wait_key, self.sink.processor_name, "$emit", what)  # stats().sinkStalls
+        try:
+            next_log = t0 + STALL_LOG_S
+            while (left := producer.flush(1.0)) > 0:
+                now = time.monotonic()
+                if now > deadline:
+                    raise RuntimeError("$emit: Kafka producer did not finish delivering within its delivery timeout")
+                if now >= next_log:  # no silent wait: the broker may be away
+                    log.warning(
+                        "processor '%s': $emit: %s made no progress for %.0f s (%d undelivered)",
+                        self.sink.processor_name, what, now - t0, left,
+                    )
+                    next_log = now + STALL_LOG_S
+        finally:
+            metrics.sink_wait_end(wait_key)
         self.produced += len(records) - len(failed) - len(rejected)
         return failed, rejected
 

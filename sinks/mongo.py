@@ -1,6 +1,7 @@
 """The ``$merge`` sink: writes a stream into a MongoDB collection in batches.
 
-Reference §4: ``{into: {connectionName, db, coll}, on, whenMatched, whenNotMatched}``.
+``{into: {connectionName, db, coll}, on, whenMatched, whenNotMatched}``
+(https://www.mongodb.com/docs/atlas/atlas-stream-processing/sp-agg-merge/).
 ``db``/``coll`` may be per-document expressions; a non-string result sends that document
 to the DLQ. Each batch becomes one ``bulk_write(ordered=False)`` per target namespace:
 
@@ -16,12 +17,17 @@ pipeline       existing documents read with one ``find``; the pipeline (``$$new`
                incoming document) runs client-side; ``ReplaceOne`` of the result
 =============  ==================================================================
 
-Reference §7 (at-least-once): every operation is idempotent on replay, so window results
+At-least-once (https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/): every operation is idempotent on replay, so window results
 keyed by ``_id`` overwrite themselves. Transient failures (network, stepdown, restart) are
 retried forever with capped exponential backoff, never dropping the batch; permanent
 per-document errors go to the DLQ with the server's ``errmsg`` while the rest is written.
 Several documents with the same key in one batch are applied in arrival order (split into
 sequential rounds), since an unordered bulk write does not promise an order.
+
+Bulk writes are sized to the server (:func:`sinks.mongo_io.server_profile`: FerretDB
+freezes at ~100 matched updates per bulk), every client call has a timeout, and a write
+that makes no progress is logged, shown in ``stats().sinkStalls`` and, after
+``MQLFLOW_SINK_GIVE_UP_S``, fails the processor (:class:`sinks.mongo_io.Attempts`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bson
+import pymongo
 from bson import ObjectId
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne, UpdateOne
@@ -42,12 +49,23 @@ from pymongo.errors import (
     ConnectionFailure,
     DocumentTooLarge,
     InvalidDocument,
+    NetworkTimeout,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
 )
 
 from sinks.dlq import dlq_document
 from sinks.mongo_dlq import DlqWriter, DlqWriterFactory
+from sinks.mongo_io import (
+    TRANSIENT_CODES,
+    Attempts,
+    ServerProfile,
+    bulk_size,
+    chunks,
+    make_client,
+    server_profile,
+)
 from translator.connections import Connection, ConnectionRegistry, mask_uri
 from translator.errors import TranslateError, did_you_mean
 from translator.ir import MergeStage
@@ -69,11 +87,8 @@ Doc = dict[str, Any]
 Op = InsertOne[Doc] | ReplaceOne[Doc] | UpdateOne | DeleteOne
 
 DUPLICATE_KEY = 11000
+FAST_BULK_S = 1.0  # a bulk write answered this fast may grow back toward the cap
 MAX_BSON_SIZE = 16 * 1024 * 1024
-# Server codes that mean "try again": network, shutdown, stepdown, not primary, timeouts.
-TRANSIENT_CODES = frozenset(
-    {6, 7, 50, 64, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
-)
 FATAL_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed: a configuration error
 START_HINT = "start one with scripts/services.sh up mongodb"
 
@@ -88,7 +103,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class MergeUnreachableError(RuntimeError):
-    """The ``$merge`` target does not answer at start (fail fast, reference issue 3)."""
+    """The ``$merge`` target does not answer at start (fail fast instead of a silent wait)."""
 
 
 # ---- namespace resolution ------------------------------------------------------------------
@@ -418,14 +433,10 @@ class MergeSink(DynamicSink[list[Doc]]):
 
     def connect(self) -> MongoClient[Doc]:
         """A client that answered ``ping``; else :class:`MergeUnreachableError`."""
-        client: MongoClient[Doc] = MongoClient(
-            self.conn.uri,
-            serverSelectionTimeoutMS=self.server_timeout_ms,
-            connectTimeoutMS=self.server_timeout_ms,
-            appname=f"mqlflow:{self.processor_name}",
-        )
+        client = make_client(self.conn.uri or "", f"mqlflow:{self.processor_name}")
         try:
-            client.admin.command("ping")
+            with pymongo.timeout(self.server_timeout_ms / 1000):
+                client.admin.command("ping")
         except PyMongoError as exc:
             client.close()
             raise MergeUnreachableError(
@@ -437,18 +448,29 @@ class MergeSink(DynamicSink[list[Doc]]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> MergePartition:
         client = self.connect()
+        profile = server_profile(client)
         writer = self.dlq_factory() if self.dlq_factory is not None else None
-        return MergePartition(self, client, writer, f"{step_id}#{worker_index}")
+        return MergePartition(self, client, writer, f"{step_id}#{worker_index}", profile)
 
 
 class MergePartition(StatelessSinkPartition[list[Doc]]):
     """One worker's writer: buffers documents, flushes by size, by timer, and at close."""
 
-    def __init__(self, sink: MergeSink, client: MongoClient[Doc], dlq: DlqWriter | None, name: str) -> None:
+    def __init__(
+        self, sink: MergeSink, client: MongoClient[Doc], dlq: DlqWriter | None, name: str, profile: ServerProfile
+    ) -> None:
         self.sink = sink
         self.client = client
         self.dlq = dlq
         self.name = name
+        # Operations per bulk write: the batch size, capped for a server that cannot take it,
+        # halved after a socket timeout and grown back while writes are fast (_adapt).
+        self.bulk_max = bulk_size(sink.batch_size, profile)
+        self.bulk = self.bulk_max
+        # A failed attempt that lasted about socketTimeoutMS timed out (pymongo may report it
+        # as a cancelled operation when its monitor saw the server go silent first).
+        timeout_s = client.options.pool_options.socket_timeout
+        self._timed_out_s = 0.9 * timeout_s if timeout_s else float("inf")
         self._buf: list[Doc] = []
         self._since = 0.0  # monotonic time the oldest buffered document arrived
         self._buf_lock = threading.Lock()  # guards _buf
@@ -542,7 +564,8 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         for (db, coll), entries in by_ns.items():
             collection = self.client[db][coll]
             for rnd in _rounds(entries):
-                self._write_round(collection, rnd)
+                for part in chunks(rnd, self.bulk):
+                    self._write_round(collection, part)
 
     def _entry(self, doc: Doc) -> tuple[_Entry | None, str | None]:
         on = self.sink.stage.on
@@ -589,42 +612,47 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
             out[_hashable(vals)] = d
         return out
 
+    def _attempts(self, what: str) -> Attempts:
+        sink = self.sink
+        return Attempts(
+            sink.processor_name, sink.describe_target(), what,
+            backoff_initial_s=sink.backoff_initial_s, backoff_max_s=sink.backoff_max_s,
+        )
+
     def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
-        delay = self.sink.backoff_initial_s
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except PyMongoError as exc:
-                if not is_transient(exc):
-                    raise
-                attempt += 1
-                self.sink._count(retries=1)
-                log.warning(
-                    "%s: %s failed (%s: %s); retry %d in %.1f s",
-                    self.sink.describe_target(), what, type(exc).__name__, exc, attempt, delay,
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, self.sink.backoff_max_s)
+        with self._attempts(what) as attempts:
+            while True:
+                try:
+                    return fn()
+                except PyMongoError as exc:
+                    if not is_transient(exc):
+                        raise
+                    self.sink._count(retries=1)
+                    attempts.retry(f"{type(exc).__name__}: {exc}")
 
     def _execute(self, collection: Any, planned: _Planned) -> None:
         """Bulk-write ``planned.ops``; retry transient failures forever, DLQ permanent ones."""
+        with self._attempts(f"writing {len(planned.ops)} document(s) to {collection.full_name}") as attempts:
+            self._execute_attempts(collection, planned, attempts)
+
+    def _execute_attempts(self, collection: Any, planned: _Planned, attempts: Attempts) -> None:
         sink = self.sink
         pending = list(range(len(planned.ops)))
-        delay = sink.backoff_initial_s
-        attempt = 0
         replayed = False  # an earlier attempt may have applied some operations
         while pending:
+            batch, rest = pending[: self.bulk], pending[self.bulk :]
+            t0 = time.monotonic()
             try:
-                collection.bulk_write([planned.ops[i] for i in pending], ordered=False)
-                sink._count(written=len(pending))
-                if attempt:
-                    log.warning("%s: batch of %d written after %d retries", sink.describe_target(), len(pending), attempt)
-                return
+                collection.bulk_write([planned.ops[i] for i in batch], ordered=False)
+                sink._count(written=len(batch))
+                self._adapt(time.monotonic() - t0, timed_out=False)
+                pending = rest
+                continue
             except BulkWriteError as exc:
-                pending = self._after_bulk_error(collection, planned, pending, dict(exc.details), replayed)
-                if not pending:
-                    return
+                again = self._after_bulk_error(collection, planned, batch, dict(exc.details), replayed)
+                pending = again + rest
+                if not again:
+                    continue
                 reason = "write concern / transient write errors"
             except KeyError:
                 # FerretDB v1 answers an `update` batch with a write error without `n` /
@@ -645,19 +673,34 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
                     raise RuntimeError(f"{sink.describe_target()}: {exc}") from None
                 else:  # the whole command was refused: every document gets the server's message
                     errmsg = str(exc.details.get("errmsg", exc)) if exc.details else str(exc)
-                    self._to_dlq([(planned.entries[i].original, f"$merge write error: {errmsg}") for i in pending])
-                    return
+                    self._to_dlq([(planned.entries[i].original, f"$merge write error: {errmsg}") for i in batch])
+                    pending = rest
+                    continue
             except ConnectionFailure as exc:
+                took = time.monotonic() - t0
+                slow = isinstance(exc, NetworkTimeout) or took >= self._timed_out_s  # ~socketTimeoutMS
+                if slow and not isinstance(exc, ServerSelectionTimeoutError):  # unreachable is not slow
+                    self._adapt(took, timed_out=True)
                 reason = f"{type(exc).__name__}: {exc}"
-            attempt += 1
             replayed = True
             sink._count(retries=1)
+            attempts.retry(f"{len(pending)} pending: {reason}")
+
+    def _adapt(self, seconds: float, timed_out: bool) -> None:
+        """Halve the operations per bulk write after a socket timeout; double them back
+        (up to the server's cap) while bulk writes answer quickly."""
+        if timed_out:
+            new = max(1, self.bulk // 2)
+        elif seconds < FAST_BULK_S and self.bulk < self.bulk_max:
+            new = min(self.bulk_max, self.bulk * 2)
+        else:
+            return
+        if new != self.bulk:
             log.warning(
-                "%s: writing %d document(s) to %s failed (%s); retry %d in %.1f s",
-                sink.describe_target(), len(pending), collection.full_name, reason, attempt, delay,
+                "processor '%s': %s: bulk writes now hold at most %d operation(s) (last took %.1f s%s)",
+                self.sink.processor_name, self.sink.describe_target(), new, seconds, ", timed out" if timed_out else "",
             )
-            time.sleep(delay)
-            delay = min(delay * 2, sink.backoff_max_s)
+            self.bulk = new
 
     def _execute_one_by_one(self, collection: Any, planned: _Planned, pending: list[int]) -> None:
         dlq: list[tuple[Doc, str]] = []

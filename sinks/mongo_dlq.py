@@ -1,10 +1,17 @@
 """The dead-letter collection: processor option ``dlq: {connectionName, db, coll}``.
 
-Reference §5: DLQ delivery is *best effort, not transactional*, and it must never hold up
-the main output. So :class:`DlqWriter` queues documents and a background thread inserts
-them in batches (``insert_many(ordered=False)``), retrying a transient failure a bounded
-number of times and then logging and counting the loss. Documents arrive already shaped by
-:func:`sinks.dlq.dlq_document`.
+By default the DLQ is as durable as the main output: :class:`DlqWriter` writes before it
+returns, retries transient failures like ``$merge`` does (logged, shown as a sink stall in
+``stats()``, failing the processor after the same give-up time), so a checkpoint taken
+after a batch never covers a DLQ entry that was not written. Each entry is an upsert by
+its ``_id`` (:func:`sinks.dlq.dlq_id`, which includes the processor name), so a replay
+after a crash overwrites its own entries and processors can share a collection.
+
+``MQLFLOW_DLQ_MODE=best-effort`` restores the other trade-off (ASP documents DLQ delivery
+as best effort: https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/):
+writes go to a bounded queue drained by a thread, give up after
+:attr:`DlqWriter.best_effort_give_up_s`, and count what they lose, never holding up the
+main output.
 
 Two users: :class:`MongoDlqSink` (a Bytewax sink for the DLQ stream of a dataflow) and
 ``$merge`` (:mod:`sinks.mongo`), which sends the documents the server rejects.
@@ -15,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -22,15 +30,39 @@ from collections.abc import Callable
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from pymongo import MongoClient
-from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError
+from pymongo import MongoClient, ReplaceOne
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DocumentTooLarge,
+    InvalidDocument,
+    OperationFailure,
+    PyMongoError,
+)
 
-from translator.connections import ConnectionRegistry
+from sinks.mongo_io import (
+    TRANSIENT_CODES,
+    Attempts,
+    SinkStalledError,
+    bulk_size,
+    chunks,
+    make_client,
+    server_profile,
+)
+from translator.connections import ConnectionRegistry, mask_uri
 from translator.ir import DlqTarget
 
 log = logging.getLogger("mqlflow.dlq")
 
-DUPLICATE_KEY = 11000
+ENV_DLQ_MODE = "MQLFLOW_DLQ_MODE"
+DLQ_MODES = ("durable", "best-effort")
+
+
+def durable_mode() -> bool:
+    raw = os.environ.get(ENV_DLQ_MODE, "durable") or "durable"
+    if raw not in DLQ_MODES:
+        raise ValueError(f"{ENV_DLQ_MODE}={raw!r}: expected one of {', '.join(DLQ_MODES)}")
+    return raw == "durable"
 
 
 class DlqStats:
@@ -51,17 +83,13 @@ STATS = DlqStats()
 
 
 class DlqWriter:
-    """Best-effort batched writer of DLQ documents into one collection.
+    """Writer of DLQ documents into one collection (durable by default, see the module)."""
 
-    ``write`` never blocks: documents go to a bounded queue that a daemon thread drains.
-    When the queue is full (the DLQ server is down for long) further documents are dropped
-    and counted in ``lost``. ``flush`` waits (bounded) until what was queued is written or
-    given up.
-    """
-
-    retries = 3  # attempts per batch for transient errors
-    backoff_s = 0.2  # first retry delay, doubled per attempt
-    server_timeout_ms = 3000
+    batch_size_default = 500
+    backoff_s = 0.1  # first retry delay, doubled per attempt
+    backoff_max_s = 5.0
+    best_effort_give_up_s = 10.0
+    server_timeout_ms = 5000
 
     def __init__(
         self,
@@ -72,49 +100,59 @@ class DlqWriter:
         path: str = "options.dlq",
         batch_size: int = 500,
         max_queue: int = 100_000,
+        durable: bool | None = None,
     ) -> None:
         conn = registry.get_mongodb(target.connection_name, f"{path}.connectionName")
-        self._setup(conn.uri or "", target.db, target.coll, conn.name, batch_size, max_queue)
+        self._setup(conn.uri or "", target.db, target.coll, conn.name, batch_size, max_queue, durable)
         self.processor_name = processor_name
 
     @classmethod
-    def to(cls, uri: str, db: str, coll: str, *, batch_size: int = 500, max_queue: int = 100_000) -> DlqWriter:
+    def to(
+        cls, uri: str, db: str, coll: str, *, batch_size: int = 500, max_queue: int = 100_000, durable: bool | None = None
+    ) -> DlqWriter:
         """A writer for a bare URI (no registry)."""
         w = cls.__new__(cls)
-        w._setup(uri, db, coll, "", batch_size, max_queue)
+        w._setup(uri, db, coll, "", batch_size, max_queue, durable)
         w.processor_name = ""
         return w
 
-    def _setup(self, uri: str, db: str, coll: str, connection_name: str, batch_size: int, max_queue: int) -> None:
+    def _setup(
+        self, uri: str, db: str, coll: str, connection_name: str, batch_size: int, max_queue: int, durable: bool | None
+    ) -> None:
         self.uri = uri
         self.db = db
         self.coll = coll
         self.connection_name = connection_name
         self.batch_size = batch_size
+        self.durable = durable_mode() if durable is None else durable
         self.written = 0
         self.lost = 0
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=max(1, max_queue // 100))
         self._client: MongoClient[dict[str, Any]] | None = None
+        self._bulk = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
 
+    def describe(self) -> str:
+        return f"DLQ {self.db}.{self.coll} ({mask_uri(self.uri)})"
+
     # -- public API ---------------------------------------------------------------------------
 
     def write(self, docs: list[dict[str, Any]]) -> None:
-        """Queue ``docs`` for insertion (non-blocking)."""
+        """Durable: write ``docs`` now (retrying; :class:`SinkStalledError` after the give-up
+        time). Best effort: queue them without blocking."""
         if not docs:
             return
+        if self.durable:
+            self._write(docs, give_up_s=None)
+            return
         self._ensure_thread()
-        dropped = 0
-        for d in docs:
-            try:
-                self._queue.put_nowait(d)
-            except queue.Full:
-                dropped += 1
-        if dropped:
-            self._count(lost=dropped)
-            log.error("DLQ %s.%s: queue full, %d document(s) dropped", self.db, self.coll, dropped)
+        try:
+            self._queue.put_nowait(list(docs))
+        except queue.Full:
+            self._count(lost=len(docs))
+            log.error("%s: queue full, %d document(s) dropped", self.describe(), len(docs))
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything queued so far is written or given up; False on timeout."""
@@ -123,7 +161,7 @@ class DlqWriter:
         deadline = time.monotonic() + timeout_s
         while self._queue.unfinished_tasks:
             if time.monotonic() > deadline:
-                log.error("DLQ %s.%s: flush timed out with %d document(s) pending", self.db, self.coll, self._queue.unfinished_tasks)
+                log.error("%s: flush timed out with %d batch(es) pending", self.describe(), self._queue.unfinished_tasks)
                 return False
             time.sleep(0.01)
         return True
@@ -166,78 +204,125 @@ class DlqWriter:
 
     def _collection(self) -> Any:
         if self._client is None:
-            self._client = MongoClient(self.uri, serverSelectionTimeoutMS=self.server_timeout_ms, connectTimeoutMS=self.server_timeout_ms)
+            client = make_client(self.uri, f"mqlflow-dlq:{self.processor_name}")
+            try:
+                self._bulk = bulk_size(self.batch_size, server_profile(client))
+            except BaseException:
+                client.close()
+                raise
+            self._client = client
         return self._client[self.db][self.coll]
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            batch: list[dict[str, Any]] = []
-            if first is None:
-                self._queue.task_done()
-                break
-            batch.append(first)
-            while len(batch) < self.batch_size:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.task_done()
-                    stop = True
-                    break
-                batch.append(nxt)
+        while True:
+            batch = self._queue.get()
             try:
-                self._insert(batch)
+                if batch is None:
+                    return
+                self._write(batch, give_up_s=self.best_effort_give_up_s)
+            except SinkStalledError as exc:
+                log.error("%s: %d document(s) lost: %s", self.describe(), len(batch or ()), exc)
+                self._count(lost=len(batch or ()))
             except Exception:  # never let the writer thread die
-                log.exception("DLQ %s.%s: unexpected error, %d document(s) lost", self.db, self.coll, len(batch))
-                self._count(lost=len(batch))
+                log.exception("%s: unexpected error, %d document(s) lost", self.describe(), len(batch or ()))
+                self._count(lost=len(batch or ()))
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._queue.task_done()
 
-    def _insert(self, batch: list[dict[str, Any]]) -> None:
-        delay = self.backoff_s
-        for attempt in range(1, self.retries + 1):
+    def _write(self, docs: list[dict[str, Any]], give_up_s: float | None) -> None:
+        what = f"writing {len(docs)} DLQ document(s)"
+        with Attempts(
+            self.processor_name, self.describe(), what,
+            backoff_initial_s=self.backoff_s, backoff_max_s=self.backoff_max_s, give_up_s=give_up_s,
+            fatal=self.durable,
+        ) as attempts:
+            while True:
+                try:
+                    coll = self._collection()
+                    break
+                except PyMongoError as exc:  # buildInfo/selection while the server is away
+                    attempts.retry(f"{type(exc).__name__}: {exc}")
+            for part in chunks(docs, self._bulk):
+                self._write_part(coll, part, attempts)
+
+    def _write_part(self, coll: Any, docs: list[dict[str, Any]], attempts: Attempts) -> None:
+        """Upsert by ``_id``: a replayed entry overwrites itself. Transient errors retry."""
+        pending = docs
+        while pending:
             try:
-                self._collection().insert_many(batch, ordered=False)
-                self._count(written=len(batch))
+                coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in pending], ordered=False)
+                self._count(written=len(pending))
                 return
             except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                # A retried batch may hit its own earlier inserts (same ObjectId): that is written.
-                failed = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-                for e in failed:
-                    log.error("DLQ %s.%s: document rejected: %s", self.db, self.coll, e.get("errmsg"))
-                self._count(written=len(batch) - len(failed), lost=len(failed))
+                pending = self._sort_errors(pending, dict(exc.details))
+                reason = "transient write errors"
+            except (KeyError, InvalidDocument, DocumentTooLarge):
+                # FerretDB answers a failed update batch without `n` (pymongo: KeyError);
+                # an unencodable document fails the whole batch: go one by one.
+                self._one_by_one(coll, pending, attempts)
                 return
             except (ConnectionFailure, OperationFailure) as exc:
-                if attempt == self.retries:
-                    log.error(
-                        "DLQ %s.%s: giving up on %d document(s) after %d attempts: %s",
-                        self.db, self.coll, len(batch), attempt, exc,
-                    )
-                    self._count(lost=len(batch))
+                if isinstance(exc, OperationFailure) and exc.code not in TRANSIENT_CODES and not exc.has_error_label(
+                    "RetryableWriteError"
+                ):
+                    self._lose(pending, f"{type(exc).__name__}: {exc}")
                     return
-                log.warning("DLQ %s.%s: write failed (%s); retry %d in %.1f s", self.db, self.coll, exc, attempt, delay)
-                time.sleep(delay)
-                delay *= 2
-            except PyMongoError as exc:  # InvalidDocument and the like: not retryable
-                log.error("DLQ %s.%s: %d document(s) lost: %s", self.db, self.coll, len(batch), exc)
-                self._count(lost=len(batch))
-                return
+                reason = f"{type(exc).__name__}: {exc}"
+            if pending:
+                attempts.retry(f"{len(pending)} pending: {reason}")
+
+    def _sort_errors(self, pending: list[dict[str, Any]], details: dict[str, Any]) -> list[dict[str, Any]]:
+        retry: list[dict[str, Any]] = []
+        failed = 0
+        for err in details.get("writeErrors", []):
+            failed += 1
+            doc = pending[err["index"]]
+            if err.get("code") in TRANSIENT_CODES:
+                retry.append(doc)
+            else:
+                self._lose([doc], str(err.get("errmsg")))
+        if details.get("writeConcernErrors"):
+            return pending  # idempotent upserts: redo them all
+        self._count(written=len(pending) - failed)
+        return retry
+
+    def _one_by_one(self, coll: Any, docs: list[dict[str, Any]], attempts: Attempts) -> None:
+        for d in docs:
+            while True:
+                try:
+                    coll.replace_one({"_id": d["_id"]}, d, upsert=True)
+                    self._count(written=1)
+                    break
+                except (InvalidDocument, DocumentTooLarge, KeyError) as exc:
+                    self._lose([d], f"{type(exc).__name__}: {exc}")
+                    break
+                except OperationFailure as exc:
+                    if exc.code in TRANSIENT_CODES:
+                        attempts.retry(f"{type(exc).__name__}: {exc}")
+                        continue
+                    self._lose([d], str((exc.details or {}).get("errmsg", exc)))
+                    break
+                except ConnectionFailure as exc:
+                    attempts.retry(f"{type(exc).__name__}: {exc}")
+
+    def _lose(self, docs: list[dict[str, Any]], why: str) -> None:
+        """A DLQ entry the server refuses for good (there is no DLQ for the DLQ): logged, counted."""
+        self._count(lost=len(docs))
+        for d in docs:
+            log.error("%s: entry %r rejected by the server: %s", self.describe(), d.get("_id"), why)
 
 
 DlqWriterFactory = Callable[[], DlqWriter]
 
 
-def dlq_writer_factory(target: DlqTarget, registry: ConnectionRegistry, path: str = "options.dlq") -> DlqWriterFactory:
+def dlq_writer_factory(
+    target: DlqTarget, registry: ConnectionRegistry, path: str = "options.dlq", processor_name: str = ""
+) -> DlqWriterFactory:
     """Resolve the DLQ connection now (compile time) and return a per-worker writer factory."""
     registry.get_mongodb(target.connection_name, f"{path}.connectionName")  # fail now, not per worker
 
     def make() -> DlqWriter:
-        return DlqWriter(target, registry, path=path)
+        return DlqWriter(target, registry, processor_name, path=path)
 
     return make
 
@@ -250,11 +335,9 @@ class _DlqPartition(StatelessSinkPartition[list[dict[str, Any]]]):
     def write_batch(self, items: list[list[dict[str, Any]]]) -> None:
         docs = [d for batch in items for d in batch]
         if docs:
+            # Durable: written (or the processor fails) before Bytewax can checkpoint
+            # past this batch. Best effort: queued.
             self._writer.write(docs)
-            # Wait (briefly, bounded) for the queue to drain, so that a checkpoint taken
-            # after this batch normally covers written DLQ entries; never long enough to
-            # hold the main output back when the DLQ server is away.
-            self._writer.flush(timeout_s=2.0)
 
     def close(self) -> None:
         self._writer.close()
@@ -270,7 +353,7 @@ class MongoDlqSink(DynamicSink[list[dict[str, Any]]]):
     def __init__(self, target: DlqTarget, registry: ConnectionRegistry, processor_name: str) -> None:
         self.target = target
         self.processor_name = processor_name
-        self._factory = dlq_writer_factory(target, registry)
+        self._factory = dlq_writer_factory(target, registry, processor_name=processor_name)
         self._lock = threading.Lock()
         self.written = 0
         self.lost = 0

@@ -350,10 +350,11 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
     def _record(self, msg: Message) -> tuple[dict[str, Any], int]:
         ts_type, ts = msg.timestamp()
         src_t = now_ms() if ts_type == TIMESTAMP_NOT_AVAILABLE or ts < 0 else ts
+        ts_value = ms_to_datetime(src_t)  # once: the envelope and the raw document share it
         raw_headers = msg.headers()
         meta: dict[str, Any] = {
             "type": "kafka",
-            "ts": ms_to_datetime(src_t),
+            "ts": ts_value,
             "topic": self.topic,
             "partition": self.partition,
             "offset": msg.offset(),
@@ -369,7 +370,6 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
                 key_error = f"Failed to deserialize the Kafka message key as {self.s.key_format}: {exc}"
         meta["headers"] = [{"k": h[0], "v": h[1]} for h in raw_headers] if raw_headers else []
         value = msg.value()
-        ts_value = ms_to_datetime(src_t)
         if value is None:
             reason = "Kafka message has no value (a tombstone), not a JSON document"
             return source_dlq(reason, self._raw_doc(None, raw_key, meta, ts_value)), src_t

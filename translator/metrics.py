@@ -1,7 +1,7 @@
-"""Optional per-process operator figures for ``stats({verbose: true})`` (issue 4 §5).
+"""Optional per-process operator figures for ``stats({verbose: true})``.
 
 ASP reports, per stage, the documents in and out, the DLQ count and the execution
-time, and for a window the range of open windows (reference §6 ``operatorStats``).
+time, and for a window the range of open windows (``operatorStats``, https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/).
 The translator's hot paths call into this module only behind one module-level
 boolean check per *batch* (``if metrics.ENABLED:``), so a flow outside the service
 pays nothing. The service's child calls :func:`enable` and reads :func:`snapshot`.
@@ -173,3 +173,50 @@ def operator_stats(pipeline: Any) -> list[dict[str, Any]]:
     for s in pipeline.stages:
         entry(s.path, True)
     return out
+
+
+# ---- sink stalls ----------------------------------------------------------------------------
+# Writes in progress, registered by the MongoDB sinks around each logical write (one dict
+# operation per bulk write, so always on). A write older than STALL_AFTER_S is a stall.
+
+STALL_AFTER_S = 5.0
+# key -> [processor, sink, what, started (monotonic), retries, last error]
+_waits: dict[int, list[Any]] = {}
+
+
+def sink_wait_begin(key: int, processor: str, sink: str, what: str) -> None:
+    with _lock:
+        _waits[key] = [processor, sink, what, time.monotonic(), 0, None]
+
+
+def sink_wait_retry(key: int, error: str) -> None:
+    with _lock:
+        w = _waits.get(key)
+        if w is not None:
+            w[4] += 1
+            w[5] = error
+
+
+def sink_wait_end(key: int) -> None:
+    with _lock:
+        _waits.pop(key, None)
+
+
+def sink_stalls(min_s: float | None = None) -> list[dict[str, Any]]:
+    """``stats().sinkStalls``: writes waiting longer than ``min_s`` (default STALL_AFTER_S)."""
+    limit = STALL_AFTER_S if min_s is None else min_s
+    now = time.monotonic()
+    with _lock:
+        waits = [list(w) for w in _waits.values()]
+    return [
+        {
+            "processor": p,
+            "sink": sink,
+            "operation": what,
+            "waitingMillis": int((now - t0) * 1000),
+            "retries": n,
+            "lastError": err,
+        }
+        for p, sink, what, t0, n, err in sorted(waits, key=lambda w: w[3])
+        if now - t0 >= limit
+    ]

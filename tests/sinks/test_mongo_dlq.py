@@ -14,6 +14,7 @@ from bytewax.testing import TestingSource, run_main
 
 from sinks.dlq import LATE_REASON, dlq_document
 from sinks.mongo_dlq import STATS, DlqWriter, MongoDlqSink, dlq_writer_factory
+from sinks.mongo_io import SinkStalledError
 from translator.connections import Connection, ConnectionRegistry
 from translator.errors import TranslateError
 from translator.ir import DlqTarget
@@ -69,20 +70,62 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_writer_never_blocks_and_counts_what_it_loses() -> None:
-    """Best effort (reference §5): an unreachable DLQ server costs nothing to the caller."""
-    w = DlqWriter.to(f"mongodb://127.0.0.1:{_closed_port()}/", "db", "dlq", max_queue=5)
-    w.server_timeout_ms = 200
-    w.retries = 2
+def test_best_effort_writer_never_blocks_and_counts_what_it_loses() -> None:
+    """MQLFLOW_DLQ_MODE=best-effort: an unreachable DLQ server costs nothing to the caller."""
+    uri = f"mongodb://127.0.0.1:{_closed_port()}/?serverSelectionTimeoutMS=200"
+    w = DlqWriter.to(uri, "db", "dlq", max_queue=200, durable=False)
+    w.best_effort_give_up_s = 0.5
     w.backoff_s = 0.01
     lost_before = STATS.lost
     t0 = time.monotonic()
-    w.write([dlq_document("r", {"i": i}, "p") for i in range(8)])  # 5 queued, 3 over the bound
+    for i in range(4):  # 2 batches queued, 2 over the bound (max_queue // 100)
+        w.write([dlq_document("r", {"i": i, "j": j}, "p") for j in range(2)])
     assert time.monotonic() - t0 < 0.2
     assert w.flush(20)
     w.close()
     assert w.written == 0 and w.lost == 8
     assert STATS.lost - lost_before == 8
+
+
+def test_durable_writer_retries_then_fails_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default: the write blocks the caller (so no checkpoint passes it), retries, and
+    after the give-up time raises an error naming the processor, the DLQ and the wait."""
+    monkeypatch.setenv("MQLFLOW_SINK_GIVE_UP_S", "1.5")
+    port = _closed_port()
+    w = DlqWriter.to(f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300", "db", "dlq")
+    w.processor_name = "proc7"
+    w.backoff_s = 0.05
+    t0 = time.monotonic()
+    with pytest.raises(SinkStalledError) as ei:
+        w.write([dlq_document("r", {"i": 1}, "proc7")])
+    assert 1.5 <= time.monotonic() - t0 < 10
+    msg = str(ei.value)
+    assert msg.startswith(
+        f"processor 'proc7': DLQ db.dlq (mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300) made no progress for "
+    )
+    assert "(writing 1 DLQ document(s)); last error: ServerSelectionTimeoutError: " in msg
+    assert w.written == 0 and w.lost == 0  # not lost: the processor fails and replays it
+    w.close()
+
+
+@pytest.mark.mongodb
+def test_processors_share_a_dlq_collection_and_replays_overwrite(mongodb_uri: str, mongo_db: Any) -> None:
+    """The processor name is part of a Kafka DLQ entry's ``_id``: two processors reading
+    the same topic into one collection keep both entries; a replay of one overwrites."""
+    def kafka_doc(off: int) -> Doc:
+        return {"x": off, "_stream_meta": {"source": {"type": "kafka", "topic": "t1", "partition": 0, "offset": off}}}
+
+    reg = registry(mongodb_uri)
+    target = DlqTarget("dlqConn", mongo_db.name, "shared")
+    for name in ("procA", "procB", "procA"):  # procA twice: a replay after a crash
+        w = DlqWriter(target, reg, name)
+        w.write([dlq_document("bad", kafka_doc(off), name) for off in range(60)])  # > one FerretDB bulk
+        w.close()
+        assert (w.written, w.lost) == (60, 0)
+    got = sorted((d["processorName"], d["doc"]["x"]) for d in mongo_db["shared"].find())
+    assert got == sorted([("procA", o) for o in range(60)] + [("procB", o) for o in range(60)])
+    ids = {d["_id"] for d in mongo_db["shared"].find()}
+    assert len(ids) == 120
 
 
 def test_dlq_needs_a_mongodb_connection() -> None:

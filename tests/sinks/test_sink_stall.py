@@ -1,0 +1,248 @@
+"""A MongoDB server that accepts connections and then stops answering: a loopback TCP
+proxy the test controls, in front of the real FerretDB. A ``$merge`` write that makes no
+progress must be logged, show in ``stats().sinkStalls``, be retried, and fail the
+processor with a clear ``errorMsg`` once it waited ``MQLFLOW_SINK_GIVE_UP_S``; when the
+server answers again before that, the output is complete and exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from kafka_flows import new_topic, produce
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongodb, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+class StallProxy:
+    """Forwards 127.0.0.1:<port> to the upstream server while ``forwarding`` is set; when it
+    is cleared, connections are still accepted but nothing is passed on (bytes are held,
+    and passed on once forwarding resumes)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.forwarding = threading.Event()
+        self.forwarding.set()
+        self._stop = threading.Event()
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self._srv.settimeout(0.2)
+        self.port = int(self._srv.getsockname()[1])
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                c, _ = self._srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            self._socks += [c, u]
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                while not self.forwarding.wait(0.2):
+                    if self._stop.is_set():
+                        return
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._srv.close()
+        for s in self._socks:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def upstream_of(uri: str) -> tuple[str, int]:
+    hostport = uri.split("://", 1)[1].split("/", 1)[0].split(",")[0]
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)
+
+
+PROXY_OPTS = "directConnection=true&socketTimeoutMS=1500&connectTimeoutMS=1500&serverSelectionTimeoutMS=1500"
+
+
+class Svc:
+    """``python -m service serve`` with the stalled connection; children inherit the env."""
+
+    def __init__(self, tmp: Path, bootstrap: str, proxy_uri: str, give_up_s: float) -> None:
+        conns = tmp / "connections.toml"
+        conns.write_text(
+            f'[connections.kafka1]\ntype = "kafka"\nbootstrap_servers = "{bootstrap}"\n\n'
+            f'[connections.stalled]\ntype = "mongodb"\nuri = "{proxy_uri}"\n'
+        )
+        self.log = tmp / "service.log"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [env.get("PYTHONPATH", ""), str(ROOT)] if p)
+        env["MQLFLOW_SINK_GIVE_UP_S"] = str(give_up_s)
+        self.fh = self.log.open("w")
+        self.state = tmp / "state"
+        self.proc = subprocess.Popen(
+            [PY, "-m", "service", "serve", "--port", "0", "--state-dir", str(self.state),
+             "--connections", str(conns), "--snapshot-interval", "1", "--max-restarts", "0"],
+            stdout=subprocess.PIPE, stderr=self.fh, text=True, env=env, cwd=tmp,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("mqlflow listening on "):
+            self.proc.kill()
+            raise AssertionError(f"service did not start: {line!r}\n{self.log.read_text()}")
+        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            f"mongodb://127.0.0.1:{int(line.rsplit(':', 1)[1])}", serverSelectionTimeoutMS=5000
+        )
+
+    def stats(self, name: str) -> dict[str, Any]:
+        return dict(self.client.admin.command({"getStreamProcessorStats": name})["stats"])
+
+    def child_log(self, name: str = "") -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.state.rglob("child.log"))
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.fh.close()
+
+
+@pytest.fixture
+def proxy(mongodb_uri: str) -> Iterator[StallProxy]:
+    p = StallProxy(upstream_of(mongodb_uri))
+    yield p
+    p.close()
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float, what: str, log: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}\n{log()[-4000:]}")
+
+
+def msgs(lo: int, hi: int) -> list[dict[str, Any]]:
+    return [{"partition": 0, "value": {"_id": f"m{i}", "i": i}} for i in range(lo, hi)]
+
+
+def start(svc: Svc, name: str, topic: str, db: str) -> None:
+    pipeline = [
+        {"$source": {"connectionName": "kafka1", "topic": topic, "config": {"auto_offset_reset": "earliest"}}},
+        {"$merge": {"into": {"connectionName": "stalled", "db": db, "coll": "out"}}},
+    ]
+    svc.client.admin.command({"createStreamProcessor": name, "pipeline": pipeline})
+    svc.client.admin.command({"startStreamProcessor": name})
+
+
+def test_stalled_server_shows_in_stats_then_fails_the_processor_with_a_clear_error(
+    tmp_path: Path, kafka_bootstrap: str, mongo_db: Any, proxy: StallProxy
+) -> None:
+    svc = Svc(tmp_path, kafka_bootstrap, f"mongodb://127.0.0.1:{proxy.port}/?{PROXY_OPTS}", give_up_s=12)
+    try:
+        topic = new_topic(kafka_bootstrap, 1, prefix="sinks-stall")
+        produce(kafka_bootstrap, topic, msgs(0, 5))
+        start(svc, "stallA", topic, mongo_db.name)
+        wait_until(lambda: mongo_db.out.count_documents({}) == 5, 60, "the first 5 documents", svc.child_log)
+
+        proxy.forwarding.clear()  # the server still accepts connections, but never answers
+        produce(kafka_bootstrap, topic, msgs(5, 10))
+        st = wait_until(
+            lambda: (s := svc.stats("stallA")).get("sinkStalls") and s["sinkStalls"][0]["retries"] >= 1 and s,
+            40, "a sink stall with a retry in stats()", lambda: f"{svc.child_log('stallA')[-2000:]}\n{svc.stats('stallA')}",
+        )
+        (stall,) = st["sinkStalls"]
+        assert stall["processor"] == "stallA"
+        assert stall["sink"] == f"$merge connection 'stalled' (mongodb://127.0.0.1:{proxy.port}/?{PROXY_OPTS})"
+        assert stall["operation"] == f"writing 5 document(s) to {mongo_db.name}.out"
+        assert stall["waitingMillis"] >= 5000
+        assert stall["lastError"].startswith("5 pending: ")
+        assert st["status"] == "running"
+
+        st = wait_until(
+            lambda: (s := svc.stats("stallA"))["status"] == "error" and s, 60, "the processor to fail",
+            lambda: f"{svc.child_log('stallA')[-2000:]}\n{svc.stats('stallA')}",
+        )
+        err = st["errorMsg"]
+        prefix = (
+            "processor failed after 1 attempts: mqlflow: sink failed: processor 'stallA': $merge connection 'stalled' "
+            f"(mongodb://127.0.0.1:{proxy.port}/?{PROXY_OPTS}) made no progress for "
+        )
+        assert err.startswith(prefix), err
+        waited, rest = err[len(prefix):].split(" s ", 1)
+        assert 12 <= int(waited) < 30
+        assert rest.startswith(f"(writing 5 document(s) to {mongo_db.name}.out); last error: 5 pending: "), rest
+        assert "Topology Description" not in rest
+        log = svc.child_log("stallA")
+        assert f"processor 'stallA': $merge connection 'stalled' (mongodb://127.0.0.1:{proxy.port}/?{PROXY_OPTS}): writing 5 document(s) to {mongo_db.name}.out made no progress for " in log
+        assert sorted(d["_id"] for d in mongo_db.out.find()) == [f"m{i}" for i in range(5)]
+    finally:
+        svc.stop()
+
+
+def test_a_write_retried_through_a_stall_completes_exactly(
+    tmp_path: Path, kafka_bootstrap: str, mongo_db: Any, proxy: StallProxy
+) -> None:
+    svc = Svc(tmp_path, kafka_bootstrap, f"mongodb://127.0.0.1:{proxy.port}/?{PROXY_OPTS}", give_up_s=300)
+    try:
+        topic = new_topic(kafka_bootstrap, 1, prefix="sinks-stall")
+        produce(kafka_bootstrap, topic, msgs(0, 5))
+        start(svc, "stallB", topic, mongo_db.name)
+        wait_until(lambda: mongo_db.out.count_documents({}) == 5, 60, "the first 5 documents", svc.child_log)
+        proxy.forwarding.clear()
+        produce(kafka_bootstrap, topic, msgs(5, 10))
+        wait_until(lambda: svc.stats("stallB").get("sinkStalls"), 40, "a sink stall in stats()", svc.child_log)
+        time.sleep(3)
+        proxy.forwarding.set()
+        wait_until(lambda: mongo_db.out.count_documents({}) == 10, 60, "all 10 documents", svc.child_log)
+        wait_until(lambda: not svc.stats("stallB").get("sinkStalls"), 20, "the stall to clear", svc.child_log)
+        produce(kafka_bootstrap, topic, msgs(10, 15))  # fast writes again: the bulk size grows back
+        wait_until(lambda: mongo_db.out.count_documents({}) == 15, 60, "all 15 documents", svc.child_log)
+        assert sorted((d["_id"], d["i"]) for d in mongo_db.out.find()) == sorted((f"m{i}", i) for i in range(15))
+        st = svc.stats("stallB")
+        assert st["status"] == "running" and "errorMsg" not in st
+        log = svc.child_log("stallB")
+        assert " done after " in log
+        # The socket timeout halved the bulk size (FerretDB cap 50); fast writes restored it.
+        assert "bulk writes now hold at most 25 operation(s)" in log, log[-3000:]
+        assert "bulk writes now hold at most 50 operation(s)" in log, log[-3000:]
+    finally:
+        svc.stop()
