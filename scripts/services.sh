@@ -101,6 +101,19 @@ ferretdb_build() {
   log "mongodb: FerretDB built in $(elapsed_since "$t0") s -> $FERRETDB_BIN"
 }
 
+# FerretDB records writes in an OpLog once the capped collection local.oplog.rs exists; the
+# change-stream $source reads it there (FerretDB v1 has no $changeStream). Idempotent.
+ferretdb_oplog() { # URI
+  "$(python_bin)" - "$1" <<'PY' || die "mongodb: could not create the OpLog collection local.oplog.rs on $1"
+import sys
+from pymongo import MongoClient
+c = MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, socketTimeoutMS=10000)
+if "oplog.rs" not in c.local.list_collection_names(filter={"name": "oplog.rs"}):
+    c.local.create_collection("oplog.rs", capped=True, size=64 * 1024 * 1024)
+    print("mongodb: created the OpLog collection local.oplog.rs (capped, 64 MiB)", file=sys.stderr)
+PY
+}
+
 mongodb_up() {
   if [[ -n "${MONGODB_URI:-}" ]]; then
     if mongo_ping "$MONGODB_URI" 5000; then
@@ -113,6 +126,7 @@ mongodb_up() {
   local uri="mongodb://127.0.0.1:$FERRETDB_PORT/"
   if pid_alive "$FERRETDB_PID"; then
     if mongo_ping "$uri" 3000; then
+      ferretdb_oplog "$uri"
       env_set MONGODB_URI "$uri"
       log "mongodb: FerretDB already running (pid $(cat "$FERRETDB_PID")) at $uri"
       return 0
@@ -142,6 +156,7 @@ mongodb_up() {
   local i
   for ((i = 0; i < 60; i++)); do
     if mongo_ping "$uri" 1000; then
+      ferretdb_oplog "$uri"
       env_set MONGODB_URI "$uri"
       log "mongodb: FerretDB ready (pid $(cat "$FERRETDB_PID")) at $uri"
       return 0
