@@ -582,13 +582,15 @@ class Supervisor:
         run.task = asyncio.create_task(run.supervise())
 
     def _write_definition(
-        self, workdir: Path, name: str, pipeline: list[dict[str, Any]], flow_options: dict[str, Any]
+        self, workdir: Path, name: str, pipeline: list[dict[str, Any]], flow_options: dict[str, Any],
+        *, sample: bool = False,
     ) -> None:
         definition = {
             "name": name,
             "pipeline": pipeline,
             "options": flow_options,
             "connections": self.config.connections,
+            "sample": sample,  # sp.process: no sink needed, output goes to the cursor
         }
         text = json_util.dumps(definition, json_options=CANONICAL_JSON_OPTIONS)
         tmp = workdir / "definition.json.tmp"
@@ -754,7 +756,7 @@ class Supervisor:
         cursor = self._new_cursor(name, options.get("limit"), time.monotonic() + timeout)
         workdir = self.config.state_dir / "tmp" / name
         workdir.mkdir(parents=True, exist_ok=True)
-        self._write_definition(workdir, name, pipeline, flow_options)
+        self._write_definition(workdir, name, pipeline, flow_options, sample=True)
         run = Run(self, name, workdir, {}, workers, temporary=True)
         run.cursors.add(cursor)
         await run.open_channel()
