@@ -103,14 +103,16 @@ ferretdb_build() {
 
 # FerretDB records writes in an OpLog once the capped collection local.oplog.rs exists; the
 # change-stream $source reads it there (FerretDB v1 has no $changeStream). Idempotent.
+# Small on purpose: FerretDB scans the whole collection for every OpLog query, and trims a
+# capped collection only every --test-capped-cleanup-interval (1 minute by default; 5 s here).
 ferretdb_oplog() { # URI
   "$(python_bin)" - "$1" <<'PY' || die "mongodb: could not create the OpLog collection local.oplog.rs on $1"
 import sys
 from pymongo import MongoClient
 c = MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, socketTimeoutMS=10000)
 if "oplog.rs" not in c.local.list_collection_names(filter={"name": "oplog.rs"}):
-    c.local.create_collection("oplog.rs", capped=True, size=64 * 1024 * 1024)
-    print("mongodb: created the OpLog collection local.oplog.rs (capped, 64 MiB)", file=sys.stderr)
+    c.local.create_collection("oplog.rs", capped=True, size=8 * 1024 * 1024)
+    print("mongodb: created the OpLog collection local.oplog.rs (capped, 8 MiB)", file=sys.stderr)
 PY
 }
 
@@ -151,6 +153,7 @@ mongodb_up() {
     --telemetry=disable \
     --debug-addr=- \
     --log-level=WARN \
+    --test-capped-cleanup-interval=5s \
     </dev/null >>"$FERRETDB_LOG" 2>&1 9>&- &
   echo $! >"$FERRETDB_PID"
   local i
