@@ -423,3 +423,30 @@ def test_oplog_backend_polled_in_a_tight_loop_sees_every_concurrent_write_once(m
     for t in threads:
         t.join()
     assert sorted(seen) == sorted(f"{k}-{i}" for k in range(4) for i in range(150))
+
+
+def test_the_readme_example_pipeline(tmp_path: Path, mongodb_uri: str, cs_db: Any) -> None:
+    """examples/change_stream_colors.json (its db renamed): six inserts, and without any
+    later event the window's idleTimeout gets the per-colour results out."""
+    spec = json_util.loads((ROOT / "examples" / "change_stream_colors.json").read_text())
+    stages = json_util.loads(json_util.dumps(spec["pipeline"]).replace('"demo"', f'"{cs_db.name}"')
+                             .replace("MyOutputGoesHere", "fdb"))
+    run = Run(tmp_path, stages, mongodb_uri)
+    run.start()
+    try:
+        run.wait_started(backend_of(mongodb_uri))
+        cs_db["atlasToAtlasIn"].insert_many([
+            {"color": "red", "x": 1}, {"color": "red", "x": 2}, {"color": "blue", "x": 4},
+            {"color": "white", "x": 8}, {"color": "black", "x": 256}, {"color": "green", "x": 32},
+        ])
+        out = cs_db["atlasToAtlasOut"]
+        wait(lambda: {d["_id"] for d in out.find()} == {"red", "blue", "white", "black", "green"}, 60, run,
+             "the window results")
+        time.sleep(1)
+        got: dict[str, list[Any]] = {}
+        for d in sorted(out.find(), key=lambda d: d["_stream_meta"]["window"]["start"]):
+            s, series = got.get(d["_id"], [0, []])
+            got[d["_id"]] = [s + d["sum"], series + d["series"]]
+    finally:
+        run.kill9()
+    assert got == {"red": [3, [1, 2]], "blue": [4, [4]], "white": [8, [8]], "black": [256, [256]], "green": [32, [32]]}
