@@ -472,6 +472,16 @@ def _re_escape(text: str) -> str:
     return re.escape(text)
 
 
+def _read_preference(s: ChangeStreamSettings) -> dict[str, Any]:
+    """``readPreference``/``readPreferenceTags`` as client options (tags need a non-primary mode)."""
+    if s.read_preference is None:
+        return {}
+    out: dict[str, Any] = {"readPreference": s.read_preference}
+    if s.read_preference_tags and s.read_preference != "primary":
+        out["readPreferenceTags"] = [",".join(f"{k}:{v}" for k, v in t.items()) for t in s.read_preference_tags]
+    return out
+
+
 def choose_backend(client: MongoClient[Doc], s: ChangeStreamSettings) -> str:
     """``watch`` where the server runs a change stream (asked, not guessed from
     ``hello``: FerretDB started with ``--repl-set-name`` reports a ``setName`` but has no
@@ -512,7 +522,7 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
             connectTimeoutMS=SERVER_TIMEOUT_MS,
             socketTimeoutMS=s.max_await_ms + 30_000,
             appname=f"mqlflow:{s.processor}",
-            readPreference=s.read_preference or "primary",
+            **_read_preference(s),
         )
         try:
             kind = choose_backend(self.client, s)
