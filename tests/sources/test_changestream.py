@@ -450,3 +450,19 @@ def test_the_readme_example_pipeline(tmp_path: Path, mongodb_uri: str, cs_db: An
     finally:
         run.kill9()
     assert got == {"red": [3, [1, 2]], "blue": [4, [4]], "white": [8, [8]], "black": [256, [256]], "green": [32, [32]]}
+
+
+def test_before_images_required_fail_at_start_on_the_oplog(tmp_path: Path, mongodb_uri: str, cs_db: Any) -> None:
+    if backend_of(mongodb_uri) != "oplog":
+        pytest.fail("this test needs FerretDB's OpLog (MONGODB_URI names a server with change streams)")
+    stages = [{"$source": {"connectionName": "fdb", "db": cs_db.name, "coll": "in",
+                           "config": {"fullDocumentBeforeChange": "required"}}}]
+    run = Run(tmp_path, stages, mongodb_uri)
+    run.start()
+    assert run.proc is not None
+    run.proc.wait(60)
+    assert run.proc.returncode != 0
+    assert (
+        "pipeline[0].$source.config.fullDocumentBeforeChange: 'required' cannot be met: FerretDB's OpLog records "
+        "no pre-images (use 'whenAvailable' or 'off')" in run.text()
+    )
