@@ -366,19 +366,23 @@ def test_database_and_cluster_forms_with_concurrent_writers(
 
 
 def test_fails_clearly_on_a_resume_token_the_oplog_no_longer_holds(tmp_path: Path, mongodb_uri: str, cs_db: Any) -> None:
-    if backend_of(mongodb_uri) != "oplog":
+    text = failed_start(tmp_path, mongodb_uri, cs_db.name, {"startAfter": {"_data": "0000000100000000"}})
+    assert (
+        "pipeline[0].$source: cannot resume the change stream: config.startAfter (OpLog ts 1.0) is older than "
+        "the oldest entry local.oplog.rs still holds" in text
+    )
+
+
+def failed_start(tmp_path: Path, uri: str, db: str, config: dict[str, Any]) -> str:
+    """Run a change-stream flow on FerretDB's OpLog that must fail at start; its output."""
+    if backend_of(uri) != "oplog":
         pytest.fail("this test needs FerretDB's OpLog (MONGODB_URI names a server with change streams)")
-    stages = [{"$source": {"connectionName": "fdb", "db": cs_db.name, "coll": "in",
-                           "config": {"startAfter": {"_data": "0000000100000000"}}}}]
-    run = Run(tmp_path, stages, mongodb_uri)
+    run = Run(tmp_path, [{"$source": {"connectionName": "fdb", "db": db, "coll": "in", "config": config}}], uri)
     run.start()
     assert run.proc is not None
     run.proc.wait(60)
     assert run.proc.returncode != 0
-    assert (
-        "pipeline[0].$source: cannot resume the change stream: config.startAfter (OpLog ts 1.0) is older than "
-        "the oldest entry local.oplog.rs still holds" in run.text()
-    )
+    return run.text()
 
 
 def test_oplog_backend_polled_in_a_tight_loop_sees_every_concurrent_write_once(mongodb_uri: str, cs_db: Any) -> None:
@@ -453,16 +457,8 @@ def test_the_readme_example_pipeline(tmp_path: Path, mongodb_uri: str, cs_db: An
 
 
 def test_before_images_required_fail_at_start_on_the_oplog(tmp_path: Path, mongodb_uri: str, cs_db: Any) -> None:
-    if backend_of(mongodb_uri) != "oplog":
-        pytest.fail("this test needs FerretDB's OpLog (MONGODB_URI names a server with change streams)")
-    stages = [{"$source": {"connectionName": "fdb", "db": cs_db.name, "coll": "in",
-                           "config": {"fullDocumentBeforeChange": "required"}}}]
-    run = Run(tmp_path, stages, mongodb_uri)
-    run.start()
-    assert run.proc is not None
-    run.proc.wait(60)
-    assert run.proc.returncode != 0
+    text = failed_start(tmp_path, mongodb_uri, cs_db.name, {"fullDocumentBeforeChange": "required"})
     assert (
         "pipeline[0].$source.config.fullDocumentBeforeChange: 'required' cannot be met: FerretDB's OpLog records "
-        "no pre-images (use 'whenAvailable' or 'off')" in run.text()
+        "no pre-images (use 'whenAvailable' or 'off')" in text
     )
