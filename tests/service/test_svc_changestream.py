@@ -17,10 +17,19 @@ from typing import Any
 
 import pymongo
 import pytest
+from bson import json_util
 from svc_helpers import Service
 from test_seed_tour import mongo, services_env, wait_for  # noqa: F401  (mongo: a fixture)
 from test_seed_tour import start as start_service
 from test_svc_mongosh import mongosh_path
+
+from tests.sources.test_changestream import (
+    FLUSH,
+    batch_docs,
+    expected_windows,
+    window_pipeline,
+    window_results,
+)
 
 pytestmark = [pytest.mark.mongosh, pytest.mark.mongodb, pytest.mark.slow]
 
@@ -68,7 +77,7 @@ def test_companion_script_change_stream_to_merge_from_mongosh(tmp_path: Path, cs
                                         sum: {{ $sum: "$fullDocument.x" }}, series: {{ $push: "$fullDocument.x" }} }} }} ] }} }},
           {{ $merge: {{ into: {{ connectionName: "MyOutputGoesHere", db: "{db}", coll: "atlasToAtlasOut" }} }} }}
         ]);
-        sp.getProcessor('atlasToAtlas').start();
+        p.start();
         """, tmp_path)
         # the child's source has taken its stream position once it names its backend
         wait_for(lambda: ": backend " in child_log(svc), 90, "the processor's change stream")
@@ -121,3 +130,42 @@ def test_sp_process_streams_change_events_into_mongosh(tmp_path: Path, cs_db: An
     seen = [int(n) for n in re.findall(r"op: 'insert',\s*n: (\d+)", out)]
     assert len(seen) >= 3, out
     assert seen == list(range(seen[0], seen[0] + len(seen))), out  # in order, none missing
+
+
+def test_kill9_of_the_processor_child_resumes_from_its_checkpoint(tmp_path: Path, cs_db: Any) -> None:
+    """The service's child is killed with SIGKILL after batch 0; batch 1 is written while
+    it is down; the supervisor restarts it from its checkpoint (resume token / OpLog ts),
+    then batch 2 and a far-future event close every window: the output collection equals
+    an independent computation over the three batches (an uninterrupted run's result)."""
+    stages = json_util.loads(json_util.dumps(window_pipeline(cs_db.name)).replace('"fdb"', '"MyInputComesFromHere"'))
+    stages[-1]["$merge"]["into"]["connectionName"] = "MyOutputGoesHere"
+    svc = start(tmp_path)
+    aware: pymongo.MongoClient[Any] = pymongo.MongoClient(services_env("MONGODB_URI"), tz_aware=True)
+    src, out = cs_db["in"], aware[cs_db.name]["out"]
+    try:
+        with svc.client() as c:
+            c.admin.command({"createStreamProcessor": "crashy", "pipeline": stages})
+            c.admin.command({"startStreamProcessor": "crashy"})
+        wait_for(lambda: ": backend " in child_log(svc), 90, "the processor's change stream")
+        src.insert_many(batch_docs(0))
+        wait_for(lambda: out.count_documents({}) > 0, 60, "batch 0's first window")
+        time.sleep(2.5)  # checkpoints every second
+        child = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(child) == 1, child
+        os.kill(int(child[0]), 9)
+        src.insert_many(batch_docs(1))
+        wait_for(lambda: child_log(svc).count(": backend ") >= 2, 90, "the restarted child")
+        src.insert_many(batch_docs(2))
+        src.insert_one(FLUSH)
+        want = expected_windows(3)
+        try:
+            wait_for(lambda: window_results(out) == want, 90, "every window of the three batches")
+        except AssertionError:
+            got = window_results(out)
+            missing = {k: v for k, v in want.items() if got.get(k) != v}
+            raise AssertionError(f"{len(missing)} windows differ, e.g. {list(missing.items())[:3]} got "
+                                 f"{[got.get(k) for k in list(missing)[:3]]}\n{child_log(svc)[-2500:]}") from None
+        assert window_results(out) == want
+    finally:
+        svc.stop()
+        aware.close()
