@@ -108,6 +108,21 @@ ferretdb_build() {
   log "mongodb: FerretDB built in $(elapsed_since "$t0") s -> $FERRETDB_BIN"
 }
 
+# FerretDB records writes in an OpLog once the capped collection local.oplog.rs exists; the
+# change-stream $source reads it there (FerretDB v1 has no $changeStream). Idempotent.
+# Small on purpose: FerretDB scans the whole collection for every OpLog query, and trims a
+# capped collection only every --test-capped-cleanup-interval (1 minute by default; 5 s here).
+ferretdb_oplog() { # URI
+  "$(python_bin)" - "$1" <<'PY' || die "mongodb: could not create the OpLog collection local.oplog.rs on $1"
+import sys
+from pymongo import MongoClient
+c = MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, socketTimeoutMS=10000)
+if "oplog.rs" not in c.local.list_collection_names(filter={"name": "oplog.rs"}):
+    c.local.create_collection("oplog.rs", capped=True, size=8 * 1024 * 1024)
+    print("mongodb: created the OpLog collection local.oplog.rs (capped, 8 MiB)", file=sys.stderr)
+PY
+}
+
 mongodb_up() {
   if [[ -n "${MONGODB_URI:-}" ]]; then
     if mongo_ping "$MONGODB_URI" 5000; then
@@ -120,6 +135,7 @@ mongodb_up() {
   local uri="mongodb://127.0.0.1:$FERRETDB_PORT/"
   if pid_alive "$FERRETDB_PID"; then
     if mongo_ping "$uri" 3000; then
+      ferretdb_oplog "$uri"
       env_set MONGODB_URI "$uri"
       log "mongodb: FerretDB already running (pid $(cat "$FERRETDB_PID")) at $uri"
       return 0
@@ -144,11 +160,13 @@ mongodb_up() {
     --telemetry=disable \
     --debug-addr=- \
     --log-level=WARN \
+    --test-capped-cleanup-interval=5s \
     </dev/null >>"$FERRETDB_LOG" 2>&1 9>&- &
   echo $! >"$FERRETDB_PID"
   local i
   for ((i = 0; i < 60; i++)); do
     if mongo_ping "$uri" 1000; then
+      ferretdb_oplog "$uri"
       env_set MONGODB_URI "$uri"
       log "mongodb: FerretDB ready (pid $(cat "$FERRETDB_PID")) at $uri"
       return 0

@@ -14,7 +14,7 @@ from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.outputs import Sink
 
 from translator import ir
-from translator.connections import ConnectionRegistry
+from translator.connections import MONGODB_KINDS, ConnectionRegistry
 from translator.errors import TranslateError
 from translator.options import ProcessorOptions
 from translator.parse import parse_pipeline
@@ -59,7 +59,7 @@ def compile_pipeline(
 
 
 def _check_kafka(pipeline: ir.Pipeline, registry: ConnectionRegistry, options: ProcessorOptions) -> None:
-    """Kafka settings are checked at create time too (no network involved)."""
+    """Kafka and change-stream settings are checked at create time too (no network involved)."""
     src = pipeline.source
     if src.connection_name is not None and src.connection_name in registry:
         conn = registry.get(src.connection_name, f"{src.path}.connectionName")
@@ -67,6 +67,10 @@ def _check_kafka(pipeline: ir.Pipeline, registry: ConnectionRegistry, options: P
             from sources.kafka import KafkaSourceSettings
 
             KafkaSourceSettings.from_stage(src, conn, options)
+        elif conn.type in MONGODB_KINDS:
+            from sources.changestream import ChangeStreamSettings
+
+            ChangeStreamSettings.from_stage(src, conn, options, windowed=pipeline.window is not None)
     if isinstance(pipeline.sink, ir.EmitStage) and pipeline.sink.connection_name in registry:
         from sinks.kafka import KafkaEmitSink
 
@@ -112,7 +116,18 @@ def _kafka_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) -
     return build_kafka_source(pipeline, conn, options)
 
 
-SOURCE_BUILDERS: dict[str, Any] = {"sample": _sample_source, "kafka": _kafka_source}
+def _change_stream_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) -> Source[Any]:
+    from sources.changestream import build_change_stream_source
+
+    return build_change_stream_source(pipeline, conn, options)
+
+
+SOURCE_BUILDERS: dict[str, Any] = {
+    "sample": _sample_source,
+    "kafka": _kafka_source,
+    "mongodb": _change_stream_source,
+    "atlas": _change_stream_source,
+}
 
 
 def make_sinks(

@@ -28,6 +28,9 @@ class SourceStage:
     # change-stream sources
     db: str | None = None
     coll: tuple[str, ...] = ()
+    initial_sync: Any = None  # {enable, parallelism}, checked by sources.changestream
+    read_preference: Any = None
+    read_preference_tags: Any = None
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def _p_source(v: Any, path: str) -> ir.SourceStage:
     _check_keys(
         d, path,
         {"connectionName", "documents", "timeField", "tsFieldName", "topic", "partitionIdleTimeout",
-         "config", "db", "coll"},
+         "config", "db", "coll", "initialSync", "readPreference", "readPreferenceTags"},
     )
     conn = d.get("connectionName")
     docs = d.get("documents")
@@ -161,7 +161,10 @@ def _p_source(v: Any, path: str) -> ir.SourceStage:
     coll = d.get("coll")
     colls: tuple[str, ...] = ()
     if coll is not None:
-        colls = tuple(coll) if isinstance(coll, list) else (_str(coll, f"{path}.coll"),)
+        if isinstance(coll, list):
+            colls = tuple(_str(c, f"{path}.coll[{i}]") for i, c in enumerate(coll))
+        else:
+            colls = (_str(coll, f"{path}.coll"),)
     return ir.SourceStage(
         path=path,
         connection_name=conn,
@@ -173,6 +176,9 @@ def _p_source(v: Any, path: str) -> ir.SourceStage:
         config=dict(_obj(d.get("config", {}), f"{path}.config")),
         db=_str(d["db"], f"{path}.db") if "db" in d else None,
         coll=colls,
+        initial_sync=d.get("initialSync"),
+        read_preference=d.get("readPreference"),
+        read_preference_tags=d.get("readPreferenceTags"),
     )
 
 

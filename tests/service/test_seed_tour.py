@@ -37,16 +37,14 @@ def mongo() -> Iterator[pymongo.MongoClient]:  # type: ignore[type-arg]
     client.close()
 
 
-def start(tmp: Path, port: int = 0) -> Service:
+def start(tmp: Path, port: int = 0, *extra: str, names: tuple[str, ...] = ("MyOutputGoesHere", "dlqConn")) -> Service:
+    """``mqlflow serve`` (real child flow) whose connections ``names`` all point at the test server."""
     uri = services_env("MONGODB_URI")
     conns = tmp / "connections.toml"
-    conns.write_text(
-        f'[connections.MyOutputGoesHere]\ntype = "mongodb"\nuri = "{uri}"\n\n'
-        f'[connections.dlqConn]\ntype = "mongodb"\nuri = "{uri}"\n'
-    )
+    conns.write_text("".join(f'[connections.{n}]\ntype = "mongodb"\nuri = "{uri}"\n\n' for n in names))
     log = tmp / f"service-{time.monotonic_ns()}.log"
     args = [sys.executable, "-m", "service", "serve", "--port", str(port), "--state-dir", str(tmp / "state"),
-            "--connections", str(conns), "--snapshot-interval", "1"]
+            "--connections", str(conns), "--snapshot-interval", "1", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env, cwd=tmp)
     assert proc.stdout is not None
