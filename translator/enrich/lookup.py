@@ -56,6 +56,9 @@ FULL_SCAN_LIMIT = 100_000  # documents a pipeline-only $lookup may read per batc
 IN_CHUNK = 20_000  # values per $in query (keeps the query document far below 16 MiB)
 BACKOFF_INITIAL_S, BACKOFF_MAX_S = 0.1, 5.0
 COMPILED_CACHE = 4096  # distinct let-values whose pipeline stays compiled
+# Process-wide figures (read by tests and logs): find commands sent, transient retries.
+STATS = {"queries": 0, "retries": 0}
+_stats_lock = threading.Lock()
 
 
 def default_cache_bytes() -> int:
@@ -101,12 +104,16 @@ class LookupServer:
         delay, attempt = BACKOFF_INITIAL_S, 0
         while True:
             try:
+                with _stats_lock:
+                    STATS["queries"] += 1
                 cur = self.collection().find(query, limit=limit, max_time_ms=QUERY_TIMEOUT_MS)
                 return list(cur)
             except PyMongoError as exc:
                 if not is_transient(exc):
                     raise
                 attempt += 1
+                with _stats_lock:
+                    STATS["retries"] += 1
                 log.warning("%s: query failed (%s: %s); retry %d in %.1f s", self.what, type(exc).__name__, exc, attempt, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
@@ -461,15 +468,23 @@ class LookupOp:
 
     def _fill_cache(self, distinct: dict[Any, Any]) -> None:
         cache, now = self.cache(), time.monotonic()
-        missing = {k: v for k, v in distinct.items() if cache.get(k, now) is None}
-        hits = len(distinct) - len(missing)
+        batch: dict[Any, list[dict[str, Any]]] = {}
+        missing: dict[Any, Any] = {}
+        for k, v in distinct.items():
+            got = cache.get(k, now)
+            if got is None:
+                missing[k] = v
+            else:
+                batch[k] = got
+        hits = len(batch)
         if missing:
             assert self.foreign is not None
             docs = self.server.find_in(self.foreign, list(missing.values()), None)
             idx = index_by(docs, self.foreign_parts)
-            for k in missing:
-                cache.put(k, [docs[i] for i in idx.get(k, ())], now)
-        self._local.batch = {k: cache.get(k, now) or [] for k in distinct}
+            for k in missing:  # this batch uses them even if the cache evicts them at once
+                batch[k] = [docs[i] for i in idx.get(k, ())]
+                cache.put(k, batch[k], now)
+        self._local.batch = batch
         if metrics.ENABLED:
             metrics.add_counters(self.stage.path, {"cacheHits": hits, "cacheMisses": len(missing)})
 

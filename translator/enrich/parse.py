@@ -14,7 +14,7 @@ from bson import Int64
 
 from translator import parse as p
 from translator.enrich.spec import LookupStage, SetStreamMetaStage, ThrottleStage
-from translator.errors import TranslateError, did_you_mean
+from translator.errors import TranslateError
 
 # Stages a $lookup's own pipeline may hold (run by mqlflow on the fetched documents).
 LOOKUP_PIPELINE_STAGES = frozenset(
@@ -97,7 +97,7 @@ def _lookup_pipeline(v: Any, path: str) -> tuple[dict[str, Any], ...]:
         if name not in LOOKUP_PIPELINE_STAGES:
             raise TranslateError(
                 f"{spath}.{name}",
-                f"stage '{name}' is not supported inside a $lookup pipeline by mqlflow{did_you_mean(name, LOOKUP_PIPELINE_STAGES)}; "
+                f"stage '{name}' is not supported inside a $lookup pipeline by mqlflow; "
                 f"supported: {', '.join(sorted(LOOKUP_PIPELINE_STAGES))}",
             )
         if name == "$lookup":
