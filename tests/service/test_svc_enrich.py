@@ -1,0 +1,84 @@
+"""Enrichment stages in a processor under the real ``mqlflow serve`` (real child flow,
+``flows.processor:from_definition``) against the real FerretDB: $lookup and
+$cachedLookup enrich every document, stats() reports the cache's hits and misses and
+the throttle's figures per operator; a Kafka connection in $lookup fails at create time."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from svc_helpers import Service, start_service
+
+pytestmark = [pytest.mark.mongodb, pytest.mark.slow]
+T0_MS = 1_700_000_000_000
+
+
+@pytest.fixture
+def svc(tmp_path: Path, mongodb_uri: str) -> Iterator[Service]:
+    conns = tmp_path / "real-connections.toml"
+    conns.write_text(
+        f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n'
+        '[connections.k1]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\n'
+    )
+    s = start_service(tmp_path, "--flow-target", "flows.processor:from_definition", "--connections", str(conns))
+    yield s
+    s.stop()
+
+
+def test_processor_with_lookup_cached_lookup_and_throttle(svc: Service, mongodb_uri: str) -> None:
+    db_name = f"enrich_{uuid.uuid4().hex[:10]}"
+    mc: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
+    db = mc[db_name]
+    db.devices.insert_many([{"_id": f"device_{i}", "owner": f"o{i}"} for i in range(100)])
+    frm = {"connectionName": "mongo1", "db": db_name, "coll": "devices"}
+    pipeline = [
+        {"$source": {"connectionName": "sample_stream_solar", "config": {
+            "seed": 3, "maxEvents": 400, "rate": 1000, "startTime": T0_MS, "faultRate": 0.0, "batchSize": 100}}},
+        {"$lookup": {"from": frm, "localField": "device_id", "foreignField": "_id", "as": "dev"}},
+        {"$cachedLookup": {"ttl": {"size": 10, "unit": "minute"}, "from": frm,
+                           "localField": "device_id", "foreignField": "_id", "as": "dev2"}},
+        {"$throttle": {"messagesPerSec": 200}},
+        {"$project": {"_id": 0, "device_id": 1, "timestamp": 1, "owner": {"$first": "$dev.owner"},
+                      "owner2": {"$first": "$dev2.owner"}}},
+        {"$merge": {"into": {"connectionName": "mongo1", "db": db_name, "coll": "out"}}},
+    ]
+    client: pymongo.MongoClient[dict[str, Any]] = svc.client()
+    try:
+        bad = [*pipeline[:1], {"$lookup": {**pipeline[1]["$lookup"], "from": {**frm, "connectionName": "k1"}}}, pipeline[-1]]
+        with pytest.raises(pymongo.errors.OperationFailure) as e:
+            client.admin.command({"createStreamProcessor": "bad", "pipeline": bad})
+        assert "pipeline[1].$lookup.from.connectionName: connection 'k1' is of type 'kafka'" in str(e.value)
+
+        client.admin.command({"createStreamProcessor": "enr", "pipeline": pipeline})
+        client.admin.command({"startStreamProcessor": "enr"})
+        deadline = time.monotonic() + 120
+        st: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            st = client.admin.command({"getStreamProcessorStats": "enr", "options": {"verbose": True}})["stats"]
+            if st["status"] == "stopped":
+                break
+            time.sleep(0.3)
+        assert st["status"] == "stopped", st
+        assert (st["inputMessageCount"], st["outputMessageCount"], st["dlqMessageCount"]) == (400, 400, 0)
+        ops = {e["name"]: e for e in st["operatorStats"]}
+        cached = ops["$cachedLookup"]
+        assert cached["inputMessageCount"] == cached["outputMessageCount"] == 400
+        # every distinct device is fetched once, later batches are served from the cache
+        devices = len({d["device_id"] for d in db.out.find()})
+        assert cached["cacheMisses"] == devices
+        assert cached["cacheHits"] > 0
+        thr = ops["$throttle"]["throttle"]
+        assert thr["throttleEvents"] > 0 and thr["throttledTimeMs"] >= 500  # 400 msgs at 200/s
+        outs = list(db.out.find({}, {"_id": 0, "device_id": 1, "owner": 1, "owner2": 1}))
+        assert len(outs) == 400
+        assert all(o["owner"] == o["owner2"] == "o" + o["device_id"].split("_")[1] for o in outs)
+    finally:
+        client.close()
+        mc.drop_database(db_name)
+        mc.close()
