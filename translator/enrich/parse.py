@@ -13,7 +13,7 @@ from typing import Any
 from bson import Int64
 
 from translator import parse as p
-from translator.enrich.spec import LookupStage, SetStreamMetaStage, ThrottleStage
+from translator.enrich.spec import HttpsStage, LookupStage, SetStreamMetaStage, ThrottleStage
 from translator.errors import TranslateError
 
 # Stages a $lookup's own pipeline may hold (run by mqlflow on the fetched documents).
@@ -167,7 +167,64 @@ def _throttle(v: Any, path: str) -> ThrottleStage:
     )
 
 
+HTTPS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+HTTPS_PAYLOAD_STAGES = frozenset({"$project", "$addFields", "$set", "$replaceRoot", "$replaceWith", "$unset"})
+
+
+def _exprs(v: Any, path: str) -> tuple[tuple[str, Any], ...]:
+    return tuple(p._obj(v, path).items())
+
+
+def _https(v: Any, path: str) -> HttpsStage:
+    d = p._obj(v, path)
+    p._check_keys(
+        d, path,
+        {"connectionName", "path", "method", "parameters", "headers", "payload", "as", "onError", "config"},
+        ("connectionName", "as"),
+    )
+    url_path = d.get("path")
+    if url_path is not None and not isinstance(url_path, (str, dict)):
+        raise TranslateError(f"{path}.path", f"expected a string or an expression, got {p._tname(url_path)}")
+    method = d.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in HTTPS_METHODS:
+        raise TranslateError(f"{path}.method", f"expected one of {', '.join(HTTPS_METHODS)}; got {method!r}")
+    payload = None
+    if "payload" in d:
+        raw = d["payload"]
+        if not isinstance(raw, list):
+            raise TranslateError(f"{path}.payload", f"expected an array of stages, got {p._tname(raw)}")
+        for i, st in enumerate(raw):
+            name = p._stage_name(st, f"{path}.payload[{i}]")
+            if name not in HTTPS_PAYLOAD_STAGES:
+                raise TranslateError(
+                    f"{path}.payload[{i}].{name}",
+                    f"stage '{name}' is not allowed in a $https payload; allowed: {', '.join(sorted(HTTPS_PAYLOAD_STAGES))}",
+                )
+            p.STAGE_PARSERS[name](st[name], f"{path}.payload[{i}].{name}")
+        payload = tuple(raw)
+    on_error = d.get("onError", "dlq")
+    if not isinstance(on_error, str) or on_error.lower() not in ("dlq", "ignore", "fail"):
+        raise TranslateError(f"{path}.onError", f"expected one of dlq, ignore, fail; got {on_error!r}")
+    cfg = p._obj(d.get("config", {}), f"{path}.config")
+    p._check_keys(cfg, f"{path}.config", {"connectionTimeoutSec", "requestTimeoutSec", "parseJsonStrings"})
+    return HttpsStage(
+        path=path,
+        connection_name=p._str(d["connectionName"], f"{path}.connectionName"),
+        url_path=url_path,
+        method=method.upper(),
+        parameters=_exprs(d.get("parameters", {}), f"{path}.parameters"),
+        headers=_exprs(d.get("headers", {}), f"{path}.headers"),
+        payload=payload,
+        as_field=_field_name(d["as"], f"{path}.as"),
+        on_error=on_error.lower(),
+        connection_timeout_s=p._int(cfg.get("connectionTimeoutSec", 30), f"{path}.config.connectionTimeoutSec", 1),
+        request_timeout_s=p._int(cfg.get("requestTimeoutSec", 60), f"{path}.config.requestTimeoutSec", 1),
+        parse_json_strings=p._bool(cfg.get("parseJsonStrings", False), f"{path}.config.parseJsonStrings"),
+    )
+
+
 ENRICH_PARSERS: dict[str, p.StageParser] = {
+    "$https": _https,
     "$setStreamMeta": _set_stream_meta,
     "$externalFunction": _external_function,
     "$lookup": parse_lookup,

@@ -43,3 +43,21 @@ class ThrottleStage:
     path: str
     messages_per_sec: float | None
     bytes_per_sec: float | None
+
+
+@dataclass(frozen=True)
+class HttpsStage:
+    """``$https``: one HTTP request per document to an ``https`` connection."""
+
+    path: str
+    connection_name: str
+    url_path: Any  # str, expression spec, or None
+    method: str
+    parameters: tuple[tuple[str, Any], ...]
+    headers: tuple[tuple[str, Any], ...]
+    payload: tuple[dict[str, Any], ...] | None
+    as_field: str
+    on_error: str  # dlq | ignore | fail
+    connection_timeout_s: float = 30.0  # waiting for a response on an open connection
+    request_timeout_s: float = 60.0  # establishing the connection
+    parse_json_strings: bool = False

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from translator import stages
+from translator.enrich.https import compile_https
 from translator.enrich.lookup import compile_lookup
-from translator.enrich.spec import LookupStage, SetStreamMetaStage, ThrottleStage
+from translator.enrich.spec import HttpsStage, LookupStage, SetStreamMetaStage, ThrottleStage
 from translator.enrich.streammeta import compile_set_stream_meta
 from translator.enrich.throttle import compile_throttle
 
@@ -43,5 +44,6 @@ stages.STEP_COMPILERS.update(
         SetStreamMetaStage: lambda s, v: compile_set_stream_meta(s, v),
         LookupStage: lambda s, v: compile_lookup(s, current_registry()),
         ThrottleStage: lambda s, v: compile_throttle(s),
+        HttpsStage: lambda s, v: compile_https(s, current_registry()),
     }
 )
