@@ -400,7 +400,7 @@ class LookupOp:
                 cand_key, cands = k, [fetched[i] for i in (idx or {}).get(k, ())]
             else:
                 cand_key, cands = None, fetched
-            rkey = (cand_key, hashable(values))
+            rkey = (cand_key, hashable(values)) if values else cand_key
             res = results.get(rkey)
             if res is None:
                 if cands is None:

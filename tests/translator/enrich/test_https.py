@@ -268,3 +268,15 @@ def test_create_time_errors(server: Server, spec: dict[str, Any], path: str, mes
     with pytest.raises(TranslateError) as e:
         run_pipeline([{"$source": {"documents": [{}]}}, {"$https": spec}], registry=reg(server))
     assert (e.value.path, e.value.message) == (path, message)
+
+
+def test_https_inside_a_window(server: Server) -> None:
+    events = [{"_id": i, "ts": f"2024-01-01T00:00:0{i}Z"} for i in range(4)]
+    r = run_pipeline(
+        [{"$source": {"documents": events, "timeField": {"$dateFromString": {"dateString": "$ts"}}}},
+         {"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"}, "pipeline": [
+             {"$https": {"connectionName": "api", "path": "echo/w", "as": "r"}},
+             {"$group": {"_id": "$r.path", "n": {"$sum": 1}}}]}}],
+        registry=reg(server),
+    )
+    assert [(d["_id"], d["n"]) for d in r.output] == [("/echo/w", 4)]

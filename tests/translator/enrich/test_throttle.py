@@ -55,7 +55,7 @@ def test_messages_per_sec_holds_the_rate() -> None:
     assert 1.9 <= elapsed < 4.0, elapsed
     thr = ops[0]["throttle"]
     assert thr["throttleEvents"] >= 1
-    assert 1800 <= thr["throttledTimeMs"] <= 2200
+    assert 1400 <= thr["throttledTimeMs"] <= 2200  # less when processing itself took time
 
 
 def test_bytes_per_sec_and_a_document_larger_than_the_budget() -> None:
