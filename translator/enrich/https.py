@@ -131,7 +131,7 @@ class HttpsOp:
         if self.url_path is not None:
             sub = self.url_path if isinstance(self.url_path, str) else self.url_path(doc, v)
             if not isinstance(sub, str):
-                raise TranslateError(f"{st.path}.path", f"must evaluate to a string, got {bson_type(sub)}")
+                raise _BuildError(f"{st.path}.path", f"must evaluate to a string, got {bson_type(sub)}")
             if sub:
                 url = f"{url}/{sub.lstrip('/')}"
         params: dict[str, str] = {}
@@ -142,14 +142,14 @@ class HttpsOp:
             elif isinstance(x, (int, float, str)) and x is not MISSING:
                 params[k] = str(x)
             else:
-                raise TranslateError(
+                raise _BuildError(
                     f"{st.path}.parameters.{k}", f"must evaluate to a number, string or boolean, got {bson_type(x)}"
                 )
         headers = {k: x for k, x in self.conn_headers.items() if _TOKEN.match(k) and not _BAD_VALUE.search(x)}
         for k, f in self.headers:
             x = f(doc, v)
             if not isinstance(x, str):
-                raise TranslateError(f"{st.path}.headers.{k}", f"must evaluate to a string, got {bson_type(x)}")
+                raise _BuildError(f"{st.path}.headers.{k}", f"must evaluate to a string, got {bson_type(x)}")
             if _TOKEN.match(k) and not _BAD_VALUE.search(x):  # invalid names/values are not sent
                 headers[k] = x
         body: bytes | None = None
@@ -249,6 +249,8 @@ class HttpsOp:
                 reqs.append(self.build(d, vars_))
             except _PayloadError as exc:
                 reqs.append(exc)
+            except _BuildError as exc:
+                reqs.append(_Dlq(f"Failed to process input document in $https stage ({exc.path}): {exc}"))
             except Exception as exc:
                 reqs.append(_Dlq(failure_reason("$https", st.path, exc)))
         results = asyncio.run_coroutine_threadsafe(self._all(reqs), _event_loop()).result()
@@ -290,6 +292,14 @@ class _Dlq:
 
 class _PayloadError(Exception):
     pass
+
+
+class _BuildError(Exception):
+    """A header, parameter or path value of the wrong type (the document goes to the DLQ)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def _with_meta(doc: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:

@@ -56,8 +56,9 @@ FULL_SCAN_LIMIT = 100_000  # documents a pipeline-only $lookup may read per batc
 IN_CHUNK = 20_000  # values per $in query (keeps the query document far below 16 MiB)
 BACKOFF_INITIAL_S, BACKOFF_MAX_S = 0.1, 5.0
 COMPILED_CACHE = 4096  # distinct let-values whose pipeline stays compiled
-# Process-wide figures (read by tests and logs): find commands sent, transient retries.
-STATS = {"queries": 0, "retries": 0}
+# Process-wide figures (read by tests and the benchmark): find commands answered,
+# transient retries, seconds spent waiting for answers.
+STATS: dict[str, float] = {"queries": 0, "retries": 0, "seconds": 0.0}
 _stats_lock = threading.Lock()
 
 
@@ -104,10 +105,13 @@ class LookupServer:
         delay, attempt = BACKOFF_INITIAL_S, 0
         while True:
             try:
+                t0 = time.perf_counter()
+                cur = self.collection().find(query, limit=limit, max_time_ms=QUERY_TIMEOUT_MS)
+                docs = list(cur)
                 with _stats_lock:
                     STATS["queries"] += 1
-                cur = self.collection().find(query, limit=limit, max_time_ms=QUERY_TIMEOUT_MS)
-                return list(cur)
+                    STATS["seconds"] += time.perf_counter() - t0
+                return docs
             except PyMongoError as exc:
                 if not is_transient(exc):
                     raise

@@ -230,8 +230,8 @@ def test_failing_header_or_parameter_goes_to_the_dlq(server: Server) -> None:
     assert [d["doc"]["_id"] for d in r.dlq] == [1]  # not sent: the server saw only "x"
     assert [c["xdev"] for c in server.calls] == ["x"]
     assert r.dlq[0]["errInfo"]["reason"] == (
-        "Failed to process input document in $https stage (pipeline[1].$https): TranslateError: "
-        "pipeline[1].$https.headers.X-Dev: must evaluate to a string, got int"
+        "Failed to process input document in $https stage (pipeline[1].$https.headers.X-Dev): "
+        "must evaluate to a string, got int"
     )
 
 
