@@ -270,7 +270,8 @@ def test_server_down_then_up_retries_and_loses_nothing(tmp_path: Any, mongodb_ur
 
         runner = threading.Thread(target=go, daemon=True)
         runner.start()
-        time.sleep(3.0)
+        # Down for longer than one server-selection timeout (5 s): at least one retry.
+        time.sleep(lookup.SERVER_TIMEOUT_MS / 1000 + 2.0)
         assert runner.is_alive() and not result  # waiting for the server, not failing
         _services("up", env)
         runner.join(120)
