@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_lookup_https_set_stream_meta_throttle_in_a_bytewax_run_flow(tmp_path: Path, mongodb_uri: str) -> None:
-    from tests.translator.enrich.test_https import Server
+    from tests.translator.enrich.enrichhelpers import Server
 
     api = Server()
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)

@@ -21,7 +21,7 @@ T0_MS = 1_700_000_000_000
 
 @pytest.fixture
 def api() -> Iterator[Any]:
-    from tests.translator.enrich.test_https import Server
+    from tests.translator.enrich.enrichhelpers import Server
 
     s = Server()
     yield s
