@@ -282,6 +282,7 @@ def compile_sub_pipeline(stages: list[dict[str, Any]], path: str, server: Lookup
                 steps.append(_count_step(spec, spath))
             else:
                 nested = parse_lookup(spec, spath, nested=True)
+                _check_names(nested, spath)
                 steps.append(LookupOp(nested, server.sibling(nested.coll)).step())
         else:
             run.append(STAGE_PARSERS[name](spec, spath))
@@ -507,12 +508,24 @@ def _set(doc: dict[str, Any], parts: tuple[str, ...], value: Any) -> dict[str, A
     return _copy_set(doc, parts, value)
 
 
+def _check_names(stage: LookupStage, path: str) -> None:
+    """Database and collection names the server would reject fail at create time."""
+    from sinks.mongo import _coll_name_problem, _db_name_problem
+
+    for what, name, check in (("db", stage.db, _db_name_problem), ("coll", stage.coll, _coll_name_problem)):
+        problem = check(name) if name is not None else None
+        if problem:
+            where = f"{path}.from" if stage.connection_name is None else f"{path}.{what}"  # nested: from: "coll"
+            raise TranslateError(where, f"the {'database' if what == 'db' else 'collection'} name {name!r} {problem}")
+
+
 def compile_lookup(stage: LookupStage, registry: Any) -> Step:
     """Create time: the connection must be a MongoDB one (not Kafka, not the sample)."""
     if registry is None:
         raise TranslateError(stage.path, f"{stage.path.rsplit('.', 1)[-1]} needs a connection registry here")
     conn = registry.get_mongodb(stage.connection_name, f"{stage.path}.from.connectionName")
     assert stage.db is not None
+    _check_names(stage, f"{stage.path}.from")
     server = LookupServer(conn.uri or "", stage.db, stage.coll, f"{stage.path} ({conn.name})")
     return LookupOp(stage, server).step()
 

@@ -209,6 +209,11 @@ def test_lookup_inside_a_window(mongodb_uri: str, db: Any) -> None:
           "pipeline": [{"$lookup": {"from": {"connectionName": "meta", "db": "x", "coll": "z"}, "localField": "a",
                                     "foreignField": "b", "as": "d"}}]},
          "pipeline[1].$lookup.pipeline[0].$lookup.from", None),
+        ({"from": {"connectionName": "meta", "db": "a/b", "coll": "y"}, "localField": "a", "foreignField": "b", "as": "c"},
+         "pipeline[1].$lookup.from.db", "the database name 'a/b' contains '/'"),
+        ({"from": {"connectionName": "meta", "db": "x", "coll": "y"}, "as": "c", "pipeline": [
+            {"$lookup": {"from": "system.users", "localField": "a", "foreignField": "b", "as": "d"}}]},
+         "pipeline[1].$lookup.pipeline[0].$lookup.from", "the collection name 'system.users' names a system collection"),
     ],
 )
 def test_create_time_errors(spec: dict[str, Any], path: str, message: str | None) -> None:
