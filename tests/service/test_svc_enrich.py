@@ -95,3 +95,41 @@ def test_processor_with_lookup_cached_lookup_https_and_throttle(svc: Service, mo
         client.close()
         mc.drop_database(db_name)
         mc.close()
+
+
+def test_https_server_error_fails_the_processor_with_a_clear_message(tmp_path: Path, api: Any, mongodb_uri: str) -> None:
+    conns = tmp_path / "https-connections.toml"
+    conns.write_text(f'[connections.api]\ntype = "https"\nurl = "http://127.0.0.1:{api.port}"\n'
+                     f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
+    svc = start_service(tmp_path, "--flow-target", "flows.processor:from_definition", "--connections", str(conns),
+                        "--max-restarts", "1")
+    try:
+        c: pymongo.MongoClient[dict[str, Any]] = svc.client()
+        pipeline = [
+            {"$source": {"documents": [{"_id": 1}]}},
+            {"$https": {"connectionName": "api", "path": "status/500", "as": "r"}},
+            {"$merge": {"into": {"connectionName": "mongo1", "db": "enrich_never", "coll": "written"}}},
+        ]
+        c.admin.command({"createStreamProcessor": "h500", "pipeline": pipeline})
+        c.admin.command({"startStreamProcessor": "h500"})
+        deadline = time.monotonic() + 90
+        p: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            p = c.admin.command({"listStreamProcessors": 1, "filter": {"name": "h500"}})["streamProcessors"][0]
+            if p["state"] == "FAILED":
+                break
+            time.sleep(0.5)
+        assert p["state"] == "FAILED", p
+        assert p["errorMsg"].startswith("processor failed after 2 attempts: ")
+        # Two runs, each 1 request + 3 bounded retries.
+        assert [c["path"] for c in api.calls] == ["/status/500"] * 8
+        # The child's log names the stage and the reason (errorMsg shows Bytewax's wrapper
+        # line, the last line of the traceback).
+        logs = "".join(f.read_text() for f in svc.state_dir.rglob("child.log"))
+        assert (
+            "HttpsProcessorError: pipeline[1].$https: request to "
+            f"http://127.0.0.1:{api.port}/status/500 failed after 4 attempts (HTTP status 500); the processor stops"
+        ) in logs
+        c.close()
+    finally:
+        svc.stop()
