@@ -25,12 +25,13 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import bson
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from translator import metrics
 from translator.enrich.spec import LookupStage
@@ -444,7 +445,8 @@ class LookupOp:
             self._fill_cache(distinct)
             return [], None
         assert self.foreign is not None
-        docs = self.server.find_in(self.foreign, list(distinct.values()), self.filter) if distinct else []
+        fld = self.foreign
+        docs = self._filtered(lambda extra: self.server.find_in(fld, list(distinct.values()), extra)) if distinct else []
         return docs, index_by(docs, self.foreign_parts)
 
     def _fetch_pipeline(self, lets: list[dict[str, Any] | None]) -> tuple[list[dict[str, Any]], dict[Any, list[int]]]:
@@ -452,9 +454,9 @@ class LookupOp:
             fld, var = self.pushdown
             distinct = {hashable(v[var]): v[var] for v in lets if v is not None}
             vals = [None if x is MISSING else x for x in distinct.values()]
-            docs = self.server.find_in(fld, vals, self.filter) if vals else []
+            docs = self._filtered(lambda extra: self.server.find_in(fld, vals, extra)) if vals else []
             return docs, index_by(docs, tuple(fld.split(".")))
-        docs = self.server.find(self.filter or {}, limit=FULL_SCAN_LIMIT + 1)
+        docs = self._filtered(lambda extra: self.server.find(extra or {}, limit=FULL_SCAN_LIMIT + 1))
         if len(docs) > FULL_SCAN_LIMIT:
             raise RuntimeError(
                 f"{self.stage.path}: the pipeline has no equality on a let variable to filter by, and "
@@ -462,6 +464,20 @@ class LookupOp:
                 "add localField/foreignField or a leading $match {$expr: {$eq: ['$field', '$$var']}}"
             )
         return docs, {}
+
+    def _filtered(self, fetch: Callable[[dict[str, Any] | None], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """``fetch(leading $match)``; when the server rejects that filter (FerretDB lacks
+        e.g. ``$jsonSchema``), fetch without it from now on: the pipeline's own ``$match``
+        still applies it here, so only the amount read changes."""
+        if self.filter is None:
+            return fetch(None)
+        try:
+            return fetch(self.filter)
+        except OperationFailure as exc:
+            log.warning("%s: the server rejects the leading $match as a filter (%s); filtering in mqlflow",
+                        self.stage.path, exc)
+            self.filter = None
+            return fetch(None)
 
     # -- $cachedLookup
     def cache(self) -> LookupCache:

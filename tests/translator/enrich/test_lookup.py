@@ -130,6 +130,22 @@ def test_let_pipeline_form_and_equality_plus_pipeline(mongodb_uri: str, db: Any)
     ]
 
 
+def test_leading_match_the_server_rejects_is_applied_in_mqlflow(mongodb_uri: str, db: Any) -> None:
+    db.devices.insert_many(DEVICES)
+    r = run_pipeline(
+        [_src({"_id": 1, "site": "north"}),
+         {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                      "localField": "site", "foreignField": "site",
+                      # FerretDB v1 has no $jsonSchema in queries
+                      "pipeline": [{"$match": {"$jsonSchema": {"required": ["tags"]}}}, {"$project": {"_id": 1}}],
+                      "as": "d"}},
+         {"$project": {"d": 1}}],
+        registry=make_registry(mongodb_uri),
+    )
+    assert r.output == [{"_id": 1, "d": [{"_id": "d1"}]}]
+    assert r.dlq == []
+
+
 def test_nested_lookup_uses_the_same_connection(mongodb_uri: str, db: Any) -> None:
     db.devices.insert_many(DEVICES)
     db.sites.insert_many([{"_id": "north", "country": "NO"}, {"_id": "south", "country": "ZA"}])
