@@ -97,7 +97,7 @@ def test_processor_with_lookup_cached_lookup_https_and_throttle(svc: Service, mo
         mc.close()
 
 
-def test_https_server_error_fails_the_processor_with_a_clear_message(tmp_path: Path, api: Any, mongodb_uri: str) -> None:
+def test_https_server_error_fails_the_processor_after_bounded_retries(tmp_path: Path, api: Any, mongodb_uri: str) -> None:
     conns = tmp_path / "https-connections.toml"
     conns.write_text(f'[connections.api]\ntype = "https"\nurl = "http://127.0.0.1:{api.port}"\n'
                      f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
