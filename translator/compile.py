@@ -15,6 +15,7 @@ from bytewax.outputs import Sink
 
 from translator import ir
 from translator.connections import MONGODB_KINDS, ConnectionRegistry
+from translator.enrich import steps as enrich_steps
 from translator.errors import TranslateError
 from translator.options import ProcessorOptions
 from translator.parse import parse_pipeline
@@ -54,7 +55,8 @@ def compile_pipeline(
                 "validationAction 'dlq' needs a dead letter queue: pass {dlq: {connectionName, db, coll}} in the processor options",
             )
     _check_kafka(pipeline, registry, options)
-    Plan.compile(pipeline, options)  # compiles every expression: errors surface now
+    with enrich_steps.bound(registry):
+        Plan.compile(pipeline, options)  # compiles every expression: errors surface now
     return pipeline
 
 
@@ -183,7 +185,8 @@ def build_flow(
     """
     options = options or ProcessorOptions()
     registry = registry or ConnectionRegistry()
-    plan = Plan.compile(pipeline, options)
+    with enrich_steps.bound(registry):
+        plan = Plan.compile(pipeline, options)
     plan.observer = observer
     source = source or make_source(pipeline, registry, options)
     if output_sink is None or dlq_sink is None:

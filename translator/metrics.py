@@ -22,6 +22,10 @@ ENABLED = False
 _lock = threading.Lock()
 # stage path -> [name, in, out, dlq, seconds]
 _stages: dict[str, list[Any]] = {}
+# stage path -> extra counters an operator adds to its operatorStats entry (nested
+# dicts add up leaf by leaf): $cachedLookup cacheHits/cacheMisses, $throttle's
+# throttle.throttledTimeMs / throttle.throttleEvents
+_counters: dict[str, dict[str, Any]] = {}
 # window-state reporter key (one per close-logic instance) -> (path, open, entries, min, max)
 _windows: dict[int, tuple[str, int, int, int | None, int | None]] = {}
 
@@ -41,6 +45,7 @@ def reset() -> None:
     with _lock:
         _stages.clear()
         _windows.clear()
+        _counters.clear()
 
 
 def record(stage_path: str, name: str, n_in: int, n_out: int, n_dlq: int, seconds: float) -> None:
@@ -54,6 +59,27 @@ def record(stage_path: str, name: str, n_in: int, n_out: int, n_dlq: int, second
             st[2] += n_out
             st[3] += n_dlq
             st[4] += seconds
+
+
+def add_counters(stage_path: str, counts: dict[str, Any]) -> None:
+    """Add an operator's own counters (cumulative) to its ``operatorStats`` entry."""
+    with _lock:
+        _add_into(_counters.setdefault(stage_path, {}), counts)
+
+
+def _add_into(into: dict[str, Any], counts: dict[str, Any]) -> None:
+    for k, v in counts.items():
+        if isinstance(v, dict):
+            _add_into(into.setdefault(k, {}), v)
+        else:
+            into[k] = into.get(k, 0) + v
+
+
+def counters(stage_path: str) -> dict[str, Any]:
+    with _lock:
+        import copy
+
+        return copy.deepcopy(_counters.get(stage_path, {}))
 
 
 def set_window_state(
@@ -158,6 +184,7 @@ def operator_stats(pipeline: Any) -> list[dict[str, Any]]:
             "dlqMessageCount": n_dlq,
             "executionTimeMillis": int(secs * 1000),
         }
+        e.update(counters(path))
         out.append(e)
         inner = getattr(stage_of.get(path), "pipeline", None)
         if inner is not None:

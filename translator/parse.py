@@ -35,14 +35,12 @@ ASP_UNSUPPORTED = frozenset(
         "$searchMeta", "$vectorSearch", "$sortByCount", "$lookup_", "$changeStreamSplitLargeEvent",
     }
 )
-NOT_YET = frozenset(
-    {"$lookup", "$cachedLookup", "$https", "$externalFunction", "$setStreamMeta", "$throttle"}
-)
+NOT_YET: frozenset[str] = frozenset()
 WINDOW_STAGES = {"$tumblingWindow": "tumbling", "$hoppingWindow": "hopping", "$sessionWindow": "session"}
 WINDOW_ONLY = frozenset({"$group", "$sort", "$limit", "$count"})
 INNER_ALLOWED = frozenset(
     {"$group", "$sort", "$limit", "$count", "$match", "$project", "$addFields", "$set",
-     "$unset", "$replaceRoot", "$replaceWith", "$unwind"}
+     "$unset", "$replaceRoot", "$replaceWith", "$unwind", "$lookup", "$cachedLookup", "$setStreamMeta", "$https"}
 )
 SINKS = frozenset({"$merge", "$emit"})
 
@@ -416,6 +414,10 @@ STAGE_PARSERS: dict[str, StageParser] = {
     "$merge": _p_merge,
     "$emit": _p_emit,
 }
+# The enrichment stages live in translator/enrich (their readers use the ones above).
+from translator.enrich.parse import ENRICH_PARSERS  # noqa: E402
+
+STAGE_PARSERS.update(ENRICH_PARSERS)
 KNOWN_STAGES = frozenset(STAGE_PARSERS) | ASP_UNSUPPORTED | NOT_YET
 
 

@@ -27,6 +27,9 @@ Rec = tuple[dict[str, Any], Any]  # (document, event time ms | (time, watermark)
 DlqFn = Callable[[str, Any], None]  # (reason, doc)
 
 MAP, FILTER, FLAT, VALIDATE = 0, 1, 2, 3
+# A whole-batch step ``fn(recs, dlq, vars) -> recs`` that does its own DLQ handling
+# (I/O stages such as $lookup: one query per batch; see translator/enrich).
+BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,8 @@ def _fused(pred: Callable[[Any], bool] | None, fns: list[Callable[[Any, Vars], A
 def _run_step(st: Step, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
     """One step over the whole batch; if it raises, again document by document."""
     fn, kind = st.fn, st.kind
+    if kind == BATCH:
+        return fn(recs, dlq, vars_)  # type: ignore[call-arg,arg-type]
     try:
         if kind == MAP:
             return [(fn(d, vars_), t) for d, t in recs]

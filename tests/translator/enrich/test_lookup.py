@@ -1,0 +1,308 @@
+"""$lookup against the real FerretDB: the three syntaxes, nested $lookup, windows,
+create-time errors, one $in query per batch, DLQ for failing let expressions."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from pymongo import MongoClient, monitoring
+
+from tests.translator.enrich.enrichhelpers import make_registry
+from translator.errors import TranslateError
+from translator.testing import run_pipeline
+
+pytestmark = pytest.mark.mongodb
+
+
+
+
+
+
+class FindCounter(monitoring.CommandListener):
+    """Counts the find commands mqlflow's lookup client sends (command monitoring)."""
+
+    def __init__(self) -> None:
+        self.finds: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and str(event.command.get("find", "")).startswith("devices"):
+            with self.lock:
+                self.finds.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def counter() -> FindCounter:
+    c = FindCounter()
+    monitoring.register(c)  # applies to clients created afterwards (the lookup's own)
+    return c
+
+
+def _src(*docs: dict[str, Any]) -> dict[str, Any]:
+    return {"$source": {"documents": list(docs)}}
+
+
+def _strip(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in d.items() if k not in ("_ts", "_stream_meta")} for d in docs]
+
+
+DEVICES = [
+    {"_id": "d1", "site": "north", "model": "X", "tags": ["a", "b"]},
+    {"_id": "d2", "site": "south", "model": "Y", "tags": ["b"]},
+    {"_id": "d3", "site": "north", "model": "Z"},
+    {"_id": "d4", "model": "nosite"},
+]
+
+
+def test_equality_lookup_one_in_query_per_batch(mongodb_uri: str, db: Any, counter: FindCounter) -> None:
+    db.devices.insert_many(DEVICES)
+    events = [{"_id": i, "dev": d} for i, d in enumerate(["d1", "d2", "d1", "zz", "d3", "d2"])]
+    events.append({"_id": 6})  # missing local field matches a foreign doc without the field? no: d4 has _id
+    before = len(counter.finds)
+    r = run_pipeline(
+        [_src(*events),
+         {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                      "localField": "dev", "foreignField": "_id", "as": "device"}},
+         {"$project": {"_id": 1, "device": 1}}],
+        registry=make_registry(mongodb_uri),
+    )
+    by_id = {d["_id"]: d["device"] for d in r.output}
+    assert by_id[0] == [DEVICES[0]] and by_id[2] == [DEVICES[0]]
+    assert by_id[1] == [DEVICES[1]] and by_id[5] == [DEVICES[1]]
+    assert by_id[3] == [] and by_id[4] == [DEVICES[2]] and by_id[6] == []
+    assert r.dlq == []
+    finds = counter.finds[before:]
+    assert len(finds) == 1  # the whole batch: one $in with the distinct keys
+    assert sorted(map(str, finds[0]["filter"]["_id"]["$in"])) == ["None", "d1", "d2", "d3", "zz"]
+
+
+def test_null_and_missing_match_and_arrays_match_by_element(mongodb_uri: str, db: Any) -> None:
+    db.devices.insert_many(DEVICES)
+    r = run_pipeline(
+        [_src({"_id": 1, "site": None}, {"_id": 2, "sites": ["south", "north"]}, {"_id": 3, "tag": "a"}),
+         {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                      "localField": "site", "foreignField": "site", "as": "bySite"}},
+         {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                      "localField": "sites", "foreignField": "site", "as": "bySites"}},
+         {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                      "localField": "tag", "foreignField": "tags", "as": "byTag"}},
+         {"$project": {"_id": 1, "s": "$bySite._id", "ss": "$bySites._id", "t": "$byTag._id"}}],
+        registry=make_registry(mongodb_uri),
+    )
+    out = {d["_id"]: d for d in r.output}
+    assert out[1]["s"] == ["d4"]  # null matches a missing foreign field
+    assert sorted(out[2]["ss"]) == ["d1", "d2", "d3"]
+    assert out[3]["t"] == ["d1"]
+    assert out[3]["s"] == ["d4"]  # a missing local field is null too
+
+
+def test_let_pipeline_form_and_equality_plus_pipeline(mongodb_uri: str, db: Any) -> None:
+    db.devices.insert_many(DEVICES)
+    db.readings.insert_many([
+        {"_id": 1, "dev": "d1", "v": 5}, {"_id": 2, "dev": "d1", "v": 50}, {"_id": 3, "dev": "d2", "v": 7},
+    ])
+    frm = {"connectionName": "meta", "db": db.name, "coll": "readings"}
+    r = run_pipeline(
+        [_src({"_id": "e1", "dev": "d1", "min": 10}, {"_id": "e2", "dev": "d2", "min": 1}, {"_id": "e3", "dev": "d9", "min": 0}),
+         {"$lookup": {"from": frm, "let": {"d": "$dev", "lo": "$min"},
+                      "pipeline": [
+                          {"$match": {"$expr": {"$and": [{"$eq": ["$dev", "$$d"]}, {"$gte": ["$v", "$$lo"]}]}}},
+                          {"$project": {"_id": 0, "v": 1, "lo": "$$lo"}}],
+                      "as": "big"}},
+         {"$lookup": {"from": frm, "localField": "dev", "foreignField": "dev",
+                      "pipeline": [{"$sort": {"v": -1}}, {"$limit": 1}, {"$project": {"_id": 1}}],
+                      "as": "top"}},
+         {"$project": {"big": 1, "top": 1}}],
+        registry=make_registry(mongodb_uri),
+    )
+    assert r.output == [
+        {"_id": "e1", "big": [{"v": 50, "lo": 10}], "top": [{"_id": 2}]},
+        {"_id": "e2", "big": [{"v": 7, "lo": 1}], "top": [{"_id": 3}]},
+        {"_id": "e3", "big": [], "top": []},
+    ]
+
+
+def test_leading_match_the_server_rejects_is_applied_in_mqlflow(mongodb_uri: str, db: Any) -> None:
+    db.devices.insert_many(DEVICES)
+    r = run_pipeline(
+        [_src({"_id": 1, "site": "north"}),
+         {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                      "localField": "site", "foreignField": "site",
+                      # FerretDB v1 has no $jsonSchema in queries
+                      "pipeline": [{"$match": {"$jsonSchema": {"required": ["tags"]}}}, {"$project": {"_id": 1}}],
+                      "as": "d"}},
+         {"$project": {"d": 1}}],
+        registry=make_registry(mongodb_uri),
+    )
+    assert r.output == [{"_id": 1, "d": [{"_id": "d1"}]}]
+    assert r.dlq == []
+
+
+def test_nested_lookup_uses_the_same_connection(mongodb_uri: str, db: Any) -> None:
+    db.devices.insert_many(DEVICES)
+    db.sites.insert_many([{"_id": "north", "country": "NO"}, {"_id": "south", "country": "ZA"}])
+    r = run_pipeline(
+        [_src({"_id": 1, "dev": "d2"}),
+         {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                      "let": {"dv": "$dev"},
+                      "pipeline": [
+                          {"$match": {"$expr": {"$eq": ["$_id", "$$dv"]}}},
+                          {"$lookup": {"from": "sites", "localField": "site", "foreignField": "_id", "as": "siteDoc"}},
+                          {"$project": {"_id": 1, "country": {"$first": "$siteDoc.country"}}}],
+                      "as": "d"}},
+         {"$project": {"d": 1}}],
+        registry=make_registry(mongodb_uri),
+    )
+    assert r.output == [{"_id": 1, "d": [{"_id": "d2", "country": "ZA"}]}]
+
+
+def test_let_failure_goes_to_the_dlq(mongodb_uri: str, db: Any) -> None:
+    db.devices.insert_many(DEVICES)
+    r = run_pipeline(
+        [_src({"_id": 1, "dev": "d1", "n": 2}, {"_id": 2, "dev": "d2", "n": "x"}),
+         {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                      "let": {"half": {"$divide": ["$n", 2]}, "dv": "$dev"},
+                      "pipeline": [{"$match": {"$expr": {"$eq": ["$_id", "$$dv"]}}}, {"$project": {"_id": 1, "h": "$$half"}}],
+                      "as": "d"}},
+         {"$project": {"d": 1}}],
+        registry=make_registry(mongodb_uri),
+    )
+    assert r.output == [{"_id": 1, "d": [{"_id": "d1", "h": 1.0}]}]
+    assert [d["doc"]["_id"] for d in r.dlq] == [2]
+    assert r.dlq[0]["errInfo"]["reason"].startswith(
+        "Failed to process input document in $lookup stage (pipeline[1].$lookup.let): $divide"
+    )
+
+
+def test_lookup_inside_a_window(mongodb_uri: str, db: Any) -> None:
+    db.devices.insert_many(DEVICES)
+    events = [{"_id": i, "dev": d, "ts": f"2024-01-01T00:00:0{i}Z"} for i, d in enumerate(["d1", "d2", "d3", "d1"])]
+    r = run_pipeline(
+        [{"$source": {"documents": events, "timeField": {"$dateFromString": {"dateString": "$ts"}}}},
+         {"$tumblingWindow": {"interval": {"size": 1, "unit": "minute"}, "pipeline": [
+             {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                          "localField": "dev", "foreignField": "_id", "as": "d"}},
+             {"$group": {"_id": {"$first": "$d.site"}, "n": {"$sum": 1}}},
+             {"$sort": {"_id": 1}}]}}],
+        registry=make_registry(mongodb_uri),
+    )
+    assert [(d["_id"], d["n"]) for d in r.output] == [("north", 3), ("south", 1)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "message"),
+    [
+        ({"from": {"connectionName": "kafka1", "db": "x", "coll": "y"}, "localField": "a", "foreignField": "b", "as": "c"},
+         "pipeline[1].$lookup.from.connectionName",
+         "connection 'kafka1' is of type 'kafka'; a MongoDB connection (type 'atlas' or 'mongodb') is needed"),
+        ({"from": {"connectionName": "sample_stream_solar", "db": "x", "coll": "y"}, "localField": "a", "foreignField": "b", "as": "c"},
+         "pipeline[1].$lookup.from.connectionName",
+         "connection 'sample_stream_solar' is of type 'sample'; a MongoDB connection (type 'atlas' or 'mongodb') is needed"),
+        ({"from": {"connectionName": "meta", "db": "x", "coll": "y"}, "localField": "a", "foreignField": "b", "as": "c", "bogus": 1},
+         "pipeline[1].$lookup.bogus",
+         "unknown field 'bogus'; allowed: as, foreignField, from, let, localField, parallelism, pipeline"),
+        ({"from": "y", "localField": "a", "foreignField": "b", "as": "c"},
+         "pipeline[1].$lookup.from",
+         "in stream processing 'from' is {connectionName, db, coll} naming a MongoDB connection"),
+        ({"from": {"connectionName": "meta", "db": "x", "coll": "y"}, "localField": "a", "as": "c"},
+         "pipeline[1].$lookup", "'localField' and 'foreignField' go together: missing 'foreignField'"),
+        ({"from": {"connectionName": "meta", "db": "x", "coll": "y"}, "as": "c", "pipeline": [{"$group": {"_id": 1}}]},
+         "pipeline[1].$lookup.pipeline[0].$group",
+         "stage '$group' is not supported inside a $lookup pipeline by mqlflow; supported: $addFields, $count, "
+         "$limit, $lookup, $match, $project, $redact, $replaceRoot, $replaceWith, $set, $sort, $unset, $unwind"),
+        ({"from": {"connectionName": "meta", "db": "x", "coll": "y"}, "as": "c", "let": {"v": "$a"},
+          "pipeline": [{"$project": {"x": {"$nope": "$$v"}}}]},
+         "pipeline[1].$lookup.pipeline[0].$project.x.$nope", None),
+        ({"from": {"connectionName": "meta", "db": "x", "coll": "y"}, "localField": "a", "foreignField": "b", "as": "c",
+          "pipeline": [{"$lookup": {"from": {"connectionName": "meta", "db": "x", "coll": "z"}, "localField": "a",
+                                    "foreignField": "b", "as": "d"}}]},
+         "pipeline[1].$lookup.pipeline[0].$lookup.from", None),
+        ({"from": {"connectionName": "meta", "db": "a/b", "coll": "y"}, "localField": "a", "foreignField": "b", "as": "c"},
+         "pipeline[1].$lookup.from.db", "the database name 'a/b' contains '/'"),
+        ({"from": {"connectionName": "meta", "db": "x", "coll": "y"}, "as": "c", "pipeline": [
+            {"$lookup": {"from": "system.users", "localField": "a", "foreignField": "b", "as": "d"}}]},
+         "pipeline[1].$lookup.pipeline[0].$lookup.from", "the collection name 'system.users' names a system collection"),
+    ],
+)
+def test_create_time_errors(spec: dict[str, Any], path: str, message: str | None) -> None:
+    with pytest.raises(TranslateError) as e:
+        run_pipeline([_src({"a": 1}), {"$lookup": spec}], registry=make_registry("mongodb://127.0.0.1:1/"))
+    assert e.value.path == path
+    if message is not None:
+        assert e.value.message == message
+
+
+# ---- a server outage: retried with backoff, nothing lost ------------------------------------
+
+
+def _services(action: str, env: dict[str, str]) -> None:
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    res = subprocess.run(["bash", str(repo / "scripts" / "services.sh"), action, "mongodb"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.slow
+def test_server_down_then_up_retries_and_loses_nothing(tmp_path: Any, mongodb_uri: str) -> None:
+    """A private FerretDB (own port): filled, stopped, the flow starts and retries, the
+    server comes back, every document gets its lookup."""
+    import os
+    import socket
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from translator.enrich import lookup
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    env.update(MQLFLOW_FERRETDB_PORT=str(port), MQLFLOW_SERVICES_ENV=str(tmp_path / "services.env"))
+    uri = f"mongodb://127.0.0.1:{port}/"
+    _services("up", env)
+    try:
+        client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+        client["enrich_outage"].devices.insert_many([{"_id": f"d{i}", "n": i} for i in range(50)])
+        client.close()
+        _services("down", env)
+        retries0 = lookup.STATS["retries"]
+        result: list[Any] = []
+
+        def go() -> None:
+            result.append(run_pipeline(
+                [_src(*({"_id": i, "dev": f"d{i % 50}"} for i in range(200))),
+                 {"$lookup": {"from": {"connectionName": "meta", "db": "enrich_outage", "coll": "devices"},
+                              "localField": "dev", "foreignField": "_id", "as": "d"}},
+                 {"$project": {"n": {"$first": "$d.n"}}}],
+                registry=make_registry(uri),
+            ))
+
+        runner = threading.Thread(target=go, daemon=True)
+        runner.start()
+        # Down for longer than one server-selection timeout (5 s): at least one retry.
+        time.sleep(lookup.SERVER_TIMEOUT_MS / 1000 + 2.0)
+        assert runner.is_alive() and not result  # waiting for the server, not failing
+        _services("up", env)
+        runner.join(120)
+        assert not runner.is_alive()
+        assert lookup.STATS["retries"] > retries0
+        (r,) = result
+        assert sorted((d["_id"], d["n"]) for d in r.output) == [(i, i % 50) for i in range(200)]
+        assert r.dlq == []
+    finally:
+        _services("down", env)
+        repo = Path(__file__).resolve().parents[3]
+        for leftover in (f"ferretdb-data-{port}", f"ferretdb-state-{port}", f"logs/ferretdb-{port}.log"):
+            subprocess.run(["rm", "-rf", str(repo / ".cache" / leftover)], check=False)
