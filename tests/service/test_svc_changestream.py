@@ -18,10 +18,9 @@ from typing import Any
 import pymongo
 import pytest
 from bson import json_util
-from svc_helpers import Service
+from svc_helpers import Service, mongosh_path
 from test_seed_tour import mongo, services_env, wait_for  # noqa: F401  (mongo: a fixture)
 from test_seed_tour import start as start_service
-from test_svc_mongosh import mongosh_path
 
 from tests.sources.test_changestream import (
     FLUSH,
@@ -58,7 +57,7 @@ def child_log(svc: Service) -> str:
 
 
 def mongosh(uri: str, script: str, home: Path, timeout: float = 120) -> str:
-    r = subprocess.run([mongosh_path(), uri, "--quiet", "--norc", "--eval", script],
+    r = subprocess.run([mongosh_path("newest"), uri, "--quiet", "--norc", "--eval", script],
                        capture_output=True, text=True, timeout=timeout, env={**os.environ, "HOME": str(home)})
     assert r.returncode == 0 and "Error" not in r.stderr, f"mongosh failed: {r.stdout}\n{r.stderr}"
     return r.stdout
