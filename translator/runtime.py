@@ -22,7 +22,7 @@ from sinks.dlq import dlq_document
 from sources.base import SOURCE_DLQ_KEY, IdleBatch, RawBatch, now_ms
 from translator import ir
 from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, time_getter
-from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
+from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, closure, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
 from translator.options import ProcessorOptions, fast_paths
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain, run_chain_docs
@@ -61,7 +61,7 @@ class Plan:
     @staticmethod
     def _compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
         src = pipeline.source
-        time_expr = compile_expr(src.time_field, Ctx(f"{src.path}.timeField")) if src.time_field is not None else None
+        time_expr = closure(compile_expr(src.time_field, Ctx(f"{src.path}.timeField"))) if src.time_field is not None else None
         stages = pipeline.stages
         wi = next((i for i, s in enumerate(stages) if isinstance(s, ir.WindowStage)), None)
         if wi is None:

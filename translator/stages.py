@@ -20,7 +20,16 @@ from typing import Any
 from translator import ir, metrics
 from translator.codegen import Chain, compile_chain
 from translator.errors import TranslateError
-from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr, field_parts
+from translator.mql.expr import (
+    EMPTY_VARS,
+    Ctx,
+    Expr,
+    ExprError,
+    Vars,
+    closure,
+    compile_expr,
+    field_parts,
+)
 from translator.mql.values import MISSING, bson_type
 from translator.options import fast_paths_enabled
 from translator.stagespec import COMPUTE, COPY, PATH2, AddSpec, IncludeField, IncludeSpec, MapSpec
@@ -305,8 +314,9 @@ def _add_fields(
     ]
     simple = all(len(p) == 1 for p, _ in fields)
     if simple:
-        flat = [(p[0], f) for p, f in fields]
-        return _add_top_level_fn(flat), AddSpec(tuple(flat))
+        nodes = tuple((p[0], f) for p, f in fields)
+        return _add_top_level_fn([(k, closure(f)) for k, f in nodes]), AddSpec(nodes)
+    fields = [(p, closure(f)) for p, f in fields]
 
     def add_fields(doc: Any, v: Vars) -> Any:
         values = [(p, f(doc, v)) for p, f in fields]
@@ -638,7 +648,7 @@ def compile_replace_root(
     new_root: Any, path: str, variables: frozenset[str] = frozenset(), op: str = "$replaceRoot"
 ) -> Callable[[Any, Vars], Any]:
     with_ = op == "$replaceWith"
-    f = compile_expr(new_root, Ctx(path if with_ else f"{path}.newRoot", variables))
+    f = closure(compile_expr(new_root, Ctx(path if with_ else f"{path}.newRoot", variables)))
     what = "'replacement document'" if with_ else "'newRoot' expression"
 
     def replace_root(doc: Any, v: Vars) -> Any:
@@ -690,7 +700,7 @@ def compile_unwind(stage: ir.UnwindStage) -> Callable[[Any, Vars], Any]:
 
 
 def compile_redact(expr: Any, path: str) -> Callable[[Any, Vars], Any]:
-    f = compile_expr(expr, Ctx(path))
+    f = closure(compile_expr(expr, Ctx(path)))
 
     def visit(node: dict[str, Any], root: dict[str, Any], v: Vars) -> dict[str, Any] | None:
         inner = {**v, "ROOT": root}

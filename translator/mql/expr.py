@@ -155,6 +155,12 @@ def _make(cls: type[N], fn: Expr, **fields: Any) -> N:
     return node
 
 
+def closure(fn: Expr) -> Expr:
+    """The closure of a node (or ``fn`` itself): what code that runs per document keeps,
+    saving the node's call layer."""
+    return fn.func if isinstance(fn, Node) else fn
+
+
 def binary(op: str, left: Expr, right: Expr, general: Callable[[Any, Any], Any], fn: Expr) -> Binary:
     """The node of a two-operand operator with an inline-able fast path (see :class:`Binary`)."""
     return _make(Binary, fn, op=op, left=left, right=right, general=general)
@@ -229,11 +235,12 @@ def compile_node(spec: Any, ctx: Ctx) -> Node:
         items = tuple(compile_node(x, ctx.at(i)) for i, x in enumerate(spec))
         if all(type(f) is Const for f in items):
             return _const([f(None, EMPTY_VARS) for f in items])
+        fns = tuple(closure(f) for f in items)
 
         def arr(doc: Any, v: Vars) -> Any:
             # In array literals a missing value becomes null (MongoDB).
             out = []
-            for f in items:
+            for f in fns:
                 x = f(doc, v)
                 out.append(None if x is MISSING else x)
             return out
@@ -269,10 +276,11 @@ def _compile_object(spec: dict[str, Any], ctx: Ctx) -> Node:
         if "." in k:
             raise ctx.at(k).error("field names in expression objects may not contain '.'")
         fields.append((k, compile_expr(x, ctx.at(k))))
+    fns = [(k, closure(f)) for k, f in fields]
 
     def obj(doc: Any, v: Vars) -> Any:
         out = {}
-        for k, f in fields:
+        for k, f in fns:
             x = f(doc, v)
             if x is not MISSING:
                 out[k] = x
@@ -400,8 +408,8 @@ def _let(args: Any, ctx: Ctx) -> Expr:
     for n in names:
         if not n or not (n[0].islower() or n[0] == "_" or ord(n[0]) > 127):
             raise ctx.at("vars").at(n).error("variable names must begin with a lowercase letter")
-    compiled = [(n, compile_expr(x, ctx.at("vars").at(n))) for n, x in vars_spec.items()]
-    body = compile_expr(args["in"], ctx.at("in").bind(*names))
+    compiled = [(n, closure(compile_expr(x, ctx.at("vars").at(n)))) for n, x in vars_spec.items()]
+    body = closure(compile_expr(args["in"], ctx.at("in").bind(*names)))
 
     def let(doc: Any, v: Vars) -> Any:
         inner = dict(v)

@@ -34,7 +34,7 @@ from bson import Binary, Decimal128, Int64, MaxKey, MinKey, Regex
 
 from translator.errors import did_you_mean
 from translator.mql import jsonschema
-from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, compile_expr, get_path
+from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, closure, compile_expr, get_path
 from translator.mql.values import (
     MISSING,
     TYPE_ALIASES,
@@ -1018,7 +1018,7 @@ def _t_expr(arg: Any, ctx: Ctx, top: bool) -> Pred:
     """Aggregation expression, true by MongoDB truthiness; ExprError is not swallowed."""
     if not top:
         raise ctx.error("$expr can only be applied to the top-level document")
-    fn = compile_expr(arg, ctx)
+    fn = closure(compile_expr(arg, ctx))
     return lambda doc: truthy(fn(doc, EMPTY_VARS))
 
 
