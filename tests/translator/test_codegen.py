@@ -375,3 +375,26 @@ def test_an_operator_returning_a_plain_closure_still_compiles_and_generates(monk
     assert isinstance(node, Call) and node.op == "$testTwice"
     docs = [{"_id": i, "a": i, "b": 2} for i in range(5)]
     check_same([{"$addFields": {"t": {"$testTwice": "$a"}, "u": {"$multiply": ["$a", "$b"]}}}, {"$project": {"t": 1, "u": 1}}], docs)
+
+
+def test_generated_code_fallbacks_are_counted_per_stage() -> None:
+    """A batch the generated code hands back to the closures is counted, with the reason,
+    under the stage's path (verbose operatorStats)."""
+    from translator import metrics
+
+    steps = steps_of([{"$addFields": {"q": {"$divide": ["$a", "$b"]}}}])
+    assert steps[0].chain is not None and steps[0].chain_len == 1
+    dlq: list[Any] = []
+    metrics.reset()
+    metrics.enable()
+    try:
+        good = run_chain(steps, [({"a": 1, "b": 2}, 0)], lambda r, d: dlq.append(r))
+        bad = run_chain(steps, [({"a": 1, "b": 0}, 0), ({"a": 3, "b": 2}, 1)], lambda r, d: dlq.append(r))
+        fell_back = metrics.fallbacks()
+    finally:
+        metrics.disable()
+        metrics.reset()
+    assert [d for d, _ in good] == [{"a": 1, "b": 2, "q": 0.5}]
+    assert [d for d, _ in bad] == [{"a": 3, "b": 2, "q": 1.5}]
+    assert dlq == ["Failed to process input document in $addFields stage (pipeline[1].$addFields): $divide: can't $divide by zero"]
+    assert fell_back == {"pipeline[1].$addFields": {"generated code: ExprError": 1}}
