@@ -33,7 +33,9 @@ Fallbacks: a stage of another shape (dotted ``$addFields`` paths, an exclusion o
 :func:`compile_chain` return None and the closures run as before. At run time a
 document that is not a plain ``dict`` raises, and any exception makes the caller
 (:func:`translator.stages.run_chain`) re-run the same records stage by stage through
-the closures, so DLQ reasons and values are the closures' own.
+the closures, so DLQ reasons and values are the closures' own; with metrics on, that
+batch is counted in the stage's ``operatorStats.fastPathFallbacks``. With the processor
+option ``fastPaths: false`` no code is generated at all.
 """
 
 from __future__ import annotations
