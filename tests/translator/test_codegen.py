@@ -398,3 +398,23 @@ def test_generated_code_fallbacks_are_counted_per_stage() -> None:
     assert [d for d, _ in bad] == [{"a": 3, "b": 2, "q": 1.5}]
     assert dlq == ["Failed to process input document in $addFields stage (pipeline[1].$addFields): $divide: can't $divide by zero"]
     assert fell_back == {"pipeline[1].$addFields": {"generated code: ExprError": 1}}
+
+
+def test_operator_closures_call_closures_not_nodes() -> None:
+    """Per document, an operator calls its operands' closures (no node call layer);
+    the node keeps its typed operands for compile-time readers."""
+    from translator.mql.expr import Binary, Ctx, Field, Node, compile_node
+
+    def cell_values(fn: Any) -> list[Any]:
+        out = []
+        for cell in fn.__closure__ or ():
+            x = cell.cell_contents
+            out.extend(x if isinstance(x, (list, tuple)) else [x])
+        return out
+
+    for spec in ({"$add": ["$a", "$b", "$c"]}, {"$cond": [{"$gt": ["$a", 1]}, "$b", "$c"]}, {"$multiply": ["$a", "$b"]}):
+        node = compile_node(spec, Ctx("t"))
+        assert not any(isinstance(x, Node) for x in cell_values(node.fn)), spec
+        assert node({"a": 2, "b": 3, "c": 4}, {}) in (9, 3, 6)
+    mul = compile_node({"$multiply": ["$a", "$b"]}, Ctx("t"))
+    assert isinstance(mul, Binary) and isinstance(mul.left, Field)

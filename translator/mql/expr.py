@@ -155,6 +155,49 @@ def _make(cls: type[N], fn: Expr, **fields: Any) -> N:
     return node
 
 
+def _unwrapped(x: Any, depth: int = 0) -> Any:
+    """``x`` with nodes replaced by their closures: a node, or one inside a list, tuple
+    or dict (two levels: ``[(name, node), ...]``). Lists and dicts change in place."""
+    if isinstance(x, Node):
+        return x.func
+    if depth > 2:
+        return x
+    t = type(x)
+    if t is tuple:
+        new = tuple(_unwrapped(y, depth + 1) for y in x)
+        return x if all(a is b for a, b in zip(new, x, strict=True)) else new
+    if t is list:
+        for i, y in enumerate(x):
+            u = _unwrapped(y, depth + 1)
+            if u is not y:
+                x[i] = u
+    elif t is dict:
+        for k, y in x.items():
+            u = _unwrapped(y, depth + 1)
+            if u is not y:
+                x[k] = u
+    return x
+
+
+def _call_closures(fn: Expr) -> Expr:
+    """Let an operator's closure call its operands' closures, not their nodes.
+
+    Operator compile functions capture the nodes that :func:`compile_expr` gave them and
+    call them per document. Once an operator is compiled, nothing reads those captured
+    nodes again (compile-time readers use the node's own fields), so its closure cells
+    are pointed at the closures: measured, a node in between costs 20-50 % on nested
+    expressions, a bare closure nothing."""
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            x = cell.cell_contents
+        except ValueError:  # a cell not yet filled
+            continue
+        u = _unwrapped(x)
+        if u is not x:
+            cell.cell_contents = u
+    return fn
+
+
 def closure(fn: Expr) -> Expr:
     """The closure of a node (or ``fn`` itself): what code that runs per document keeps,
     saving the node's call layer."""
@@ -224,7 +267,10 @@ def compile_node(spec: Any, ctx: Ctx) -> Node:
                         f"unknown expression operator '{key}'{did_you_mean(key, OPERATORS)}"
                     )
                 compiled = fn(spec[key], ctx.at(key))
-                return compiled if isinstance(compiled, Node) else _make(Call, compiled, op=key)
+                if isinstance(compiled, Node):
+                    _call_closures(compiled.func)
+                    return compiled
+                return _make(Call, _call_closures(compiled), op=key)
         for key in spec:
             if isinstance(key, str) and key.startswith("$"):
                 raise ctx.error(
