@@ -65,8 +65,9 @@ class Node(partial[Any]):
 
     Calling a node calls the closure through :class:`functools.partial`'s C-level call
     (measured: a Python ``__call__`` costs about four times a bare closure call on a field
-    lookup, ``partial`` well under twice), so operator closures may hold and call nodes;
-    stages take :attr:`fn` and call the closure itself. Only compile-time code
+    lookup, ``partial`` well under twice). Per-document code never pays even that: stages
+    keep :func:`closure` of a node, and operator closures have their captured operand
+    nodes swapped for closures (:func:`_call_closures`). Only compile-time code
     (:mod:`translator.codegen`, constant folding, stage optimizers) reads the fields,
     through ``isinstance``. Nodes are frozen: fields are set once, in :func:`_make`.
     """
