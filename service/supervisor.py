@@ -491,7 +491,7 @@ class Supervisor:
     def registry(self) -> Any:
         if self._registry is None:
             try:
-                from translator.connections import load_registry  # type: ignore[attr-defined]
+                from translator.connections import load_registry
             except ImportError:
                 self._registry = _toml_registry(self.config.connections)
             else:

@@ -365,7 +365,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
             meta["key"] = None
         else:
             try:
-                meta["key"] = self.decode_key(raw_key)  # type: ignore[arg-type]
+                meta["key"] = self.decode_key(raw_key)
             except ValueError as exc:
                 key_error = f"Failed to deserialize the Kafka message key as {self.s.key_format}: {exc}"
         meta["headers"] = [{"k": h[0], "v": h[1]} for h in raw_headers] if raw_headers else []
@@ -374,10 +374,10 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
             reason = "Kafka message has no value (a tombstone), not a JSON document"
             return source_dlq(reason, self._raw_doc(None, raw_key, meta, ts_value)), src_t
         try:
-            doc = parse_value(value)  # type: ignore[arg-type]
+            doc = parse_value(value)
         except ValueError as exc:
             reason = f"Failed to parse the Kafka message as JSON or Extended JSON: {exc}"
-            return source_dlq(reason, self._raw_doc(value, raw_key, meta, ts_value)), src_t  # type: ignore[arg-type]
+            return source_dlq(reason, self._raw_doc(value, raw_key, meta, ts_value)), src_t
         if key_error is not None and self.s.key_error_dlq:
             meta["key"] = raw_key  # the raw bytes, for the DLQ reader
             doc[self.s.ts_field] = ts_value

@@ -5,16 +5,17 @@ for every document (benchmark workload C: ~3x slower than the same checks writte
 by hand). This module writes that hand-written loop once per pipeline, at compile time,
 from the *compiled* stages (never from the pipeline text), and ``compile()``s it:
 
-* the ``$match`` clauses that :mod:`translator.mql.query` fused (``hot_specs``) become
-  inline tests; any other query is one call of its compiled predicate;
+* the ``$match`` clauses that :mod:`translator.mql.query` fused (a ``HotPred`` and its
+  ``HotSpec`` clauses) become inline tests; any other query is one call of its predicate;
 * field paths are read inline, one level down, and each path is read once per document:
   ``obs`` and ``obs.temp`` are shared by the ``$match``, ``$addFields`` and ``$project``
   that use them. The loop first tries a *strict* body that reads ``doc[key]`` (faster
   than ``dict.get``); a missing field raises KeyError and that document goes through
   the *lenient* body (``doc.get(key, MISSING)``), see :class:`Chain`;
-* ``$divide``, ``$add``, ``$subtract``, ``$multiply`` and the comparisons carry
-  ``gen = (name, (a, b), general)``: the same int/double (string) fast path as their
-  closure is written inline, and ``general(x, y)`` (MongoDB's full rule, with its
+* expressions are written by node type (:data:`NODE_WRITERS`): constants and field
+  paths inline; ``$divide``, ``$add``, ``$subtract``, ``$multiply`` and the comparisons
+  are :class:`~translator.mql.expr.Binary` nodes: the same int/double (string) fast
+  path as their closure is written inline, and ``general(x, y)`` (MongoDB's full rule, with its
   error texts) is called for anything else: bool, Int64, Decimal128, NaN, null,
   missing, arrays...;
 * ``$addFields`` values are kept in locals; a following ``$project`` reads them from
@@ -32,7 +33,9 @@ Fallbacks: a stage of another shape (dotted ``$addFields`` paths, an exclusion o
 :func:`compile_chain` return None and the closures run as before. At run time a
 document that is not a plain ``dict`` raises, and any exception makes the caller
 (:func:`translator.stages.run_chain`) re-run the same records stage by stage through
-the closures, so DLQ reasons and values are the closures' own.
+the closures, so DLQ reasons and values are the closures' own; with metrics on, that
+batch is counted in the stage's ``operatorStats.fastPathFallbacks``. With the processor
+option ``fastPaths: false`` no code is generated at all.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from translator.mql.expr import Expr, Vars, const_value, field_parts, get_path
+from translator.mql.expr import Binary, Const, Expr, Field, Node, Vars, const_value, get_path
+from translator.mql.query import HotPred
 from translator.mql.values import MISSING
+from translator.stagespec import COPY, PATH2, AddSpec, IncludeSpec, MapSpec
 
 ChainFn = Callable[[list[tuple[Any, Any]], Vars], list[tuple[Any, Any]]]
 
@@ -203,32 +208,24 @@ class _Gen:
     # ---- expressions -----------------------------------------------------------------------
 
     def expr(self, fn: Expr) -> Val:
-        c = const_value(fn)
-        if c is not MISSING:
-            return Val(self.lit(c), False)
-        parts = field_parts(fn)
-        if parts is not None:
-            return self.path(parts)
-        gen = getattr(fn, "gen", None)
-        if gen is not None:
-            name, operands, general = gen
-            writer = OPERATOR_WRITERS.get(name)
-            if writer is not None:
-                return writer(self, name, [self.expr(a) for a in operands], operands, general)
+        writer = NODE_WRITERS.get(type(fn))
+        if writer is not None:
+            v = writer(self, fn)
+            if v is not None:
+                return v
         if not self.pristine():
             raise Unsupported("an expression that needs the intermediate document")
         v = Val(self.fresh(), True)
-        self.emit(f"{v.src} = {self.bind(fn)}(doc, V)")
+        self.emit(f"{v.src} = {self.bind(fn.fn if isinstance(fn, Node) else fn)}(doc, V)")
         return v
 
     # ---- stages ------------------------------------------------------------------------------
 
-    def match(self, pred: Callable[[Any], bool]) -> None:
-        specs = getattr(pred, "hot_specs", None)
-        if specs is None:
-            self.emit(f"if not {self.bind(pred)}(doc):\n    continue")
+    def match(self, query: Callable[[Any], bool]) -> None:
+        if not isinstance(query, HotPred):
+            self.emit(f"if not {self.bind(query)}(doc):\n    continue")
             return
-        for k1, k2, types, py_op, rhs, negate, general in specs:
+        for k1, k2, types, py_op, rhs, negate, general in query.specs:
             sym = _QUERY_OPS.get(py_op)
             if sym is None:
                 raise Unsupported("query operator")
@@ -244,20 +241,19 @@ class _Gen:
                 f"    continue"
             )
 
-    def add_fields(self, spec: Sequence[tuple[str, Expr]]) -> None:
-        vals = [(k, self.expr(f)) for k, f in spec]  # all from the stage's input document
+    def add_fields(self, spec: AddSpec) -> None:
+        vals = [(k, self.expr(f)) for k, f in spec.fields]  # all from the stage's input document
         self.ops.extend(vals)
 
-    def project(self, spec: tuple[tuple[tuple[str, int, Any, Any], ...], bool]) -> None:
-        fixed, with_id = spec
+    def project(self, spec: IncludeSpec) -> None:
         out: list[tuple[str, Val]] = []
-        if with_id:
+        if spec.with_id:
             out.append(("_id", self.top("_id")))
-        for k, kind, a, b in fixed:
-            if kind == 0:
+        for k, kind, a, b in spec.fields:
+            if kind == COPY:
                 out.append((k, self.top(a)))
-            elif kind == 1:
-                out.append((k, self.path(tuple(b))))
+            elif kind == PATH2 and b is not None:
+                out.append((k, self.path(b)))
             else:
                 out.append((k, self.expr(a)))
         self.base = [(k, v) for k, v in out if v is not _ABSENT]
@@ -335,16 +331,16 @@ class Chain:
             out, misses = self.strict(recs, v)
             if misses * 8 > len(recs):
                 self.use_strict = False
-            return out  # type: ignore[no-any-return]
-        return self.lenient(recs, v)  # type: ignore[no-any-return]
+            return out
+        return self.lenient(recs, v)
 
     def docs(self, recs: list[tuple[Any, Any]], v: Vars) -> list[Any]:
         if self.use_strict:
             out, misses = self.strict_docs(recs, v)
             if misses * 8 > len(recs):
                 self.use_strict = False
-            return out  # type: ignore[no-any-return]
-        return self.lenient_docs(recs, v)  # type: ignore[no-any-return]
+            return out
+        return self.lenient_docs(recs, v)
 
 
 def _present_path(value: Any, rest: tuple[str, ...]) -> Any:
@@ -431,7 +427,7 @@ def _compare(g: _Gen, name: str, vals: list[Val], operands: Sequence[Expr], gene
     return r
 
 
-# Operator name (the closure's ``gen[0]``) -> writer of its inline fast path.
+# Binary node's operator -> writer of its inline fast path.
 OPERATOR_WRITERS: dict[str, Writer] = {
     "$divide": _binary(_DIVIDE),
     "$add": _binary(_int32_op("+")),
@@ -441,29 +437,55 @@ OPERATOR_WRITERS: dict[str, Writer] = {
 }
 
 
+def _write_const(g: _Gen, node: Const) -> Val:
+    return Val(g.lit(node.value), False)
+
+
+def _write_field(g: _Gen, node: Field) -> Val:
+    return g.path(node.parts)
+
+
+def _write_binary(g: _Gen, node: Binary) -> Val | None:
+    writer = OPERATOR_WRITERS.get(node.op)
+    if writer is None:
+        return None
+    operands = (node.left, node.right)
+    return writer(g, node.op, [g.expr(a) for a in operands], operands, node.general)
+
+
+# Expression node type -> its writer (None from a writer: write a call of the closure).
+NODE_WRITERS: dict[type, Callable[[_Gen, Any], Val | None]] = {
+    Const: _write_const,
+    Field: _write_field,
+    Binary: _write_binary,
+}
+
+# Map stage spec type -> the _Gen method that writes it.
+STAGE_WRITERS: dict[type, Callable[[_Gen, Any], None]] = {
+    AddSpec: _Gen.add_fields,
+    IncludeSpec: _Gen.project,
+}
+
+
 def compile_chain(
-    pred: Callable[[Any], bool] | None, maps: Sequence[Callable[..., Any]], steps: tuple[Any, ...] = ()
+    query: Callable[[Any], bool] | None, maps: Sequence[MapSpec | None], steps: tuple[Any, ...] = ()
 ) -> Chain | None:
-    """One function ``(recs, vars) -> recs`` for an optional ``$match`` predicate then the
-    map stages' closures (top-level ``$addFields`` with ``add_spec``, inclusion
-    ``$project`` with ``include_spec``); None when a stage has another shape.
+    """One function ``(recs, vars) -> recs`` for an optional ``$match`` (its compiled
+    query) then map stages of known shapes (top-level ``$addFields``: :class:`AddSpec`,
+    inclusion ``$project``: :class:`IncludeSpec`); None when a stage has another shape.
     ``steps``: the closures of the whole span, kept to recognise it."""
     g = _Gen()
     bodies: list[str] = []
     try:
         for strict in (True, False):
             g.start(strict)
-            if pred is not None:
-                g.match(pred)
-            for fn in maps:
-                add = getattr(fn, "add_spec", None)
-                inc = getattr(fn, "include_spec", None)
-                if add is not None:
-                    g.add_fields(add)
-                elif inc is not None:
-                    g.project(inc)
-                else:
+            if query is not None:
+                g.match(query)
+            for spec in maps:
+                write = STAGE_WRITERS.get(type(spec))
+                if write is None:
                     return None
+                write(g, spec)
             g.output()
             bodies.append(g.body(12 if strict else 8))
     except Unsupported:

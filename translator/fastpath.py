@@ -194,6 +194,15 @@ def time_getter(src: ir.SourceStage) -> tuple[Getter, IsoMillis] | None:
 # ---- windowed $group -------------------------------------------------------------------
 
 
+# Why the group fast path handed a batch to the general path (operatorStats reasons).
+FALLBACK_SOURCE_ERROR = "undecodable source record"
+FALLBACK_TIME = "timeField not an ISO date string"
+FALLBACK_LATE = "late document"
+FALLBACK_FIELD = "missing field or not a document"
+FALLBACK_GROUP_ID = "group id not a string, int or null"
+FALLBACK_VALUE = "value an accumulator rejects"
+
+
 class FastGroupFold:
     """The ingest of a tumbling/hopping window whose pipeline starts with ``$group``
     on field paths, for whole batches (same partials as :meth:`WindowPlan.fold`)."""
@@ -216,7 +225,7 @@ class FastGroupFold:
         self._bucket_cache: dict[Any, int] = {}
         self.check_markers = True
         fi = [a.from_int for a in self.accs]
-        self.from_ints: list[Callable[[int], Any]] | None = None if None in fi else fi  # type: ignore[assignment]
+        self.from_ints: list[Callable[[int], Any]] | None = None if None in fi else fi
         # Per accumulator, in order: add one value, fold a fresh / an existing state from
         # an IntColumn; and the argument (distinct-argument index) each one reads.
         self._adds = [a.add for a in self.accs]
@@ -280,18 +289,28 @@ class FastGroupFold:
     def run(self, batch: list[tuple[dict[str, Any], int]], wm: int, into: dict[int, Any]) -> int | None:
         """Fold the batch into the partials ``into`` (``{bucket: {pane: table}}``, the
         format of :meth:`WindowPlan.fold`) and return the new watermark; or return
-        ``None``, with ``into`` untouched, for the general path to take the batch."""
+        ``None``, with ``into`` untouched, for the general path to take the batch (counted
+        with its reason in the window's ``operatorStats`` while metrics are on)."""
+        got = self._run(batch, wm, into)
+        if isinstance(got, str):
+            if metrics.ENABLED:
+                metrics.fallback(self.path, self.name, got)
+            return None
+        return got
+
+    def _run(self, batch: list[tuple[dict[str, Any], int]], wm: int, into: dict[int, Any]) -> int | str:
+        """:meth:`run`, returning the reason (a FALLBACK_* text) instead of None."""
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
         docs = [d for d, _ in batch]
         if self.check_markers and any(map(contains, docs, repeat(SOURCE_DLQ_KEY))):
-            return None
+            return FALLBACK_SOURCE_ERROR
         try:
             if self.times is None:
                 ms = [t for _, t in batch]
             else:
                 got = self.times[1].millis(self.times[0](docs))
                 if got is None:
-                    return None
+                    return FALLBACK_TIME
                 ms = got
             lo, hi = min(ms), max(ms)
             new_wm = hi if hi > wm else wm
@@ -300,14 +319,14 @@ class FastGroupFold:
             # window of the oldest document closes first: if even it is open at the
             # batch's final watermark, no document of the batch is late.
             if self.earliest(lo) + self.close_after <= new_wm:
-                return None
+                return FALLBACK_LATE
             gid = self.gid
             gids = gid(docs) if callable(gid) else None
             cols = [v if isinstance(v, _Const) else v(docs) for v in self.values]
         except (KeyError, TypeError, IndexError):
-            return None
+            return FALLBACK_FIELD
         if gids is not None and not self._plain_keys(gids):
-            return None
+            return FALLBACK_GROUP_ID
         pane = self.pane
         off = self.offset
         p_lo = lo - (lo - off) % pane
@@ -330,7 +349,7 @@ class FastGroupFold:
         if self.from_ints and all(_all_ints(c) for c in cols):
             self._apply_ints(by_pane, into)
         elif not self._apply(by_pane, into):
-            return None
+            return FALLBACK_VALUE
         if t0:
             metrics.record(self.path, self.name, len(batch), 0, 0, time.perf_counter() - t0)
         return new_wm

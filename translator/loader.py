@@ -68,6 +68,10 @@ def options_from_mapping(m: dict[str, Any], name: str = "mqlflow") -> ProcessorO
             ):
                 raise TranslateError("options.dlq", "expected {connectionName: <string>, db: <string>, coll: <string>}")
             kwargs["dlq"] = DlqTarget(v["connectionName"], v["db"], v["coll"])
+        elif k == "fastPaths":
+            if not isinstance(v, bool):
+                raise TranslateError("options.fastPaths", f"expected bool, got {type(v).__name__}")
+            kwargs["fast_paths"] = v
         elif k in _OPTION_FIELDS:
             typ = _OPTION_FIELDS[k]
             if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (typ is not str and isinstance(v, str)):
@@ -80,6 +84,6 @@ def options_from_mapping(m: dict[str, Any], name: str = "mqlflow") -> ProcessorO
         else:
             from translator.errors import did_you_mean
 
-            allowed = sorted({"dlq", *_OPTION_FIELDS, *_IGNORED})
+            allowed = sorted({"dlq", "fastPaths", *_OPTION_FIELDS, *_IGNORED})
             raise TranslateError(f"options.{k}", f"unknown option '{k}'{did_you_mean(k, allowed)}")
     return ProcessorOptions(**kwargs)

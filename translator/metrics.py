@@ -26,6 +26,8 @@ _stages: dict[str, list[Any]] = {}
 # dicts add up leaf by leaf): $cachedLookup cacheHits/cacheMisses, $throttle's
 # throttle.throttledTimeMs / throttle.throttleEvents
 _counters: dict[str, dict[str, Any]] = {}
+# stage path -> {reason: batches} a fast path handed to the general path
+_fallbacks: dict[str, dict[str, int]] = {}
 # window-state reporter key (one per close-logic instance) -> (path, open, entries, min, max)
 _windows: dict[int, tuple[str, int, int, int | None, int | None]] = {}
 
@@ -46,6 +48,7 @@ def reset() -> None:
         _stages.clear()
         _windows.clear()
         _counters.clear()
+        _fallbacks.clear()
 
 
 def record(stage_path: str, name: str, n_in: int, n_out: int, n_dlq: int, seconds: float) -> None:
@@ -80,6 +83,21 @@ def counters(stage_path: str) -> dict[str, Any]:
         import copy
 
         return copy.deepcopy(_counters.get(stage_path, {}))
+def fallback(stage_path: str, name: str, reason: str) -> None:
+    """Count one batch that an accelerator (group fast path, generated code, fused
+    stages) handed to the general path, and why: a bug that sends every batch there
+    shows in ``operatorStats``, not only in a benchmark."""
+    with _lock:
+        if stage_path not in _stages:
+            _stages[stage_path] = [name, 0, 0, 0, 0.0]
+        reasons = _fallbacks.setdefault(stage_path, {})
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+
+def fallbacks() -> dict[str, dict[str, int]]:
+    """Per stage path: {reason: batches handed to the general path}."""
+    with _lock:
+        return {p: dict(r) for p, r in _fallbacks.items()}
 
 
 def set_window_state(
@@ -170,6 +188,7 @@ def operator_stats(pipeline: Any) -> list[dict[str, Any]]:
 
     figures = stage_figures()
     windows = window_state()
+    fell_back = fallbacks()
     out: list[dict[str, Any]] = []
 
     def entry(path: str, always: bool) -> None:
@@ -185,6 +204,8 @@ def operator_stats(pipeline: Any) -> list[dict[str, Any]]:
             "executionTimeMillis": int(secs * 1000),
         }
         e.update(counters(path))
+        if path in fell_back:
+            e["fastPathFallbacks"] = fell_back[path]
         out.append(e)
         inner = getattr(stage_of.get(path), "pipeline", None)
         if inner is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from translator.ir import DlqTarget
@@ -23,3 +26,25 @@ class ProcessorOptions:
     # > 0: partial batches wait up to this long (faster, may lose that much on a crash).
     sink_flush_interval_s: float = 0.0
     window_buckets: int = 4  # group buckets that window state is spread over (workers)
+    # False (``fastPaths: false``): no accelerator at all (group fast path, generated
+    # code, fused stages, batch stamping); every document takes the reference path.
+    # Results are the same either way; the fixture suite runs both.
+    fast_paths: bool = True
+
+
+_FAST_PATHS: ContextVar[bool] = ContextVar("mqlflow_fast_paths", default=True)
+
+
+@contextmanager
+def fast_paths(enabled: bool) -> Iterator[None]:
+    """Compile a plan with or without accelerators: stage compilers nested anywhere in
+    the plan (window inner pipelines too) read :func:`fast_paths_enabled`."""
+    token = _FAST_PATHS.set(enabled)
+    try:
+        yield
+    finally:
+        _FAST_PATHS.reset(token)
+
+
+def fast_paths_enabled() -> bool:
+    return _FAST_PATHS.get()

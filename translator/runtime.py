@@ -21,9 +21,9 @@ from sinks.dlq import dlq_document
 from sources.base import SOURCE_DLQ_KEY, IdleBatch, RawBatch, now_ms
 from translator import ir
 from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, time_getter
-from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr
+from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, closure, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
-from translator.options import ProcessorOptions
+from translator.options import ProcessorOptions, fast_paths
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain, run_chain_docs
 from translator.window_state import IngestSnapshot, WindowMsg, dump_held, load_ingest
 from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
@@ -45,6 +45,8 @@ class Plan:
     fast_time: tuple[Getter, IsoMillis] | None = None  # whole-batch timeField
 
     def __post_init__(self) -> None:
+        if not self.options.fast_paths:
+            return  # the reference path only (see ProcessorOptions.fast_paths)
         src = self.pipeline.source
         self.fast_time = time_getter(src) if src.time_field is not None else None
         if self.window is not None and not self.pre:
@@ -52,8 +54,14 @@ class Plan:
 
     @staticmethod
     def compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
+        """Compile every closure once; with ``fastPaths: false``, no accelerator."""
+        with fast_paths(options.fast_paths):
+            return Plan._compile(pipeline, options)
+
+    @staticmethod
+    def _compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
         src = pipeline.source
-        time_expr = compile_expr(src.time_field, Ctx(f"{src.path}.timeField")) if src.time_field is not None else None
+        time_expr = closure(compile_expr(src.time_field, Ctx(f"{src.path}.timeField"))) if src.time_field is not None else None
         stages = pipeline.stages
         wi = next((i for i, s in enumerate(stages) if isinstance(s, ir.WindowStage)), None)
         if wi is None:
@@ -210,7 +218,7 @@ class IngestLogic:
             if meta is not None:
                 doc["_stream_meta"] = meta
             if windowed:
-                recs.append((doc, (t, wm)))  # type: ignore[arg-type]
+                recs.append((doc, (t, wm)))
             else:
                 recs.append((doc, t))
             if t > wm:
@@ -244,7 +252,7 @@ class IngestLogic:
         recs: list[Rec] = []
         append = recs.append
         for doc, t in zip(docs, ms, strict=True):
-            append((doc, (t, wm)))  # type: ignore[arg-type]
+            append((doc, (t, wm)))
             if t > wm:
                 wm = t
         self.wm = wm

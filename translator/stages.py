@@ -20,8 +20,19 @@ from typing import Any
 from translator import ir, metrics
 from translator.codegen import Chain, compile_chain
 from translator.errors import TranslateError
-from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, Vars, compile_expr, field_parts
+from translator.mql.expr import (
+    EMPTY_VARS,
+    Ctx,
+    Expr,
+    ExprError,
+    Vars,
+    closure,
+    compile_expr,
+    field_parts,
+)
 from translator.mql.values import MISSING, bson_type
+from translator.options import fast_paths_enabled
+from translator.stagespec import COMPUTE, COPY, PATH2, AddSpec, IncludeField, IncludeSpec, MapSpec
 
 Rec = tuple[dict[str, Any], Any]  # (document, event time ms | (time, watermark))
 DlqFn = Callable[[str, Any], None]  # (reason, doc)
@@ -40,14 +51,20 @@ class Step:
     path: str  # "pipeline[2].$addFields"
     dlq_on_fail: bool = False
     describe: Callable[[dict[str, Any]], str] | None = None
-    # FILTER steps: the same test as ``fn`` without the variables argument (a query).
+    # FILTER steps: the same test as ``fn`` without the variables argument (a query),
+    # and the compiled query as such (a HotPred codegen writes inline, or a closure).
     pred: Callable[[Any], bool] | None = None
+    query: Callable[[Any], bool] | None = None
+    # MAP steps of a shape the optimizers know (see translator.stagespec).
+    spec: MapSpec | None = None
     # MAP steps: this step and the next one as one function (see _fuse_add_include).
     fused_next: Callable[[Any, Vars], Any] | None = None
     # This step and the ``chain_len - 1`` after it as one generated function over a
     # batch (translator.codegen); the runner's first choice when set.
     chain: Chain | None = None
     chain_len: int = 0
+    # False with fastPaths off: the runner runs this step alone (no fused comprehension).
+    fuse: bool = True
 
 
 def failure_reason(step_name: str, path: str, exc: BaseException) -> str:
@@ -100,7 +117,9 @@ def _run_chain(
                     docs.append(st.chain.docs(recs, vars_))
                     return []
                 recs = st.chain(recs, vars_)
-            except Exception:
+            except Exception as exc:
+                if metrics.ENABLED:
+                    metrics.fallback(st.path, st.name, f"generated code: {type(exc).__name__}")
                 for s in steps[i:end]:
                     if recs:
                         recs = _run_step(s, recs, dlq, vars_)
@@ -112,7 +131,7 @@ def _run_chain(
         # raises, the same records go through those stages one at a time instead, which
         # sends just the bad documents to the DLQ with the failing stage's reason.
         pred, first, end = _span(steps, i)
-        if pred is None and end - first < 2:
+        if (pred is None and end - first < 2) or not st.fuse:
             recs = _run_step(steps[i], recs, dlq, vars_)
             i += 1
             continue
@@ -128,7 +147,9 @@ def _run_chain(
                 j += 1
         try:
             recs = _fused(pred, fns, recs, vars_) if fns or pred is not None else recs
-        except Exception:
+        except Exception as exc:
+            if metrics.ENABLED:
+                metrics.fallback(steps[i].path, steps[i].name, f"fused stages: {type(exc).__name__}")
             for st in steps[i:end]:
                 if recs:
                     recs = _run_step(st, recs, dlq, vars_)
@@ -287,12 +308,20 @@ def _flatten_spec(spec: dict[str, Any], prefix: tuple[str, ...], path: str) -> l
 
 
 def compile_add_fields(spec: dict[str, Any], path: str, variables: frozenset[str] = frozenset()) -> Callable[[Any, Vars], Any]:
+    return _add_fields(spec, path, variables)[0]
+
+
+def _add_fields(
+    spec: dict[str, Any], path: str, variables: frozenset[str]
+) -> tuple[Callable[[Any, Vars], Any], AddSpec | None]:
     fields = [
         (parts, compile_expr(v, Ctx(p, variables))) for parts, v, p in _flatten_spec(spec, (), path)
     ]
     simple = all(len(p) == 1 for p, _ in fields)
     if simple:
-        return _add_top_level([(p[0], f) for p, f in fields])
+        nodes = tuple((p[0], f) for p, f in fields)
+        return _add_top_level_fn([(k, closure(f)) for k, f in nodes]), AddSpec(nodes)
+    fields = [(p, closure(f)) for p, f in fields]
 
     def add_fields(doc: Any, v: Vars) -> Any:
         values = [(p, f(doc, v)) for p, f in fields]
@@ -301,21 +330,15 @@ def compile_add_fields(spec: dict[str, Any], path: str, variables: frozenset[str
             out = _copy_set(out, p, x)
         return out if out is not doc else dict(doc)
 
-    return add_fields
-
-
-def _add_top_level(flat: list[tuple[str, Expr]]) -> Callable[[Any, Vars], Any]:
-    """$addFields of top-level fields: every value is computed from the input document
-    (in spec order, so the first failing field names the error), then set on a copy;
-    a missing value removes the field. One or two fields (the common case) are unrolled.
-    The closure carries ``add_spec`` for :func:`_fuse_add_include`.
-    """
-    fn = _add_top_level_fn(flat)
-    fn.add_spec = tuple(flat)  # type: ignore[attr-defined]
-    return fn
+    return add_fields, None
 
 
 def _add_top_level_fn(flat: list[tuple[str, Expr]]) -> Callable[[Any, Vars], Any]:
+    """$addFields of top-level fields: every value is computed from the input document
+    (in spec order, so the first failing field names the error), then set on a copy;
+    a missing value removes the field. One or two fields (the common case) are unrolled.
+    Its :class:`AddSpec` is what :func:`_fuse_add_include` and codegen read.
+    """
     if len(flat) == 1:
         ((k1, f1),) = flat
 
@@ -408,6 +431,12 @@ def _tree_modes(tree: dict[str, Any], top: bool, acc: set[str]) -> None:
 
 def compile_project(spec: dict[str, Any], path: str, variables: frozenset[str] = frozenset()) -> Callable[[Any, Vars], Any]:
     """$project: inclusion (with computed fields) or exclusion, never both (but _id)."""
+    return _project(spec, path, variables)[0]
+
+
+def _project(
+    spec: dict[str, Any], path: str, variables: frozenset[str]
+) -> tuple[Callable[[Any, Vars], Any], IncludeSpec | None]:
     tree = _build_tree(spec, path)
     modes: set[str] = set()
     _tree_modes(tree, True, modes)
@@ -423,7 +452,7 @@ def compile_project(spec: dict[str, Any], path: str, variables: frozenset[str] =
                 out = _copy_unset(out, parts)
             return out if out is not doc else dict(doc)
 
-        return exclude
+        return exclude, None
     include_id = id_spec != ("flag", False)
     if id_spec is not None and isinstance(id_spec, tuple) and id_spec[0] == "flag":
         del tree["_id"]
@@ -436,14 +465,14 @@ def compile_project(spec: dict[str, Any], path: str, variables: frozenset[str] =
         _apply_include(compiled, doc, doc, v, out)
         return out
 
-    if any(kind == 2 for _, kind, _ in compiled):
-        return include
+    if any(kind == _SUBTREE for _, kind, _ in compiled):
+        return include, None
     return _include_top_level(compiled, include_id and "_id" not in tree, include)
 
 
 def _include_top_level(
     compiled: list[tuple[str, int, Any]], with_id: bool, general: Callable[[Any, Vars], Any]
-) -> Callable[[Any, Vars], Any]:
+) -> tuple[Callable[[Any, Vars], Any], IncludeSpec]:
     """Inclusion $project without sub-documents (``{_id: 0, a: 1, t: "$obs.temp"}``):
     one loop over a fixed tuple, in the same output order as :func:`_apply_include`
     (``_id`` first, then the spec's order). Included fields and one-part field paths
@@ -451,15 +480,15 @@ def _include_top_level(
     compiled expression for anything else (arrays along the path); other expressions
     are called. A document that is not a plain ``dict`` takes the general path.
     """
-    entries: list[tuple[str, int, Any, Any]] = []  # (output key, kind, key | expr, second key)
+    entries: list[IncludeField] = []
     for k, kind, payload in compiled:
-        parts = field_parts(payload) if kind == 1 else (k,)
+        parts = field_parts(payload) if kind == _EXPR else (k,)
         if parts is not None and len(parts) == 1:
-            entries.append((k, 0, parts[0], None))
+            entries.append(IncludeField(k, COPY, parts[0], None))
         elif parts is not None and len(parts) == 2:
-            entries.append((k, 1, payload, parts))
+            entries.append(IncludeField(k, PATH2, payload, parts))
         else:
-            entries.append((k, 2, payload, None))
+            entries.append(IncludeField(k, COMPUTE, payload, None))
     fixed = tuple(entries)
 
     def include_top(doc: Any, v: Vars) -> Any:
@@ -472,9 +501,9 @@ def _include_top_level(
             if x is not MISSING:
                 out["_id"] = x
         for k, kind, a, b in fixed:
-            if kind == 0:
+            if kind == COPY:
                 x = get(a, MISSING)
-            elif kind == 1:
+            elif kind == PATH2:
                 x = get(b[0], MISSING)
                 if type(x) is dict:
                     x = x.get(b[1], MISSING)
@@ -486,11 +515,12 @@ def _include_top_level(
                 out[k] = x
         return out
 
-    include_top.include_spec = (fixed, with_id)  # type: ignore[attr-defined]
-    return include_top
+    return include_top, IncludeSpec(fixed, with_id)
 
 
-def _fuse_add_include(add: Callable[[Any, Vars], Any], include: Callable[[Any, Vars], Any]) -> Callable[[Any, Vars], Any] | None:
+def _fuse_add_include(
+    add: Callable[[Any, Vars], Any], add_spec: MapSpec | None, include: Callable[[Any, Vars], Any], include_spec: MapSpec | None
+) -> Callable[[Any, Vars], Any] | None:
     """``$addFields`` of top-level fields then an inclusion ``$project`` of top-level
     fields and short field paths, as one closure that never builds the intermediate
     document: a projected field comes from the added values when $addFields set (or
@@ -499,17 +529,16 @@ def _fuse_add_include(add: Callable[[Any, Vars], Any], include: Callable[[Any, V
     when this raises, so a DLQ entry still names the stage that failed. None when the
     pair has another shape.
     """
-    flat = getattr(add, "add_spec", None)
-    spec = getattr(include, "include_spec", None)
-    if flat is None or spec is None:
+    if not isinstance(add_spec, AddSpec) or not isinstance(include_spec, IncludeSpec):
         return None
-    fixed, with_id = spec
+    flat = add_spec.fields
+    fixed, with_id = include_spec
     index = {k: i for i, (k, _) in enumerate(flat)}
     entries: list[tuple[str, str, str | None, Any, int]] = []  # (out key, key, 2nd key, expr, value index)
     for k, kind, a, b in fixed:
-        if kind == 0:
+        if kind == COPY:
             entries.append((k, a, None, None, index.get(a, -1)))
-        elif kind == 1:
+        elif kind == PATH2 and b is not None:
             entries.append((k, b[0], b[1], a, index.get(b[0], -1)))
         else:
             return None
@@ -568,27 +597,31 @@ def _leaf_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tupl
     return out
 
 
+# Kinds of the nodes of a compiled inclusion tree (not IncludeField's kinds).
+_FLAG, _EXPR, _SUBTREE = 0, 1, 2
+
+
 def _compile_include(tree: dict[str, Any], path: str, variables: frozenset[str]) -> list[tuple[str, int, Any]]:
     out: list[tuple[str, int, Any]] = []
     for k, v in tree.items():
         if isinstance(v, dict):
-            out.append((k, 2, _compile_include(v, f"{path}.{k}", variables)))
+            out.append((k, _SUBTREE, _compile_include(v, f"{path}.{k}", variables)))
         elif v[0] == "flag":
-            out.append((k, 0, None))
+            out.append((k, _FLAG, None))
         else:
-            out.append((k, 1, compile_expr(v[1], Ctx(f"{path}.{k}", variables))))
+            out.append((k, _EXPR, compile_expr(v[1], Ctx(f"{path}.{k}", variables))))
     return out
 
 
 def _apply_include(nodes: list[tuple[str, int, Any]], src: Any, root: Any, v: Vars, out: dict[str, Any]) -> None:
     for k, kind, payload in nodes:
-        if kind == 1:
+        if kind == _EXPR:
             x = payload(root, v)
             if x is not MISSING:
                 out[k] = x
             continue
         cur = src.get(k, MISSING) if isinstance(src, dict) else MISSING
-        if kind == 0:
+        if kind == _FLAG:
             if cur is not MISSING:
                 out[k] = cur
         elif isinstance(cur, dict):
@@ -603,7 +636,7 @@ def _apply_include(nodes: list[tuple[str, int, Any]], src: Any, root: Any, v: Va
                     _apply_include(payload, el, root, v, sub)
                     arr.append(sub)
             out[k] = arr
-        elif any(kk == 1 for _, kk, _ in payload):
+        elif any(kk == _EXPR for _, kk, _ in payload):
             sub = {}
             _apply_include(payload, {}, root, v, sub)
             out[k] = sub
@@ -620,7 +653,7 @@ def compile_replace_root(
     new_root: Any, path: str, variables: frozenset[str] = frozenset(), op: str = "$replaceRoot"
 ) -> Callable[[Any, Vars], Any]:
     with_ = op == "$replaceWith"
-    f = compile_expr(new_root, Ctx(path if with_ else f"{path}.newRoot", variables))
+    f = closure(compile_expr(new_root, Ctx(path if with_ else f"{path}.newRoot", variables)))
     what = "'replacement document'" if with_ else "'newRoot' expression"
 
     def replace_root(doc: Any, v: Vars) -> Any:
@@ -672,7 +705,7 @@ def compile_unwind(stage: ir.UnwindStage) -> Callable[[Any, Vars], Any]:
 
 
 def compile_redact(expr: Any, path: str) -> Callable[[Any, Vars], Any]:
-    f = compile_expr(expr, Ctx(path))
+    f = closure(compile_expr(expr, Ctx(path)))
 
     def visit(node: dict[str, Any], root: dict[str, Any], v: Vars) -> dict[str, Any] | None:
         inner = {**v, "ROOT": root}
@@ -711,20 +744,28 @@ def compile_redact(expr: Any, path: str) -> Callable[[Any, Vars], Any]:
 
 
 def _compile_match(stage: ir.MatchStage) -> Step:
-    from translator.mql.query import compile_query
+    from translator.mql.query import HotPred, compile_query
 
-    q = compile_query(stage.query, Ctx(stage.path))
-    return Step(FILTER, lambda d, v: q(d), "$match", stage.path, pred=q)
+    query = compile_query(stage.query, Ctx(stage.path))
+    # The runner calls the closure itself; codegen reads the compiled query.
+    q = query.func if isinstance(query, HotPred) else query
+    return Step(FILTER, lambda d, v: q(d), "$match", stage.path, pred=q, query=query)
 
 
 def _compile_validate(stage: ir.ValidateStage) -> Step:
     from translator.mql import query
 
-    q = query.compile_query(stage.validator, Ctx(f"{stage.path}.validator"))
+    compiled = query.compile_query(stage.validator, Ctx(f"{stage.path}.validator"))
+    q = compiled.func if isinstance(compiled, query.HotPred) else compiled
     describe = getattr(query, "describe_failure", None)
     validator = stage.validator
     desc = (lambda d: describe(validator, d)) if describe is not None else None
     return Step(VALIDATE, lambda d, v: q(d), "$validate", stage.path, stage.action == "dlq", desc)
+
+
+def _map_step(compiled: tuple[Callable[[Any, Vars], Any], MapSpec | None], name: str, path: str) -> Step:
+    fn, spec = compiled
+    return Step(MAP, fn, name, path, spec=spec)
 
 
 def _name(s: Any) -> str:
@@ -735,8 +776,8 @@ def _name(s: Any) -> str:
 STEP_COMPILERS: dict[type, Callable[[Any, frozenset[str]], Step]] = {
     ir.ValidateStage: lambda s, v: _compile_validate(s),
     ir.MatchStage: lambda s, v: _compile_match(s),
-    ir.ProjectStage: lambda s, v: Step(MAP, compile_project(s.spec, s.path, v), "$project", s.path),
-    ir.AddFieldsStage: lambda s, v: Step(MAP, compile_add_fields(s.spec, s.path, v), _name(s), s.path),
+    ir.ProjectStage: lambda s, v: _map_step(_project(s.spec, s.path, v), "$project", s.path),
+    ir.AddFieldsStage: lambda s, v: _map_step(_add_fields(s.spec, s.path, v), _name(s), s.path),
     ir.UnsetStage: lambda s, v: Step(MAP, compile_unset(s.fields, s.path), "$unset", s.path),
     ir.ReplaceRootStage: lambda s, v: Step(MAP, compile_replace_root(s.new_root, s.path, v, _name(s)), _name(s), s.path),
     ir.UnwindStage: lambda s, v: Step(FLAT, compile_unwind(s), "$unwind", s.path),
@@ -747,10 +788,13 @@ STEP_COMPILERS: dict[type, Callable[[Any, frozenset[str]], Step]] = {
 def compile_steps(stages: tuple[Any, ...], variables: frozenset[str] = frozenset()) -> tuple[Step, ...]:
     """Compile a run of stateless stages (raises TranslateError for bad expressions)."""
     steps = [STEP_COMPILERS[type(s)](s, variables) for s in stages]
+    if not fast_paths_enabled():
+        # The reference path: each stage on its own, through its closure.
+        return tuple(replace(st, fuse=False) for st in steps)
     for i in range(len(steps) - 1):
         a, b = steps[i], steps[i + 1]
         if a.kind == MAP and b.kind == MAP:
-            fused = _fuse_add_include(a.fn, b.fn)
+            fused = _fuse_add_include(a.fn, a.spec, b.fn, b.spec)
             if fused is not None:
                 steps[i] = replace(a, fused_next=fused)
     _attach_chains(steps)
@@ -768,7 +812,8 @@ def _attach_chains(steps: list[Step]) -> None:
             continue
         if pred is None and end - first < 2:
             end = i + 1
-        chain = compile_chain(pred, [st.fn for st in steps[first:end]], tuple(st.fn for st in steps[i:end]))
+        query = steps[i].query if pred is not None else None
+        chain = compile_chain(query, [st.spec for st in steps[first:end]], tuple(st.fn for st in steps[i:end]))
         if chain is not None:
             steps[i] = replace(steps[i], chain=chain, chain_len=end - i)
         i = end

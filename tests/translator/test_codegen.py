@@ -325,3 +325,96 @@ def test_chains_follow_the_runner_spans() -> None:
         {"a": 1, "x": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1},
         {"a": 1, "x": 2, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1},
     ]
+
+
+# ---- typed expression nodes ---------------------------------------------------------------
+
+
+def test_compiled_expressions_are_typed_frozen_nodes() -> None:
+    from translator.mql.expr import (
+        Array,
+        Binary,
+        Call,
+        Const,
+        Ctx,
+        Field,
+        Object,
+        Variable,
+        compile_node,
+    )
+
+    add = compile_node({"$add": ["$a.b", 1]}, Ctx("t"))
+    assert isinstance(add, Binary) and add.op == "$add" and add.general is not None
+    assert isinstance(add.left, Field) and add.left.parts == ("a", "b")
+    assert isinstance(add.right, Const) and add.right.value == 1
+    assert add({"a": {"b": 2}}, {}) == 3 == add.fn({"a": {"b": 2}}, {})
+    folded = compile_node({"$add": [1, 2]}, Ctx("t"))
+    assert isinstance(folded, Const) and folded.value == 3
+    root = compile_node("$$ROOT.x", Ctx("t"))
+    assert isinstance(root, Variable) and (root.name, root.parts) == ("ROOT", ("x",))
+    concat = compile_node({"$concat": ["$s", "!"]}, Ctx("t"))
+    assert isinstance(concat, Call) and concat.op == "$concat"
+    assert isinstance(compile_node({"x": "$a"}, Ctx("t")), Object)
+    assert isinstance(compile_node(["$a", 1], Ctx("t")), Array)
+    assert isinstance(compile_node([1, 2], Ctx("t")), Const)
+    with pytest.raises(AttributeError, match="frozen"):
+        add.op = "$subtract"  # type: ignore[misc]
+
+
+def test_an_operator_returning_a_plain_closure_still_compiles_and_generates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The @operator contract: a compile function may return a bare closure; it is
+    wrapped in a Call node, and generated code calls it like any other."""
+    from translator.mql.expr import OPERATORS, Call, Ctx, compile_expr, compile_node
+
+    def _twice(args: Any, ctx: Any) -> Any:
+        inner = compile_expr(args, ctx)
+        return lambda doc, v: None if (x := inner(doc, v)) is None else x * 2
+
+    monkeypatch.setitem(OPERATORS, "$testTwice", _twice)
+    node = compile_node({"$testTwice": "$a"}, Ctx("t"))
+    assert isinstance(node, Call) and node.op == "$testTwice"
+    docs = [{"_id": i, "a": i, "b": 2} for i in range(5)]
+    check_same([{"$addFields": {"t": {"$testTwice": "$a"}, "u": {"$multiply": ["$a", "$b"]}}}, {"$project": {"t": 1, "u": 1}}], docs)
+
+
+def test_generated_code_fallbacks_are_counted_per_stage() -> None:
+    """A batch the generated code hands back to the closures is counted, with the reason,
+    under the stage's path (verbose operatorStats)."""
+    from translator import metrics
+
+    steps = steps_of([{"$addFields": {"q": {"$divide": ["$a", "$b"]}}}])
+    assert steps[0].chain is not None and steps[0].chain_len == 1
+    dlq: list[Any] = []
+    metrics.reset()
+    metrics.enable()
+    try:
+        good = run_chain(steps, [({"a": 1, "b": 2}, 0)], lambda r, d: dlq.append(r))
+        bad = run_chain(steps, [({"a": 1, "b": 0}, 0), ({"a": 3, "b": 2}, 1)], lambda r, d: dlq.append(r))
+        fell_back = metrics.fallbacks()
+    finally:
+        metrics.disable()
+        metrics.reset()
+    assert [d for d, _ in good] == [{"a": 1, "b": 2, "q": 0.5}]
+    assert [d for d, _ in bad] == [{"a": 3, "b": 2, "q": 1.5}]
+    assert dlq == ["Failed to process input document in $addFields stage (pipeline[1].$addFields): $divide: can't $divide by zero"]
+    assert fell_back == {"pipeline[1].$addFields": {"generated code: ExprError": 1}}
+
+
+def test_operator_closures_call_closures_not_nodes() -> None:
+    """Per document, an operator calls its operands' closures (no node call layer);
+    the node keeps its typed operands for compile-time readers."""
+    from translator.mql.expr import Binary, Ctx, Field, Node, compile_node
+
+    def cell_values(fn: Any) -> list[Any]:
+        out = []
+        for cell in fn.__closure__ or ():
+            x = cell.cell_contents
+            out.extend(x if isinstance(x, (list, tuple)) else [x])
+        return out
+
+    for spec in ({"$add": ["$a", "$b", "$c"]}, {"$cond": [{"$gt": ["$a", 1]}, "$b", "$c"]}, {"$multiply": ["$a", "$b"]}):
+        node = compile_node(spec, Ctx("t"))
+        assert not any(isinstance(x, Node) for x in cell_values(node.fn)), spec
+        assert node({"a": 2, "b": 3, "c": 4}, {}) in (9, 3, 6)
+    mul = compile_node({"$multiply": ["$a", "$b"]}, Ctx("t"))
+    assert isinstance(mul, Binary) and isinstance(mul.left, Field)

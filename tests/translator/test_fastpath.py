@@ -205,16 +205,14 @@ def run_both(pipeline: list[dict[str, Any]], batch_size: int, monkeypatch: pytes
     with monkeypatch.context() as m:
         m.setattr(FastGroupFold, "run", counting)
         fast = run_pipeline(_copy(pipeline), _opts(opts))
-    with monkeypatch.context() as m:
-        m.setattr(Plan, "__post_init__", lambda self: None)  # no fast paths at all
-        slow = run_pipeline(_copy(pipeline), _opts(opts))
+    slow = run_pipeline(_copy(pipeline), _opts(opts, fast_paths=False))  # no accelerator at all
     return fast, slow, taken[0]
 
 
-def _opts(opts: dict[str, Any] | None) -> Any:
+def _opts(opts: dict[str, Any] | None, fast_paths: bool = True) -> Any:
     from translator.options import ProcessorOptions
 
-    return ProcessorOptions(name="run_pipeline", batch_size=(opts or {}).get("batchSize", 1024))
+    return ProcessorOptions(name="run_pipeline", batch_size=(opts or {}).get("batchSize", 1024), fast_paths=fast_paths)
 
 
 def _copy(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -326,3 +324,140 @@ def test_a_group_reading_the_envelope_keeps_the_general_path(monkeypatch: pytest
     assert taken == 0
     assert fast.output == slow.output
     assert all(isinstance(d["last"], datetime) and d["src"] == "documents" for d in fast.output)
+
+
+# ---- the accelerator switch, fallback counters, accumulator hooks ------------------------
+
+
+def test_fast_paths_off_compiles_no_accelerator() -> None:
+    from translator.compile import compile_pipeline
+    from translator.loader import options_from_mapping
+
+    on = options_from_mapping({}, name="p")
+    off = options_from_mapping({"fastPaths": False}, name="p")
+    assert on.fast_paths and not off.fast_paths
+    stateless = [
+        source([]),
+        {"$match": {"obs.temp": {"$gte": 1}}},
+        {"$addFields": {"t": {"$multiply": ["$obs.temp", 2]}}},
+        {"$project": {"t": 1, "group_id": 1}},
+    ]
+    for pipeline, windowed in ((stateless, False), ([source([]), tumbling(SEED_GROUP)], True)):
+        fast = Plan.compile(compile_pipeline(_copy(pipeline), options=on), on)
+        slow = Plan.compile(compile_pipeline(_copy(pipeline), options=off), off)
+        assert fast.fast_time is not None and slow.fast_time is None
+        assert (fast.fast_fold is not None) == windowed and slow.fast_fold is None
+        if not windowed:
+            assert fast.pre[0].chain is not None and fast.pre[1].fused_next is not None
+            assert all(st.chain is None and st.fused_next is None and not st.fuse for st in slow.pre)
+
+
+def test_fast_paths_option_must_be_a_bool() -> None:
+    from translator.errors import TranslateError
+    from translator.loader import options_from_mapping
+
+    with pytest.raises(TranslateError, match=r"options.fastPaths: expected bool, got int"):
+        options_from_mapping({"fastPaths": 0})
+
+
+def test_group_fast_path_fallbacks_are_counted_with_their_reason() -> None:
+    """Batches the fast path hands to the general path show in verbose operatorStats."""
+    from translator import metrics
+
+    docs = clean_docs(random.Random(1), 64, ["a", "b"])  # batches of 16
+    docs[20] = dict(docs[20], timestamp="not a date")  # batch 2: timeField
+    docs[40] = dict(docs[40], obs={})  # batch 3: a missing field
+    docs[60] = dict(docs[60], group_id=1.5)  # batch 4: a group id the fast path leaves
+    metrics.reset()
+    metrics.enable()
+    try:
+        result = run_pipeline([source(docs), tumbling(SEED_GROUP)], _opts({"batchSize": 16}))
+        stats = metrics.operator_stats(result.pipeline)
+    finally:
+        metrics.disable()
+        metrics.reset()
+    window = next(e for e in stats if e["name"] == "$tumblingWindow")
+    assert window["fastPathFallbacks"] == {
+        fastpath.FALLBACK_TIME: 1,
+        fastpath.FALLBACK_FIELD: 1,
+        fastpath.FALLBACK_GROUP_ID: 1,
+    }
+    assert window["inputMessageCount"] == 63  # the bad timeField went to the DLQ before it
+    assert len(result.dlq) == 1
+
+
+def test_clean_batches_count_no_fallback() -> None:
+    from translator import metrics
+
+    metrics.reset()
+    metrics.enable()
+    try:
+        result = run_pipeline([source(clean_docs(random.Random(2), 200, ["a"])), tumbling(SEED_GROUP, lateness=10)], _opts({"batchSize": 50}))
+        stats = metrics.operator_stats(result.pipeline)
+    finally:
+        metrics.disable()
+        metrics.reset()
+    assert all("fastPathFallbacks" not in e for e in stats)
+
+
+INT_SAMPLES: list[list[int]] = [
+    [0],
+    [1, 2, 3],
+    [-5, 7, 7, -5, 0],
+    [2**31 - 1, 1],  # int32 overflow into a long
+    [-(2**31), -1],
+    [2**40, -(2**40), 3],
+    [2**63 - 1, 1],  # beyond int64: a double in MongoDB
+    [-(2**63), -1],
+    list(range(-50, 50, 3)),
+]
+
+
+def _acc_specs() -> list[tuple[str, Any]]:
+    from translator.accumulators import ACCUMULATORS, compile_accumulator
+    from translator.errors import TranslateError
+    from translator.mql.expr import Ctx
+
+    out = []
+    for op in sorted(ACCUMULATORS):
+        for arg in ("$v", {}):  # a field, or $count's empty object
+            try:
+                spec = compile_accumulator(op, arg, Ctx(f"g.{op}"))
+            except TranslateError:
+                continue
+            if spec.add_ints is not None or spec.from_int is not None:
+                out.append((op, spec))
+            break
+    return out
+
+
+ACC_SPECS = _acc_specs()
+
+
+def test_int_hooks_exist() -> None:
+    names = {op for op, _ in ACC_SPECS}
+    assert names == {"$sum", "$avg", "$min", "$max", "$count", "$stdDevPop", "$stdDevSamp"}
+
+
+@pytest.mark.parametrize(("op", "spec"), ACC_SPECS, ids=[op for op, _ in ACC_SPECS])
+@pytest.mark.parametrize("values", INT_SAMPLES, ids=range(len(INT_SAMPLES)))
+def test_accumulator_int_hooks_equal_add(op: str, spec: Any, values: list[int]) -> None:
+    """``add_ints`` and ``from_int`` give the same state as ``add`` on the same values,
+    from a fresh state and from one that already holds values."""
+    from translator.accumulators import IntColumn
+
+    def by_add(state: Any, xs: list[Any]) -> Any:
+        for x in xs:
+            state = spec.add(state, x)
+        return state
+
+    for prefix in ([], [3], [Decimal128("1.5")], [2.25]):
+        expected = by_add(by_add(spec.init(), prefix), values)
+        if spec.add_ints is not None:
+            got = spec.add_ints(by_add(spec.init(), prefix), IntColumn.of(list(values)))
+            assert repr(got) == repr(expected), (prefix, values)
+            assert repr(spec.final(got)) == repr(spec.final(expected))
+    if spec.from_int is not None:
+        for x in values:
+            assert repr(spec.from_int(x)) == repr(spec.add(spec.init(), x)), x
+            assert repr(spec.final(spec.from_int(x))) == repr(spec.final(spec.add(spec.init(), x)))

@@ -27,13 +27,14 @@ import operator
 import random
 import re
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from bson import Binary, Decimal128, Int64, MaxKey, MinKey, Regex
 
 from translator.errors import did_you_mean
 from translator.mql import jsonschema
-from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, compile_expr, get_path
+from translator.mql.expr import EMPTY_VARS, Ctx, ExprError, closure, compile_expr, get_path
 from translator.mql.pcre import OPTION_LETTERS, RegexError, compile_pcre
 from translator.mql.values import (
     MISSING,
@@ -197,16 +198,16 @@ def _conj(preds: list[Pred]) -> Pred:
     if len(preds) > 1:
         specs: list[HotSpec] = []
         for p in preds:
-            s = getattr(p, "hot_specs", None)
-            if s is None:
+            if type(p) is not HotPred:
                 break
-            specs.extend(s)
+            specs.extend(p.specs)
         else:
             return _hot_all(tuple(specs))
     if not preds:
         return lambda x: True
     if len(preds) == 1:
         return preds[0]
+    preds = [p.func if type(p) is HotPred else p for p in preds]  # call the closures themselves
     if len(preds) == 2:
         p, q = preds
         return lambda x: p(x) and q(x)
@@ -827,9 +828,36 @@ def _field_ops(arg: Any, ctx: Ctx) -> list[tuple[str, Any, FieldOp]]:
     return [("$eq", arg, _eq_op(arg))]
 
 
-# (first key, second key or None, value types, Python operator, operand, negated, general
-# predicate): one field clause that _hot / _hot_all evaluate with dict lookups.
-HotSpec = tuple[str, "str | None", frozenset[type], Callable[[Any, Any], bool], Any, bool, Pred]
+class HotSpec(NamedTuple):
+    """One field clause that :class:`HotPred` closures (and :mod:`translator.codegen`)
+    evaluate with dict lookups: ``type(value) in types`` and ``op(value, rhs)``, negated
+    when ``negate``; any other value goes to ``general`` (the clause's full predicate)."""
+
+    k1: str
+    k2: str | None
+    types: frozenset[type]
+    op: Callable[[Any, Any], bool]
+    rhs: Any
+    negate: bool
+    general: Pred
+
+
+class HotPred(partial[bool]):
+    """A predicate made only of hot clauses, holding its closure (called at C speed,
+    see :class:`translator.mql.expr.Node`) and its clauses, which :func:`_conj` fuses
+    and :mod:`translator.codegen` writes inline."""
+
+    __slots__ = ("specs",)
+    specs: tuple[HotSpec, ...]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("HotPred is frozen")
+
+
+def _hot_pred(fn: Pred, specs: tuple[HotSpec, ...]) -> HotPred:
+    pred = HotPred(fn)
+    object.__setattr__(pred, "specs", specs)
+    return pred
 
 
 def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
@@ -837,7 +865,7 @@ def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
     Python compare when the value has the expected type; anything else (arrays along the
     path or at the leaf, missing, null, bool, Decimal128, NaN...) takes the general path.
 
-    The closure carries ``hot_specs`` so that :func:`_conj` can fuse an AND of such
+    The result is a :class:`HotPred` so that :func:`_conj` can fuse an AND of such
     clauses (``{event_type: 0, "obs.temp": {$gte: 12}}``) into one closure.
     """
     negate = False
@@ -846,7 +874,7 @@ def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
     if not isinstance(op, AnyOp) or op.fast is None or len(parts) > 2:
         return general
     types, py_op, rhs = op.fast
-    spec: HotSpec = (parts[0], parts[1] if len(parts) == 2 else None, types, py_op, rhs, negate, general)
+    spec = HotSpec(parts[0], parts[1] if len(parts) == 2 else None, types, py_op, rhs, negate, general)
 
     if len(parts) == 1:
         (key,) = parts
@@ -857,8 +885,7 @@ def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
                 return py_op(v, rhs) is not negate
             return general(doc)
 
-        hot1.hot_specs = (spec,)  # type: ignore[attr-defined]
-        return hot1
+        return _hot_pred(hot1, (spec,))
     k1, k2 = parts
 
     def hot2(doc: Any) -> bool:
@@ -869,8 +896,7 @@ def _hot(parts: Parts, op: FieldOp, general: Pred) -> Pred:
                 return py_op(v, rhs) is not negate
         return general(doc)
 
-    hot2.hot_specs = (spec,)  # type: ignore[attr-defined]
-    return hot2
+    return _hot_pred(hot2, (spec,))
 
 
 def _hot_all(specs: tuple[HotSpec, ...]) -> Pred:
@@ -893,8 +919,7 @@ def _hot_all(specs: tuple[HotSpec, ...]) -> Pred:
                 return False
         return True
 
-    hot_all.hot_specs = specs  # type: ignore[attr-defined]
-    return hot_all
+    return _hot_pred(hot_all, specs)
 
 
 def _compile_field(path: str, arg: Any, ctx: Ctx) -> Pred:
@@ -1003,7 +1028,7 @@ def _t_expr(arg: Any, ctx: Ctx, top: bool) -> Pred:
     """Aggregation expression, true by MongoDB truthiness; ExprError is not swallowed."""
     if not top:
         raise ctx.error("$expr can only be applied to the top-level document")
-    fn = compile_expr(arg, ctx)
+    fn = closure(compile_expr(arg, ctx))
     return lambda doc: truthy(fn(doc, EMPTY_VARS))
 
 

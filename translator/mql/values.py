@@ -190,7 +190,7 @@ def num_key(v: Any) -> float | decimal.Decimal | int:
         if d.is_infinite():
             return float("inf") if d > 0 else float("-inf")
         return d
-    return v  # type: ignore[no-any-return]
+    return v
 
 
 def compare(a: Any, b: Any) -> int:
@@ -213,7 +213,7 @@ def compare(a: Any, b: Any) -> int:
             y = to_decimal(y)
         elif isinstance(y, decimal.Decimal) and isinstance(x, float):
             x = to_decimal(x)
-        return -1 if x < y else (1 if x > y else 0)  # type: ignore[operator]
+        return -1 if x < y else (1 if x > y else 0)
     if ta == 5:
         ia, ib = list(a.items()), list(b.items())
         for (ka, va), (kb, vb) in zip(ia, ib, strict=False):

@@ -8,7 +8,7 @@ import pytest
 from bson import Decimal128, Int64
 
 from tests.translator.mql.mqlhelpers import compile_error, ev, expr_error
-from translator.mql.expr import EMPTY_VARS, Ctx, compile_expr
+from translator.mql.expr import EMPTY_VARS, Ctx, compile_expr, is_const
 from translator.mql.values import MISSING
 
 
@@ -221,7 +221,7 @@ def test_is_array(value: Any, expected: bool) -> None:
 
 def test_is_array_of_a_literal_is_constant_folded() -> None:
     fn = compile_expr({"$isArray": [[1, 2]]}, Ctx("t"))
-    assert getattr(fn, "is_const", False) is True
+    assert is_const(fn)
     assert fn(None, EMPTY_VARS) is True
 
 

@@ -9,7 +9,7 @@ import pytest
 from bson import Decimal128, Int64, MaxKey, MinKey, ObjectId
 
 from translator.errors import TranslateError
-from translator.mql.expr import EMPTY_VARS, Ctx, compile_expr
+from translator.mql.expr import EMPTY_VARS, Ctx, compile_expr, is_const
 
 NAN = float("nan")
 DATE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -104,7 +104,7 @@ def test_missing_sorts_below_null_in_expressions() -> None:
 
 def test_cmp_returns_int_and_folds_constants() -> None:
     fn = compile_expr({"$cmp": [2, 1]}, Ctx("t"))
-    assert getattr(fn, "is_const", False)
+    assert is_const(fn)
     r = fn(None, EMPTY_VARS)
     assert r == 1 and type(r) is int
 

@@ -9,7 +9,7 @@ import pytest
 from bson.binary import Binary, UuidRepresentation
 
 from translator.errors import TranslateError
-from translator.mql.expr import EMPTY_VARS, Ctx, compile_expr
+from translator.mql.expr import EMPTY_VARS, Ctx, compile_expr, is_const
 from translator.mql.values import UTC
 
 
@@ -22,7 +22,7 @@ def test_current_date_is_now_in_utc_with_ms_precision() -> None:
     assert got.tzinfo is UTC
     assert got.microsecond % 1000 == 0
     assert before <= got <= after
-    assert getattr(fn, "is_const", False) is False
+    assert not is_const(fn)
 
 
 def test_current_date_is_evaluated_per_document() -> None:

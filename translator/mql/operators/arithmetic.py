@@ -7,9 +7,9 @@ BSON int, a larger one or an ``Int64`` is a long; ``bool`` is never a number.
 Null or missing operands give null. Runtime failures raise :class:`ExprError`
 with MongoDB's wording; arity mistakes are compile errors.
 
-The two-operand closures of ``$add``/``$subtract``/``$multiply``/``$divide`` carry
-``gen = (name, (a, b), general)``, where ``general(x, y)`` is the full rule on evaluated
-operands: :mod:`translator.codegen` inlines the same int/double fast path as the closure
+The two-operand forms of ``$add``/``$subtract``/``$multiply``/``$divide`` compile to a
+:class:`~translator.mql.expr.Binary` node whose ``general(x, y)`` is the full rule on
+evaluated operands: :mod:`translator.codegen` inlines the same int/double fast path as the closure
 and calls ``general`` for everything else.
 
 The small helpers at the top (:func:`arg_list`, :func:`fold`, :func:`num_kind`...)
@@ -32,6 +32,7 @@ from translator.mql.expr import (
     Expr,
     ExprError,
     Vars,
+    binary,
     compile_expr,
     const_value,
     literal,
@@ -144,7 +145,7 @@ def as_decimal(v: Any) -> decimal.Decimal:
     """Any BSON number as a ``decimal.Decimal`` for decimal arithmetic."""
     t = type(v)
     if t is Decimal128:
-        return v.to_decimal()  # type: ignore[no-any-return]
+        return v.to_decimal()
     if t is float:
         return double_to_decimal(v)
     return decimal.Decimal(int(v))
@@ -286,8 +287,7 @@ def _add(args: Any, ctx: Ctx) -> Expr:
                 return x + y
             return add_values((x, y))
 
-        add2.gen = ("$add", (a, b), _add_pair)  # type: ignore[attr-defined]
-        return fold(add2, parts)
+        return fold(binary("$add", a, b, _add_pair, add2), parts)
 
     def add(doc: Any, v: Vars) -> Any:
         vals = [f(doc, v) for f in parts]
@@ -345,8 +345,7 @@ def _subtract(args: Any, ctx: Ctx) -> Expr:
             return x - y
         return subtract_values(x, y)
 
-    subtract.gen = ("$subtract", (a, b), subtract_values)  # type: ignore[attr-defined]
-    return fold(subtract, (a, b))
+    return fold(binary("$subtract", a, b, subtract_values, subtract), (a, b))
 
 
 # ---- $multiply -----------------------------------------------------------------------
@@ -405,8 +404,7 @@ def _multiply(args: Any, ctx: Ctx) -> Expr:
                 return x * y
             return multiply_values((x, y))
 
-        multiply2.gen = ("$multiply", (a, b), _multiply_pair)  # type: ignore[attr-defined]
-        return fold(multiply2, parts)
+        return fold(binary("$multiply", a, b, _multiply_pair, multiply2), parts)
 
     def multiply(doc: Any, v: Vars) -> Any:
         return multiply_values([f(doc, v) for f in parts])
@@ -457,8 +455,7 @@ def _divide(args: Any, ctx: Ctx) -> Expr:
             return float(x) / y
         return divide_values(x, y)
 
-    divide.gen = ("$divide", (a, b), divide_values)  # type: ignore[attr-defined]
-    return fold(divide, (a, b))
+    return fold(binary("$divide", a, b, divide_values, divide), (a, b))
 
 
 def mod_values(x: Any, y: Any) -> Any:

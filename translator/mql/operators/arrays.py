@@ -25,6 +25,7 @@ from translator.mql.expr import (
     Vars,
     compile_expr,
     const_value,
+    is_const,
     literal,
     operator,
 )
@@ -118,7 +119,7 @@ def _variable_name(spec: Any, ctx: Ctx, op: str) -> str:
 
 def _const_fold(fn: Expr, parts: list[Expr]) -> Expr:
     """Evaluate ``fn`` at compile time when all its inputs are constants."""
-    if all(getattr(p, "is_const", False) for p in parts):
+    if all(is_const(p) for p in parts):
         return literal(fn(None, EMPTY_VARS))
     return fn
 

@@ -6,7 +6,7 @@ is true. In aggregation a *missing* value sorts just below null, so
 ``{$eq: ["$absent", null]}`` is false ($eq docs; MongoDB's canonical type order
 puts "missing"/undefined before null).
 
-The closures carry ``gen = (op, (a, b), general)`` for :mod:`translator.codegen`, which
+They compile to :class:`~translator.mql.expr.Binary` nodes for :mod:`translator.codegen`, which
 inlines the same int/double/string fast path and calls ``general(x, y)`` otherwise.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from bson import MinKey
 
-from translator.mql.expr import Ctx, Expr, Vars, const_value, field_parts, operator
+from translator.mql.expr import Ctx, Expr, Vars, binary, const_value, field_parts, operator
 from translator.mql.operators.arithmetic import arg_list, fold
 from translator.mql.values import MISSING, compare
 
@@ -41,8 +41,7 @@ def _make(op: str, test: Callable[[int], bool], fast: Callable[[Any, Any], bool]
         general = _general(test)
         special = _against_constant(a, b, test, fast)
         if special is not None:
-            special.gen = (op, (a, b), general)  # type: ignore[attr-defined]
-            return special
+            return binary(op, a, b, general, special)
 
         def cmp_op(doc: Any, v: Vars) -> Any:
             x = a(doc, v)
@@ -56,12 +55,11 @@ def _make(op: str, test: Callable[[int], bool], fast: Callable[[Any, Any], bool]
                 return fast(x, y)
             return test(agg_compare(x, y))
 
-        cmp_op.gen = (op, (a, b), general)  # type: ignore[attr-defined]
-        return fold(cmp_op, (a, b))
+        return fold(binary(op, a, b, general, cmp_op), (a, b))
 
 
 def _general(test: Callable[[int], bool]) -> Callable[[Any, Any], bool]:
-    """The comparison on evaluated operands (``gen`` for :mod:`translator.codegen`)."""
+    """The comparison on evaluated operands (``Binary.general`` for :mod:`translator.codegen`)."""
 
     def general(x: Any, y: Any) -> bool:
         return test(agg_compare(x, y))

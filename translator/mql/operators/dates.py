@@ -31,7 +31,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bson import Int64, ObjectId, Timestamp
 from dateutil import parser as _du_parser
 
-from translator.mql.expr import Ctx, Expr, ExprError, Vars, compile_expr, const_value, operator
+from translator.mql.expr import (
+    Ctx,
+    Expr,
+    ExprError,
+    Vars,
+    compile_expr,
+    const_value,
+    is_const,
+    operator,
+)
 from translator.mql.operators.arrays import int_value, named_args, one_arg
 from translator.mql.values import (
     INT64_MAX,
@@ -119,7 +128,7 @@ def _compile_param(
     """
     f = compile_expr(spec, ctx)
     c = const_value(f)
-    if getattr(f, "is_const", False):
+    if is_const(f):
         if c is None:
             return lambda doc, v: None
         try:

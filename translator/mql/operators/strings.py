@@ -216,7 +216,7 @@ def _trim(op: str, method: Callable[[str, str], str]) -> None:
 
         def check_input(s: Any) -> str | None:
             if type(s) is str:
-                return s  # type: ignore[no-any-return]
+                return s
             if s is None or s is MISSING:
                 return None
             raise ExprError(

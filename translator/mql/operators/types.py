@@ -102,7 +102,7 @@ def _str_oid(v: Any) -> str:
 
 
 def _str_str(v: Any) -> str:
-    return v  # type: ignore[no-any-return]
+    return v
 
 
 _TO_STRING: dict[type, Callable[[Any], str]] = {
