@@ -203,7 +203,7 @@ def test_stalled_server_shows_in_stats_then_fails_the_processor_with_a_clear_err
         )
         err = st["errorMsg"]
         prefix = (
-            "processor failed after 1 attempts: mqlflow: sink failed: processor 'stallA': $merge connection 'stalled' "
+            "processor failed after 1 attempt: mqlflow: sink failed: processor 'stallA': $merge connection 'stalled' "
             f"(mongodb://127.0.0.1:{proxy.port}/?{PROXY_OPTS}) made no progress for "
         )
         assert err.startswith(prefix), err

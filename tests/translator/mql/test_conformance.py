@@ -30,10 +30,8 @@ from typing import Any
 import pytest
 from bson import json_util
 
-from translator import stages
 from translator.errors import TranslateError
 from translator.mql.expr import OPERATORS
-from translator.runtime import Plan
 from translator.testing import RunResult, run_pipeline
 
 HERE = pathlib.Path(__file__).resolve().parent / "conformance"
@@ -79,17 +77,14 @@ def _reasons(result: RunResult) -> list[str]:
     return [d["errInfo"]["reason"].split("): ", 1)[-1] for d in result.dlq]
 
 
-def _run(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch, plain: bool) -> RunResult:
-    with monkeypatch.context() as m:
-        if plain:
-            m.setattr(Plan, "__post_init__", lambda self: None)  # no fast paths
-            if hasattr(stages, "compile_chain"):
-                m.setattr(stages, "compile_chain", lambda *a, **k: None)  # no generated code
-        return run_pipeline(_pipeline(case))
+def _run(case: dict[str, Any], plain: bool) -> RunResult:
+    """``plain`` runs the reference path only (``fastPaths: false``): no group fast path,
+    generated code or fused stages."""
+    return run_pipeline(_pipeline(case), {"fastPaths": not plain})
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_conformance(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conformance(case: dict[str, Any]) -> None:
     assert case.get("source", "").startswith("https://www.mongodb.com/docs/"), "every case names its manual page"
     if "compileError" in case:
         with pytest.raises(TranslateError) as e:
@@ -99,7 +94,7 @@ def test_conformance(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> N
     unordered = bool(case.get("unordered"))
     want = _normal(case.get("output", []), unordered)
     for plain in (False, True):
-        got = _run(case, monkeypatch, plain)
+        got = _run(case, plain)
         assert _normal(got.output, unordered) == want, f"plain={plain}"
         assert _reasons(got) == case.get("errors", []), f"plain={plain}"
 
