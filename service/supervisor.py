@@ -144,13 +144,32 @@ def _pdeathsig() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+_CAUSE = "The above exception was the direct cause of the following exception:"
+
+
 def _last_error_line(lines: Iterable[str]) -> str:
-    """The most telling stderr line: the last exception line of a traceback."""
+    """The most telling stderr line of a failed child, for ``errorMsg``.
+
+    mqlflow's own final line (``mqlflow: ...``) wins. Otherwise the root cause: Bytewax
+    re-raises a step's exception as its own ``RuntimeError`` ("error calling ..."), so the
+    last line of a chained traceback names Bytewax's wrapper, not what went wrong; the
+    exception line before the first "direct cause" separator does.
+    """
     tail = [ln.rstrip() for ln in lines if ln.strip()]
-    for ln in reversed(tail):
+    found: list[str] = []
+    for ln in tail:
+        if ln == _CAUSE and found:
+            cause = found[-1]
+            break
         if not ln.startswith((" ", "\t", "Traceback", "The above exception", "During handling")):
-            return ln
-    return tail[-1] if tail else ""
+            found.append(ln)
+    else:
+        cause = ""
+    last = next((ln for ln in reversed(tail) if not ln.startswith(
+        (" ", "\t", "Traceback", "The above exception", "During handling"))), "")
+    if last.startswith("mqlflow: ") or not cause:
+        return last or (tail[-1] if tail else "")
+    return cause
 
 
 class Run:

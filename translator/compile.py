@@ -47,7 +47,7 @@ def compile_pipeline(
         where = f"{sink.path}.into.connectionName" if isinstance(sink, ir.MergeStage) else f"{sink.path}.connectionName"
         registry.get(sink.connection_name, where)
     if options.dlq is not None:
-        registry.get(options.dlq.connection_name, "options.dlq.connectionName")
+        registry.get_mongodb(options.dlq.connection_name, "options.dlq.connectionName")
     if require_sink and options.dlq is None:
         for path in _dlq_users(pipeline.stages):
             raise TranslateError(

@@ -175,3 +175,18 @@ def test_unknown_connection_lists_the_known_names() -> None:
 ])
 def test_mask_uri(uri: str, masked: str) -> None:
     assert mask_uri(uri) == masked
+
+
+def test_a_dlq_on_a_kafka_connection_fails_at_compile_time() -> None:
+    """The DLQ is a MongoDB collection: a Kafka connection is refused before anything runs."""
+    from translator.compile import compile_pipeline
+    from translator.loader import options_from_mapping
+
+    reg = ConnectionRegistry({"k": Connection(name="k", type="kafka", bootstrap_servers="127.0.0.1:9")})
+    opts = options_from_mapping({"dlq": {"connectionName": "k", "db": "d", "coll": "c"}}, name="p")
+    with pytest.raises(TranslateError) as ei:
+        compile_pipeline([{"$source": {"documents": [{"a": 1}]}}], reg, opts)
+    assert str(ei.value) == (
+        "options.dlq.connectionName: connection 'k' is of type 'kafka'; "
+        "a MongoDB connection (type 'atlas' or 'mongodb') is needed"
+    )
