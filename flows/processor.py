@@ -21,6 +21,7 @@ from bson.int64 import Int64
 from bytewax.dataflow import Dataflow
 
 from flows.pipeline import registry_from, tune_gc
+from service.protocol import Stats
 from sources.base import RawBatch
 from translator import metrics
 from translator.compile import build_flow, compile_pipeline, make_source
@@ -44,7 +45,7 @@ _kafka_lock = threading.Lock()
 
 
 def _kafka_partition_observer(report: dict[str, Any]) -> None:
-    """``stats().kafkaPartitions[]`` (reference §6): merge one partition's report into
+    """``stats().kafkaPartitions[]`` (docs/semantics.md#stats): merge one partition's report into
     the gauge; each worker thread reports only its own partitions."""
     from service.channel import channel
 
@@ -88,7 +89,7 @@ def from_definition(path: str) -> Dataflow:
         pipeline, opts, registry, flow_id="processor", source=source, observer=_observer if enabled else None, **kwargs
     )
     if enabled:
-        # stateSize and operatorStats (issue 4 §5): per-stage counters kept by the
+        # stateSize and operatorStats (docs/semantics.md#stats): per-stage counters kept by the
         # translator's hooks, read by the channel once a second and at exit.
         metrics.enable()
         channel().add_gauge_provider(functools.partial(_gauges, pipeline))
@@ -96,7 +97,7 @@ def from_definition(path: str) -> Dataflow:
     return flow
 
 
-def _gauges(pipeline: Any) -> dict[str, Any]:
+def _gauges(pipeline: Any) -> Stats:
     return {
         "stateSize": metrics.state_size(),
         "operatorStats": metrics.operator_stats(pipeline),

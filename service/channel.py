@@ -1,9 +1,9 @@
-"""The child's end of the side channel to the service (see :mod:`service.supervisor`).
+"""The child's end of the side channel to the service (protocol: :mod:`service.protocol`).
 
 A processor child finds the socket in ``MQLFLOW_SAMPLE_SOCKET``. Output and DLQ
 documents go there for ``sp.process`` and ``sample()``; periodic cumulative figures
 go there for ``stats()`` and Prometheus. Figures travel this way rather than by
-scraping logs (issue 4 §5).
+scraping logs, which would be slow and lose figures (see docs/semantics.md#stats).
 
 Use from a flow::
 
@@ -19,7 +19,6 @@ the service.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
@@ -28,19 +27,19 @@ from collections.abc import Callable
 from typing import Any
 
 import bson
-from bson import json_util
-from bson.json_util import CANONICAL_JSON_OPTIONS
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-ENV_SOCKET = "MQLFLOW_SAMPLE_SOCKET"
-STATS_INTERVAL_S = 1.0
-_COUNTERS = (
-    "inputMessageCount",
-    "inputMessageSize",
-    "outputMessageCount",
-    "outputMessageSize",
-    "dlqMessageCount",
-    "dlqMessageSize",
+from service.protocol import (
+    COUNTER_FIELDS,
+    DOC_KINDS,
+    ENV_SOCKET,
+    KIND_COUNTERS,
+    STATS_INTERVAL_S,
+    DocKind,
+    Stats,
+    decode_control,
+    encode_docs,
+    encode_stats,
 )
 
 
@@ -52,10 +51,10 @@ class Channel:
         self.sampling = False
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._counts = dict.fromkeys(COUNTER_FIELDS, 0)
         self._gauges: dict[str, Any] = {"stateSize": 0, "watermark": None}
         self._last_sent = 0.0
-        self._providers: list[Callable[[], dict[str, Any]]] = []
+        self._providers: list[Callable[[], Stats]] = []
         if path:
             try:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -82,10 +81,9 @@ class Channel:
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
-                    with contextlib.suppress(ValueError):
-                        msg = json.loads(line)
-                        if isinstance(msg, dict) and "sample" in msg:
-                            self.sampling = bool(msg["sample"])
+                    flag = decode_control(line)
+                    if flag is not None:
+                        self.sampling = flag
 
     def _send(self, lines: list[str]) -> None:
         if self._sock is None or not lines:
@@ -97,12 +95,11 @@ class Channel:
             except OSError:
                 self._sock = None
 
-    def send_docs(self, kind: str, docs: list[dict[str, Any]]) -> None:
-        """``kind`` is ``"output"`` or ``"dlq"``; sent only while someone samples."""
+    def send_docs(self, kind: DocKind, docs: list[dict[str, Any]]) -> None:
+        """Sent only while someone samples."""
         if self._sock is None or not self.sampling:
             return
-        opts = CANONICAL_JSON_OPTIONS
-        self._send([json_util.dumps({"type": kind, "doc": d}, json_options=opts) for d in docs])
+        self._send(encode_docs(kind, docs))
 
     def add_counts(self, **counts: int) -> None:
         with self._lock:
@@ -113,7 +110,7 @@ class Channel:
         with self._lock:
             self._gauges.update(gauges)
 
-    def add_gauge_provider(self, fn: Callable[[], dict[str, Any]]) -> None:
+    def add_gauge_provider(self, fn: Callable[[], Stats]) -> None:
         """``fn()`` returns gauges (``stateSize``, ``operatorStats``) computed at each
         flush, so they are fresh once a second and at exit without per-batch work."""
         with self._lock:
@@ -129,7 +126,7 @@ class Channel:
         with self._lock:
             self._gauges.update(extra)
             stats = {**self._counts, **self._gauges}
-        self._send([json_util.dumps({"type": "stats", "stats": stats}, json_options=CANONICAL_JSON_OPTIONS)])
+        self._send([encode_stats(stats)])
 
     def _stats_loop(self) -> None:
         while self._sock is not None:
@@ -167,10 +164,9 @@ def bson_size(docs: list[dict[str, Any]]) -> int:
 
 
 class _ChannelPartition(StatelessSinkPartition[Any]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: DocKind) -> None:
         self.kind = kind
-        self.count_key = "outputMessageCount" if kind == "output" else "dlqMessageCount"
-        self.size_key = "outputMessageSize" if kind == "output" else "dlqMessageSize"
+        self.count_key, self.size_key = KIND_COUNTERS[kind]
         self.ch = channel()
 
     def write_batch(self, items: list[Any]) -> None:
@@ -189,9 +185,9 @@ class _ChannelPartition(StatelessSinkPartition[Any]):
 class ChannelSink(DynamicSink[Any]):
     """Bytewax sink for ``sp.process``: items are documents or lists (batches) of them."""
 
-    def __init__(self, kind: str = "output") -> None:
-        if kind not in ("output", "dlq"):
-            raise ValueError("kind must be 'output' or 'dlq'")
+    def __init__(self, kind: DocKind = "output") -> None:
+        if kind not in DOC_KINDS:
+            raise ValueError(f"kind must be one of {DOC_KINDS}")
         self.kind = kind
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ChannelPartition:

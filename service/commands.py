@@ -7,7 +7,7 @@ Failures raise :class:`~service.errors.CommandError`.
 
 mongosh sends stream commands to ``admin``; ``sp.x.start(opts)`` etc. merge the
 options into the top level, ``sp.process``/``sp.createStreamProcessor`` and
-drivers nest them under ``options`` (reference §6). :func:`_options` accepts both.
+drivers nest them under ``options`` (docs/semantics.md#commands). :func:`_options` accepts both.
 """
 
 from __future__ import annotations
@@ -419,20 +419,38 @@ async def _create(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@command("listStreamProcessors")
-async def _list(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
+def _filter(cmd: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """``filter`` compiled once per request by the same query engine as ``$match``,
+    so list filters have full MongoDB query semantics."""
+    from translator.errors import TranslateError
+    from translator.mql.expr import Ctx
+    from translator.mql.query import ExprError, compile_query
+
     flt = cmd.get("filter") or {}
     if not isinstance(flt, dict):
         raise CommandError(FAILED_TO_PARSE, "filter must be a document")
-    return {"streamProcessors": conn.supervisor.list_processors(flt)}
+    try:
+        match = compile_query(flt, Ctx("filter"))
+    except TranslateError as e:
+        raise CommandError(FAILED_TO_PARSE, str(e)) from e
+
+    def keep(doc: dict[str, Any]) -> bool:
+        try:
+            return match(doc)
+        except ExprError as e:  # a runtime $expr error, e.g. {$expr: {$divide: [1, 0]}}
+            raise CommandError(FAILED_TO_PARSE, f"filter: {e}") from e
+
+    return keep
+
+
+@command("listStreamProcessors")
+async def _list(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
+    return {"streamProcessors": conn.supervisor.list_processors(_filter(cmd))}
 
 
 @command("listStreamConnections")
 async def _list_connections(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
-    flt = cmd.get("filter") or {}
-    if not isinstance(flt, dict):
-        raise CommandError(FAILED_TO_PARSE, "filter must be a document")
-    return {"connections": conn.supervisor.list_connections(flt)}
+    return {"connections": conn.supervisor.list_connections(_filter(cmd))}
 
 
 @command("startStreamProcessor")

@@ -2,7 +2,7 @@
 
 ASP answers stream commands with codes 9 (FailedToParse: a bad pipeline or
 argument), 72 (InvalidOptions: bad options) and 125 (CommandFailed: the
-processor is missing, exists already, or is in the wrong state); see reference §6.
+processor is missing, exists already, or is in the wrong state); see docs/semantics.md#commands.
 """
 
 from __future__ import annotations

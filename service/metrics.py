@@ -9,17 +9,10 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service.protocol import COUNTERS
+
 if TYPE_CHECKING:
     from service.supervisor import Supervisor
-
-_COUNTERS = {
-    "inputMessageCount": ("mqlflow_input_messages", "Documents read by the $source"),
-    "inputMessageSize": ("mqlflow_input_bytes", "Bytes read by the $source"),
-    "outputMessageCount": ("mqlflow_output_messages", "Documents written by the sink"),
-    "outputMessageSize": ("mqlflow_output_bytes", "Bytes written by the sink"),
-    "dlqMessageCount": ("mqlflow_dlq_messages", "Documents sent to the DLQ"),
-    "dlqMessageSize": ("mqlflow_dlq_bytes", "Bytes sent to the DLQ"),
-}
 
 
 class ProcessorCollector(Collector):
@@ -30,10 +23,10 @@ class ProcessorCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         runs = [r for r in self.supervisor.runs.values() if not r.temporary]
-        for field, (name, doc) in _COUNTERS.items():
-            fam = CounterMetricFamily(name, doc, labels=["processor"])
+        for c in COUNTERS:
+            fam = CounterMetricFamily(c.metric, c.help, labels=["processor"])
             for r in runs:
-                fam.add_metric([r.name], r.counters()[field])
+                fam.add_metric([r.name], r.counters()[c.field])
             yield fam
         state = GaugeMetricFamily("mqlflow_state_entries", "Open window state: (window, group) entries", labels=["processor"])
         wm = GaugeMetricFamily(

@@ -1,9 +1,9 @@
 """SQLite store of stream processors: definition, state, timestamps, error message.
 
 ASP keeps a processor's definition and state across restarts of the service
-(reference §6 "Independence"); we keep them in ``<state-dir>/processors.db``.
+(docs/semantics.md#lifecycle); we keep them in ``<state-dir>/processors.db``.
 Pipelines and options are stored as BSON blobs so that BSON types stay exact
-(an ``int`` stays an ``int``, a date stays a date; reference §1).
+(an ``int`` stays an ``int``, a date stays a date; see docs/semantics.md#types).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class ProcessorRecord:
     last_state_change: _dt.datetime
 
     def to_list_entry(self) -> dict[str, Any]:
-        """The shape ``listStreamProcessors`` returns (reference §6)."""
+        """The shape ``listStreamProcessors`` returns (docs/semantics.md#commands)."""
         return {
             "id": self.id,
             "name": self.name,

@@ -2,26 +2,11 @@
 
 A started processor is its own process (``python -m bytewax.run ...`` with a
 recovery directory and snapshot interval), not tied to any client connection
-(reference §6 "Independence"); its checkpoints make a restart resume where it
-left off (reference §7).
+(docs/semantics.md#lifecycle); its checkpoints make a restart resume where it
+left off (docs/semantics.md#checkpoints).
 
-Side channel (child -> service): the service sets ``MQLFLOW_SAMPLE_SOCKET`` to the
-path of a Unix stream socket. The child connects (any number of connections, e.g.
-one per worker) and writes newline-terminated canonical Extended JSON objects:
-
-* ``{"type": "output", "doc": <document>}`` -- a document the pipeline emits;
-* ``{"type": "dlq", "doc": <DLQ document>}`` -- a document sent to the DLQ;
-* ``{"type": "stats", "stats": {...}}`` -- cumulative figures since the child started
-  (``inputMessageCount``, ``inputMessageSize``, ``outputMessageCount``,
-  ``outputMessageSize``, ``dlqMessageCount``, ``dlqMessageSize``, ``stateSize``,
-  ``watermark`` (date or null), optional ``operatorStats`` list); send about once a
-  second and once more at exit. With several connections the service sums the
-  counters over connections and takes the max watermark.
-
-Service -> child: on the same connection the service writes ``{"sample": true}`` or
-``{"sample": false}`` lines telling the child whether anyone is sampling; a child
-may skip sending ``output``/``dlq`` messages while sampling is off. For ``sp.process``
-(temporary processors) sampling is always on.
+The child reports output/DLQ documents and its figures over a side channel whose
+protocol is defined in :mod:`service.protocol`.
 """
 
 from __future__ import annotations
@@ -41,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,9 +37,22 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from service.errors import COMMAND_FAILED, FAILED_TO_PARSE, INVALID_OPTIONS, CommandError
 from service.names import check_processor_name
+from service.protocol import (
+    COUNTER_FIELDS,
+    DOC_KINDS,
+    ENV_PROCESSOR_NAME,
+    ENV_SOCKET,
+    SIZE_FIELDS,
+    STATS,
+    encode_control,
+)
 from service.store import ProcessorRecord, ProcessorStore, State, utcnow
+from translator.connections import ConnectionRegistry, load_registry
 
 log = logging.getLogger("mqlflow.service")
+
+# A compiled ``filter`` of listStreamProcessors/listStreamConnections (see commands.py).
+Filter = Callable[[dict[str, Any]], bool]
 
 TIER_WORKERS = {"SP2": 1, "SP5": 1, "SP10": 2, "SP30": 4, "SP50": 8}
 STATUS_NAMES: dict[str, str] = {
@@ -63,17 +61,6 @@ STATUS_NAMES: dict[str, str] = {
     "STOPPED": "stopped",
     "FAILED": "error",
 }
-COUNTER_FIELDS = (
-    "inputMessageCount",
-    "inputMessageSize",
-    "outputMessageCount",
-    "outputMessageSize",
-    "dlqMessageCount",
-    "dlqMessageSize",
-)
-SIZE_FIELDS = frozenset(
-    {"inputMessageSize", "outputMessageSize", "dlqMessageSize", "stateSize"}
-)
 BATCH_MAX_DOCS = 100
 BATCH_MAX_BYTES = 4 * 1024 * 1024
 SAMPLE_BUFFER = 10_000
@@ -220,7 +207,7 @@ class Run:
         key = id(writer)
         self.writers.add(writer)
         try:
-            writer.write(json.dumps({"sample": self.sampling}).encode() + b"\n")
+            writer.write(encode_control(self.sampling))
             while True:
                 line = await reader.readline()
                 if not line:
@@ -248,13 +235,13 @@ class Run:
         if not isinstance(msg, dict):
             return
         kind = msg.get("type")
-        if kind in ("output", "dlq"):
+        if kind in DOC_KINDS:
             doc = msg.get("doc")
             if isinstance(doc, dict):
                 for c in list(self.cursors):
                     c.push(doc)
-        elif kind == "stats" and isinstance(msg.get("stats"), dict):
-            st = msg["stats"]
+        elif kind == STATS and isinstance(msg.get(STATS), dict):
+            st = msg[STATS]
             self.conn_stats[key] = st
             # Persist the totals at every report, so they survive even a kill -9 of the service.
             self.sup.save_counters(self)
@@ -263,7 +250,7 @@ class Run:
                 self.watermark = wm
 
     def broadcast_sampling(self) -> None:
-        line = json.dumps({"sample": self.sampling}).encode() + b"\n"
+        line = encode_control(self.sampling)
         for w in list(self.writers):
             with contextlib.suppress(Exception):
                 w.write(line)
@@ -306,8 +293,8 @@ class Run:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["MQLFLOW_SAMPLE_SOCKET"] = str(self.sock_path)
-        env["MQLFLOW_PROCESSOR_NAME"] = self.name
+        env[ENV_SOCKET] = str(self.sock_path)
+        env[ENV_PROCESSOR_NAME] = self.name
         env["PYTHONUNBUFFERED"] = "1"
         if self.sup.config.connections:
             env["MQLFLOW_CONNECTIONS"] = self.sup.config.connections
@@ -427,7 +414,7 @@ class Supervisor:
         self.sock_dir = Path(tempfile.mkdtemp(prefix="mqlflow-"))
         self.runs: dict[str, Run] = {}
         self.cursors: dict[int, SampleCursor] = {}
-        self._registry: Any = None
+        self._registry: ConnectionRegistry | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -507,38 +494,10 @@ class Supervisor:
 
     # --- registry and validation -------------------------------------------------------
     @property
-    def registry(self) -> Any:
+    def registry(self) -> ConnectionRegistry:
         if self._registry is None:
-            try:
-                from translator.connections import load_registry
-            except ImportError:
-                self._registry = _toml_registry(self.config.connections)
-            else:
-                self._registry = load_registry(self.config.connections)
+            self._registry = load_registry(self.config.connections)
         return self._registry
-
-    def _dlq_option(self, options: dict[str, Any]) -> dict[str, Any] | None:
-        dlq = options.get("dlq")
-        if dlq is None:
-            return None
-        if not isinstance(dlq, dict):
-            raise CommandError(INVALID_OPTIONS, "dlq must be a document {connectionName, db, coll}")
-        for key in ("connectionName", "db", "coll"):
-            if not isinstance(dlq.get(key), str) or not dlq[key]:
-                raise CommandError(INVALID_OPTIONS, f"dlq.{key} must be a non-empty string")
-        extra = sorted(set(dlq) - {"connectionName", "db", "coll"})
-        if extra:
-            raise CommandError(INVALID_OPTIONS, f"dlq: unknown field '{extra[0]}'")
-        if dlq["connectionName"] not in self.registry:
-            from translator.errors import did_you_mean
-
-            names = self.registry.names()
-            raise CommandError(
-                INVALID_OPTIONS,
-                f"dlq.connectionName: unknown connection '{dlq['connectionName']}'"
-                f"{did_you_mean(dlq['connectionName'], names)}; known connections: {', '.join(names)}",
-            )
-        return dlq
 
     def _workers(self, options: dict[str, Any], default: int = 1) -> int:
         workers = default
@@ -559,15 +518,16 @@ class Supervisor:
     def validate(
         self, name: str, pipeline: list[dict[str, Any]], options: dict[str, Any], *, require_sink: bool
     ) -> dict[str, Any]:
-        """Compile once at create time, so a bad pipeline fails here (reference §1).
+        """Compile once at create time, so a bad pipeline fails here
+        (docs/semantics.md#lifecycle).
 
         Returns the options the flow needs (``dlq`` and the translator's tuning knobs),
-        i.e. ``options`` without the service's own keys."""
+        i.e. ``options`` without the service's own keys. The translator checks them all,
+        ``dlq`` included; an error about them (path ``options.*``) is InvalidOptions."""
         from translator.compile import compile_pipeline, make_source
         from translator.errors import TranslateError
         from translator.loader import options_from_mapping
 
-        self._dlq_option(options)
         flow_options = {k: v for k, v in options.items() if k not in SERVICE_OPTIONS}
         try:
             popts = options_from_mapping(dict(flow_options), name=name)
@@ -579,20 +539,21 @@ class Supervisor:
             # kinds and bad $source.config keys or types fail here, not in a crash loop.
             make_source(compiled, self.registry, popts)
         except TranslateError as e:
-            raise CommandError(FAILED_TO_PARSE, str(e)) from e
+            code = INVALID_OPTIONS if e.path.startswith("options.") else FAILED_TO_PARSE
+            raise CommandError(code, str(e)) from e
         return flow_options
 
     # --- queries -------------------------------------------------------------------
-    def list_processors(self, flt: dict[str, Any]) -> list[dict[str, Any]]:
+    def list_processors(self, keep: Filter) -> list[dict[str, Any]]:
         entries = [r.to_list_entry() for r in self.store.all()]
-        return [e for e in entries if matches(e, flt)]
+        return [e for e in entries if keep(e)]
 
-    def list_connections(self, flt: dict[str, Any]) -> list[dict[str, Any]]:
+    def list_connections(self, keep: Filter) -> list[dict[str, Any]]:
         kinds = {"sample": "inmemory", "mongodb": "atlas", "atlas": "atlas"}
         out = []
         for c in self.registry.all():
             out.append({"name": c.name, "type": kinds.get(c.type, c.type)})
-        return [e for e in out if matches(e, flt)]
+        return [e for e in out if keep(e)]
 
     def _record(self, name: str) -> ProcessorRecord:
         rec = self.store.get(name)
@@ -903,26 +864,6 @@ class Supervisor:
                     self._close_cursor(cursor)
 
 
-def _toml_registry(path: str | None) -> Any:
-    """Fallback until ``translator.connections.load_registry`` exists: ``[connections.<name>]``
-    tables (or top-level ``[<name>]`` tables) with a ``type`` and its fields."""
-    import tomllib
-
-    from translator.connections import Connection, ConnectionRegistry
-
-    if not path:
-        return ConnectionRegistry()
-    with open(path, "rb") as fh:
-        data = tomllib.load(fh)
-    tables = data.get("connections", data)
-    conns = {
-        n: Connection(name=n, **{k: v for k, v in t.items() if k != "name"})
-        for n, t in tables.items()
-        if isinstance(t, dict)
-    }
-    return ConnectionRegistry(conns)
-
-
 def _merge_operator_stats(lists: list[list[Any]]) -> list[Any]:
     """Same pipeline, same stage order: add counts, widen the open-window range."""
     if not lists:
@@ -959,51 +900,4 @@ def _naive(d: _dt.datetime) -> _dt.datetime:
     return d.astimezone(_dt.UTC).replace(tzinfo=None) if d.tzinfo else d
 
 
-def matches(doc: dict[str, Any], flt: dict[str, Any]) -> bool:
-    """A small query matcher for ``listStreamProcessors``/``listStreamConnections`` filters:
-    top-level or dotted fields with equality, ``$eq``, ``$ne``, ``$in``, ``$nin``,
-    ``$exists``, ``$regex``, plus ``$and``/``$or``."""
-    for key, cond in flt.items():
-        if key == "$and":
-            if not all(matches(doc, f) for f in cond):
-                return False
-            continue
-        if key == "$or":
-            if not any(matches(doc, f) for f in cond):
-                return False
-            continue
-        value: Any = doc
-        present = True
-        for part in key.split("."):
-            if isinstance(value, dict) and part in value:
-                value = value[part]
-            else:
-                present, value = False, None
-                break
-        if isinstance(cond, dict) and cond and all(k.startswith("$") for k in cond):
-            if not all(_op(op, arg, value, present) for op, arg in cond.items()):
-                return False
-        elif not (present and value == cond):
-            return False
-    return True
-
-
-def _op(op: str, arg: Any, value: Any, present: bool) -> bool:
-    import re
-
-    if op == "$eq":
-        return present and value == arg
-    if op == "$ne":
-        return not (present and value == arg)
-    if op == "$in":
-        return present and value in arg
-    if op == "$nin":
-        return not (present and value in arg)
-    if op == "$exists":
-        return present == bool(arg)
-    if op == "$regex":
-        return present and isinstance(value, str) and re.search(arg, value) is not None
-    raise CommandError(FAILED_TO_PARSE, f"unsupported filter operator {op}")
-
-
-__all__ = ["State", "Supervisor", "SupervisorConfig", "matches", "utcnow"]
+__all__ = ["Filter", "State", "Supervisor", "SupervisorConfig", "utcnow"]

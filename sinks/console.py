@@ -1,6 +1,6 @@
 """Console output for pipelines without a sink (``sp.process``): one relaxed Extended
 JSON document per line. DLQ documents are printed with a ``[dlq] `` prefix so they are
-visible but never mistaken for output (reference §4: "DLQ documents are shown too")."""
+visible but never mistaken for output (docs/semantics.md#sinks)."""
 
 from __future__ import annotations
 

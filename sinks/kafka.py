@@ -1,17 +1,17 @@
-"""``$emit`` to Kafka (reference §4; ASP's ``sp-agg-emit`` page).
+"""``$emit`` to Kafka (docs/semantics.md#sinks; ASP's ``sp-agg-emit`` page).
 
 Every expression (``topic``, ``config.key``, ``config.headers``, ``config.tombstoneWhen``)
 is compiled once when the sink is built; per document only closures run. A document
 whose expression fails, or whose key/headers cannot be serialized to the requested
 format, goes to the DLQ (ASP: "If the config.key of a document does not serialize
 successfully ... sends it to your dead letter queue"), as does a message the broker
-rejects for its size or topic name (reference §5, "documents a sink rejects").
+rejects for its size or topic name (docs/semantics.md#dlq).
 
 Delivery: a whole Bytewax batch is produced, then flushed, and every delivery report
 is checked. Messages whose delivery failed for a transient reason are produced again
 up to ``max_retries`` times with backoff; after that the sink raises and the processor
 fails. Nothing is dropped silently. Because Bytewax replays from the last checkpoint
-after a crash, consumers see at-least-once delivery (reference §7).
+after a crash, consumers see at-least-once delivery (docs/semantics.md#checkpoints).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A source partition emits one item per poll: ``(partition_key, batch)`` where ``b
 is a list of ``(document, source_time_ms)``. The document already carries its
 ``_stream_meta.source`` envelope; ``source_time_ms`` is the source's own timestamp
 (ingestion time, Kafka message time...), the event time when no ``timeField`` is set
-(reference §2). Emitting whole batches keeps Bytewax's per-item cost (and its
+(docs/semantics.md#sources). Emitting whole batches keeps Bytewax's per-item cost (and its
 pickling between processes) per batch, not per document.
 """
 
@@ -30,7 +30,7 @@ def source_dlq(reason: str, doc: Any) -> dict[str, Any]:
 class IdleBatch(list[RawRecord]):
     """Emitted (empty) by a partition that has had no data for ``partitionIdleTimeout``:
     the processor watermark then ignores that partition until it has data again
-    (reference §3)."""
+    (docs/semantics.md#time-and-windows)."""
 
 
 def now_ms() -> int:

@@ -1,4 +1,4 @@
-"""`$source: {documents: [...]}`: a finite, in-order source (reference §2)."""
+"""`$source: {documents: [...]}`: a finite, in-order source (docs/semantics.md#sources)."""
 
 from __future__ import annotations
 

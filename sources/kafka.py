@@ -1,4 +1,4 @@
-"""Kafka ``$source`` (reference §2, §3, §7): one Bytewax partition per Kafka partition.
+"""Kafka ``$source`` (docs/semantics.md#sources): one Bytewax partition per Kafka partition.
 
 Why not ``bytewax.connectors.kafka.KafkaSource``: it emits per message and has no way
 to say "this partition is idle", and ASP keeps one watermark per Kafka partition and
@@ -9,7 +9,7 @@ that partition's watermark and the window's close step takes the minimum.
 
 Offsets live in Bytewax recovery state (the snapshot is the next offset to read), so a
 restart resumes exactly at the last checkpoint: records after it are read again, which
-is ASP's at-least-once (reference §7). ``enable.auto.commit`` is always off; with an
+is ASP's at-least-once (docs/semantics.md#checkpoints). ``enable.auto.commit`` is always off; with an
 explicit ``config.group_id`` the offsets are also committed to that group (on every
 batch with ``enable_auto_commit: true``, else at each checkpoint) so Kafka tooling can
 watch lag, as ASP does.
@@ -65,7 +65,7 @@ SOURCE_CONFIG_KEYS = frozenset(
     {"auto_offset_reset", "group_id", "enable_auto_commit", "keyFormat", "keyFormatError"}
 )
 
-# Reporting hook for ``stats().kafkaPartitions`` (reference §6): when set (by
+# Reporting hook for ``stats().kafkaPartitions`` (docs/semantics.md#stats): when set (by
 # flows/processor.py inside the service), every partition calls it with
 # ``{topic, partition, currentOffset, checkpointOffset, isIdle}`` at start, after each
 # batch it reads, when it turns idle and at each snapshot. Per batch, not per message.
@@ -117,7 +117,7 @@ def kafka_client_config(conn: Connection) -> dict[str, Any]:
 
 
 def parse_value(raw: bytes) -> dict[str, Any]:
-    """A Kafka value as a document: JSON, or canonical/relaxed Extended JSON (reference §2).
+    """A Kafka value as a document: JSON, or canonical/relaxed Extended JSON (docs/semantics.md#sources).
 
     Raises ``ValueError`` with the reason for anything else.
     """

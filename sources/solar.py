@@ -1,11 +1,11 @@
-"""`sample_stream_solar`: ASP's built-in generator of solar-panel readings (reference §2).
+"""`sample_stream_solar`: ASP's built-in generator of solar-panel readings (docs/semantics.md#sources).
 
 Documents look like the seed's: ``{device_id, group_id, timestamp (string), max_watts,
 event_type, obs: {watts, temp}}``. The rate, device count, partition count and random
 seed are configurable so tests are reproducible. With ``start_time_ms`` set, the
 clock is virtual: each event advances it by ``1000 / rate`` ms and nothing sleeps,
 so a test or a benchmark gets a deterministic, as-fast-as-possible stream.
-ASP's sample source does not checkpoint (reference §7), so its snapshot is empty.
+ASP's sample source does not checkpoint (docs/semantics.md#checkpoints), so its snapshot is empty.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Crash recovery end to end with MongoDB (issue 5 §5, reference §7): Kafka (3 partitions)
+"""Crash recovery end to end with MongoDB (docs/semantics.md#checkpoints): Kafka (3 partitions)
 -> ``$validate`` (dlq) -> ``$tumblingWindow``/``$group`` -> ``$merge`` into MongoDB, with
 the processor option ``dlq`` writing to a MongoDB collection. The processor is the real
 entry point (``python -m bytewax.run "flows.pipeline:from_file(...)"``) with a recovery

@@ -1,4 +1,4 @@
-"""Crash recovery end to end (reference §7): Kafka (3 partitions) -> $validate ->
+"""Crash recovery end to end (docs/semantics.md#checkpoints): Kafka (3 partitions) -> $validate ->
 $tumblingWindow/$group -> output, run with ``python -m bytewax.run`` and a recovery
 directory, ``kill -9`` mid-stream, restart from the checkpoint.
 

@@ -2,7 +2,7 @@
 
 ``bson.json_util`` turns ``{"$numberLong": "5"}`` into ``Int64``, ``{"$date": ...}``
 into a tz-aware ``datetime`` and ``{"$numberDecimal": ...}`` into ``Decimal128``, so an
-int stays an int and a double stays a double (reference §1).
+int stays an int and a double stays a double (docs/semantics.md#types).
 """
 
 from __future__ import annotations
@@ -58,16 +58,30 @@ _OPTION_FIELDS = {
 _IGNORED = {"tier", "workers", "resumeFromCheckpoint", "streamMetaFieldName", "enableAutoScaling"}
 
 
+_DLQ_FIELDS = ("connectionName", "db", "coll")
+
+
+def dlq_target(v: Any) -> DlqTarget:
+    """The ``dlq`` option's shape, checked here only (the service and ``mqlflow run``
+    both come through :func:`options_from_mapping`); whether the connection exists is
+    the registry's check in ``compile_pipeline``. See docs/semantics.md#dlq."""
+    if (
+        not isinstance(v, dict)
+        or set(v) - set(_DLQ_FIELDS)
+        or not all(isinstance(v.get(x), str) and v[x] for x in _DLQ_FIELDS)
+    ):
+        raise TranslateError(
+            "options.dlq", "expected {connectionName: <string>, db: <string>, coll: <string>} with non-empty strings"
+        )
+    return DlqTarget(v["connectionName"], v["db"], v["coll"])
+
+
 def options_from_mapping(m: dict[str, Any], name: str = "mqlflow") -> ProcessorOptions:
     """Processor options as mongosh/drivers send them (``{dlq: {connectionName, db, coll}}``)."""
     kwargs: dict[str, Any] = {"name": name}
     for k, v in m.items():
         if k == "dlq":
-            if not isinstance(v, dict) or set(v) - {"connectionName", "db", "coll"} or not all(
-                isinstance(v.get(x), str) for x in ("connectionName", "db", "coll")
-            ):
-                raise TranslateError("options.dlq", "expected {connectionName: <string>, db: <string>, coll: <string>}")
-            kwargs["dlq"] = DlqTarget(v["connectionName"], v["db"], v["coll"])
+            kwargs["dlq"] = dlq_target(v)
         elif k == "fastPaths":
             if not isinstance(v, bool):
                 raise TranslateError("options.fastPaths", f"expected bool, got {type(v).__name__}")

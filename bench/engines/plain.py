@@ -1,7 +1,7 @@
 """(d) A plain single-threaded Python loop: the reference every engine is checked against,
 and the practical ceiling for Python.
 
-It implements ASP's event-time rules directly (reference §3): one watermark (the largest
+It implements ASP's event-time rules directly (docs/semantics.md#time-and-windows): one watermark (the largest
 event time seen, one source partition); a document is late, and dropped, when its window's
 ``end + allowedLateness`` is already at or below the watermark; a window closes when the
 watermark reaches ``end + allowedLateness``; end of input closes every window.

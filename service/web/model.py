@@ -304,7 +304,7 @@ class DlqReader:
         target = f"{dlq['connectionName']}: {dlq['db']}.{dlq['coll']}"
 
         def read() -> list[dict[str, Any]]:
-            coll = self._client(conn.uri)[dlq["db"]][dlq["coll"]]
+            coll = self._client(conn.uri or "")[dlq["db"]][dlq["coll"]]
             cur = coll.find({}, sort=[("dlqTime", -1)], limit=DLQ_LIMIT, max_time_ms=DLQ_TIMEOUT_MS)
             return list(cur)
 

@@ -1,5 +1,5 @@
 """``getStreamProcessorStats`` for a Kafka source reports ``kafkaPartitions[]`` with
-``partition``, ``currentOffset``, ``checkpointOffset``, ``isIdle`` (reference §6), through
+``partition``, ``currentOffset``, ``checkpointOffset``, ``isIdle`` (docs/semantics.md#stats), through
 the real service: ``python -m service serve`` running ``flows.processor`` children,
 a real Kafka topic with 3 partitions and ``$merge`` into a real MongoDB.
 

@@ -81,6 +81,12 @@ def test_create_list_and_duplicate(client: pymongo.MongoClient) -> None:  # type
     assert started["streamProcessors"] == []
     some = client.admin.command({"listStreamProcessors": 1, "filter": {"name": {"$in": ["p1", "p3"]}}})
     assert [p["name"] for p in some["streamProcessors"]] == ["p1", "p3"]
+    # The filter is a full MongoDB query ($match's engine): operators and $expr work...
+    rx = client.admin.command({"listStreamProcessors": 1, "filter": {"$or": [{"name": {"$regex": "1$"}}, {"$expr": {"$eq": ["$name", "p3"]}}]}})
+    assert [p["name"] for p in rx["streamProcessors"]] == ["p1", "p3"]
+    # ...and a bad one is FailedToParse with its path, even when nothing is listed.
+    fails(client, {"listStreamProcessors": 1, "filter": {"name": {"$bogus": 1}}}, 9, "filter.name.$bogus: unknown query operator '$bogus'")
+    fails(client, {"listStreamConnections": 1, "filter": {"$or": 5}}, 9, "filter.$or: $or must be an array")
 
 
 def test_bson_types_survive_storage(client: pymongo.MongoClient) -> None:  # type: ignore[type-arg]
@@ -121,9 +127,11 @@ def test_bad_options_are_invalid_options(client: pymongo.MongoClient) -> None:  
         client,
         {"createStreamProcessor": "x", "pipeline": PIPE, "options": {"dlq": {"connectionName": "nope", "db": "d", "coll": "c"}}},
         72,
-        "dlq.connectionName: unknown connection 'nope'; known connections: dlqconn, out, sample_stream_solar",
+        "options.dlq.connectionName: unknown connection 'nope'; known connections: dlqconn, out, sample_stream_solar",
     )
-    fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "dlq": 5}, 72, "dlq must be a document {connectionName, db, coll}")
+    dlq_shape = "options.dlq: expected {connectionName: <string>, db: <string>, coll: <string>} with non-empty strings"
+    fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "dlq": 5}, 72, dlq_shape)
+    fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "dlq": {"connectionName": "dlqconn", "db": "", "coll": "c"}}, 72, dlq_shape)
     fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "tier": "SP99"}, 72, "tier must be one of SP2, SP5, SP10, SP30, SP50, got 'SP99'")
     fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "options": {"batchSise": 5}}, 72, "options.batchSise: unknown option 'batchSise'; did you mean 'batchSize'?")
     client.admin.command({"createStreamProcessor": "x", "pipeline": PIPE})

@@ -1,5 +1,5 @@
 """Prometheus metrics (``mqlflow serve --metrics-port``): the same side-channel figures
-as ``stats()`` (issue 4 §5), scraped over HTTP."""
+as ``stats()`` (docs/semantics.md#stats), scraped over HTTP."""
 
 from __future__ import annotations
 

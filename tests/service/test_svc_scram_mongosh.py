@@ -1,5 +1,5 @@
 """Real mongosh with ``-u USER -p PASS`` against a service bound to a non-loopback
-address (issue 4 §6: such a bind requires users and SCRAM-SHA-256).
+address (such a bind requires users and SCRAM-SHA-256; README "Security and limits of `mqlflow serve`").
 
 ``127.0.0.2`` is not in the service's loopback set (only ``127.0.0.1``, ``::1`` and
 ``localhost`` are), so binding it turns authentication on while staying local."""

@@ -1,5 +1,5 @@
 """``stats()`` through the service with the real child flow (``flows.processor``):
-``stateSize`` and, with ``verbose``, ``operatorStats`` per stage (issue 4 §5)."""
+``stateSize`` and, with ``verbose``, ``operatorStats`` per stage (docs/semantics.md#stats)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``$emit`` to Kafka against the real broker (reference §4; ASP ``sp-agg-emit``):
+"""``$emit`` to Kafka against the real broker (docs/semantics.md#sinks; ASP ``sp-agg-emit``):
 output formats, dynamic topics, keys, headers, tombstones, acks/compression, and
 delivery failures that fail the processor instead of losing data."""
 

@@ -1,4 +1,4 @@
-"""`$merge` against the real MongoDB-wire server of scripts/services.sh (reference §4, §7)."""
+"""`$merge` against the real MongoDB-wire server of scripts/services.sh (docs/semantics.md#sinks, docs/semantics.md#checkpoints)."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def test_document_without_id_gets_one(mongodb_uri: str, mongo_db: Any) -> None:
 
 
 def test_replay_of_window_results_keyed_by_id_is_idempotent(mongodb_uri: str, mongo_db: Any) -> None:
-    """Reference §7: at-least-once + $merge on _id = effectively exactly once."""
+    """At-least-once (docs/semantics.md#checkpoints) + $merge on _id = effectively exactly once."""
     windows = [{"_id": {"g": g, "start": s}, "avg": g * 10 + s} for g in range(3) for s in range(4)]
     for mode in ("replace", "merge", "keepExisting"):
         st = stage(mongo_db.name, coll=mode, when_matched=mode)

@@ -1,4 +1,4 @@
-"""The DLQ collection sink and writer against the real server (reference §5)."""
+"""The DLQ collection sink and writer against the real server (docs/semantics.md#dlq)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kafka ``$source`` against the real broker (reference §2, §3): parsing and envelope,
+"""Kafka ``$source`` against the real broker (docs/semantics.md#sources, docs/semantics.md#time-and-windows): parsing and envelope,
 unparsable messages to the DLQ with their raw bytes, keyFormat, offsets in the
 snapshot, auto_offset_reset, partitionIdleTimeout, and per-partition watermarks."""
 

@@ -1,5 +1,5 @@
 """Several Bytewax workers, threads or processes, give the same results as one
-(windows exchange per-batch partials keyed by group bucket, reference §3)."""
+(windows exchange per-batch partials keyed by group bucket, see docs/windows.md)."""
 
 from __future__ import annotations
 

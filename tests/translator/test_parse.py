@@ -1,4 +1,4 @@
-"""Bad pipelines fail at create time with one message naming the path (reference §1)."""
+"""Bad pipelines fail at create time with one message naming the path (docs/semantics.md#pipeline)."""
 
 from __future__ import annotations
 
