@@ -352,18 +352,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
                 return [(self.key, IdleBatch())]
             return []
         self.empty = False
-        batch: RawBatch = []
-        decode = _batch_decoder(msgs)
-        record = self._record
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.fatal() or err.code() in _FATAL_CODES:
-                    raise KafkaException(err)
-                log.warning("kafka source %s: %s", self.key, err)
-                continue
-            batch.append(record(msg, decode))
-            self.next_offset = msg.offset() + 1  # type: ignore[operator]
+        batch = self._records(msgs, _batch_decoder(msgs))
         if not batch:
             return []
         self.last_data = time.monotonic()
@@ -411,6 +400,50 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
             self.consumer.commit(offsets=[TopicPartition(self.topic, self.partition, self.next_offset)], asynchronous=True)
         except KafkaException as exc:  # advisory only: Bytewax recovery holds the truth
             log.warning("kafka source %s: offset commit failed: %s", self.key, exc)
+
+    def _records(self, msgs: list[Message], decode: Callable[[bytes], dict[str, Any]]) -> RawBatch:
+        """The batch's records. The common message (no key, a value that decodes) is
+        handled inline with everything looked up once per batch; any other goes
+        through :meth:`_record`, which builds the same document. Sets ``next_offset``."""
+        batch: RawBatch = []
+        append = batch.append
+        record = self._record
+        topic, partition = self.topic, self.partition
+        last_t, last_dt = self._last_t, self._last_dt
+        offset = None
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal() or err.code() in _FATAL_CODES:
+                    raise KafkaException(err)
+                log.warning("kafka source %s: %s", self.key, err)
+                continue
+            offset = msg.offset()
+            value = msg.value()
+            if value is None or msg.key() is not None:
+                append(record(msg, decode))
+                last_t, last_dt = self._last_t, self._last_dt
+                continue
+            try:
+                doc = decode(value)
+            except ValueError:
+                append(record(msg, decode))
+                continue
+            ts_type, src_t = msg.timestamp()
+            if ts_type == TIMESTAMP_NOT_AVAILABLE or src_t < 0:
+                src_t = now_ms()
+            if src_t != last_t:
+                last_t, last_dt = src_t, ms_to_datetime(src_t)
+            raw_headers = msg.headers()
+            doc["_stream_meta"] = {"source": {
+                "type": "kafka", "ts": last_dt, "topic": topic, "partition": partition, "offset": offset, "key": None,
+                "headers": [{"k": h[0], "v": h[1]} for h in raw_headers] if raw_headers else [],
+            }}
+            append((doc, src_t))
+        self._last_t, self._last_dt = last_t, last_dt
+        if offset is not None:
+            self.next_offset = offset + 1
+        return batch
 
     def _record(self, msg: Message, decode: Callable[[bytes], dict[str, Any]]) -> tuple[dict[str, Any], int]:
         ts_type, ts = msg.timestamp()
