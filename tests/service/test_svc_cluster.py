@@ -1,0 +1,125 @@
+"""A processor with ``workers: 2`` runs as two Bytewax processes joined as one cluster
+(``-i/-a`` on loopback ports the service picks), through the real ``mqlflow serve`` and
+its child flow: the exact window results equal the one-process run, ``stats()`` sums
+both processes, and a ``kill -9`` of one process restarts the whole cluster from the
+processor's checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from svc_helpers import Service, start_service
+
+pytestmark = [pytest.mark.mongodb, pytest.mark.slow]
+
+T0_MS = 1_700_000_000_000
+
+
+@pytest.fixture
+def svc(tmp_path: Path, mongodb_uri: str) -> Iterator[Service]:
+    conns = tmp_path / "real-connections.toml"
+    conns.write_text(f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
+    s = start_service(tmp_path, "--connections", str(conns))
+    yield s
+    s.stop()
+
+
+def wait_for(fn: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out; last value {last!r}")
+
+
+def seed_pipeline(db: str, coll: str, **source: Any) -> list[dict[str, Any]]:
+    """The seed's window over the sample source, on a virtual clock, 4 partitions."""
+    cfg = {"seed": 3, "rate": 1000, "startTime": T0_MS, "faultRate": 0.0, "batchSize": 100, "partitions": 4, **source}
+    return [
+        {"$source": {"connectionName": "sample_stream_solar", "config": cfg}},
+        {"$tumblingWindow": {"interval": {"size": 1, "unit": "second"}, "pipeline": [{"$group": {
+            "_id": "$group_id", "n": {"$sum": 1}, "minTemp": {"$min": "$obs.temp"}, "maxTemp": {"$max": "$obs.temp"},
+            "avgTemp": {"$avg": "$obs.temp"}, "stdevPTemp": {"$stdDevPop": "$obs.temp"}}}]}},
+        {"$addFields": {"g": "$_id", "win": "$_stream_meta.window.start",
+                        "_id": {"$concat": [{"$toString": "$_stream_meta.window.start"}, "/", {"$toString": "$_id"}]}}},
+        {"$merge": {"into": {"connectionName": "mongo1", "db": db, "coll": coll}}},
+    ]
+
+
+def child_pids(svc: Service, client: Any, name: str) -> list[int]:
+    """The processes the service started for ``name`` (its ``child.pid``, one per line)."""
+    pid_id = client.admin.command({"getStreamProcessorStats": name})["stats"]["processorId"]
+    pidfile = svc.state_dir / "processors" / pid_id / "child.pid"
+    try:
+        return [int(x) for x in pidfile.read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_two_processes_give_the_one_process_results(svc: Service, mongo_db: Any) -> None:
+    client: pymongo.MongoClient[dict[str, Any]] = svc.client()
+    results = {}
+    for name, workers in (("one", 1), ("two", 2)):
+        coll = f"cluster_{name}_{time.monotonic_ns()}"
+        client.admin.command({"createStreamProcessor": name, "pipeline": seed_pipeline(mongo_db.name, coll, maxEvents=3000)})
+        client.admin.command({"startStreamProcessor": name, "options": {"workers": workers}})
+        if workers == 2:
+            pids = wait_for(lambda: child_pids(svc, client, "two"))
+            assert len(pids) == 2
+            args = [cmdline(p) for p in pids]
+            assert [a[a.index("-i") + 1] for a in args] == ["0", "1"]
+            addrs = {a[a.index("-a") + 1] for a in args}
+            assert len(addrs) == 1 and all(x.startswith("127.0.0.1:") for x in addrs.pop().split(";"))
+
+        def done(name: str = name) -> dict[str, Any] | None:
+            st = client.admin.command({"getStreamProcessorStats": name})["stats"]
+            return st if st["status"] == "stopped" else None
+
+        st = wait_for(done)
+        # 4 partitions x 3000 events, counted by both processes together.
+        assert (st["inputMessageCount"], st["dlqMessageCount"]) == (12000, 0)
+        docs = sorted(mongo_db[coll].find(), key=lambda d: d["_id"])
+        assert st["outputMessageCount"] == len(docs) > 0
+        results[name] = docs
+    assert sum(d["n"] for d in results["one"]) == 12000
+    assert results["two"] == results["one"]
+    client.close()
+
+
+def test_kill_9_of_one_process_restarts_the_cluster(svc: Service, mongo_db: Any) -> None:
+    client: pymongo.MongoClient[dict[str, Any]] = svc.client()
+    coll = f"cluster_kill_{time.monotonic_ns()}"
+    # A real-time source: a window closes every second.
+    pipeline = seed_pipeline(mongo_db.name, coll, rate=50)
+    del pipeline[0]["$source"]["config"]["startTime"]
+    client.admin.command({"createStreamProcessor": "k", "pipeline": pipeline})
+    client.admin.command({"startStreamProcessor": "k", "options": {"workers": 2}})
+    first = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(child_pids(svc, client, "k")))
+    wait_for(lambda: mongo_db[coll].count_documents({}) > 0)
+    os.kill(first[1], signal.SIGKILL)
+    second = wait_for(lambda: (lambda p: p if len(p) == 2 and not set(p) & set(first) else None)(child_pids(svc, client, "k")))
+    for pid in first:  # the survivor was killed with its dead peer
+        assert wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2])
+    before = mongo_db[coll].count_documents({})
+    wait_for(lambda: mongo_db[coll].count_documents({}) > before + 10)
+    st = client.admin.command({"getStreamProcessorStats": "k"})["stats"]
+    assert st["status"] == "running"
+    assert [int(x) for x in cmdline(second[0])[cmdline(second[0]).index("-i") + 1:][:1]] == [0]
+    client.admin.command({"stopStreamProcessor": "k"})
+    for pid in second:
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], 30)
+    client.close()
