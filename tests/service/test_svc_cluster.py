@@ -9,37 +9,20 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pymongo
 import pytest
-from svc_helpers import Service, start_service
+import test_svc_stats
+from svc_helpers import Service
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.slow]
 
+svc = test_svc_stats.svc  # the service with the mongo1 connection (a fixture)
+wait_for = test_svc_stats.wait_for
+
 T0_MS = 1_700_000_000_000
-
-
-@pytest.fixture
-def svc(tmp_path: Path, mongodb_uri: str) -> Iterator[Service]:
-    conns = tmp_path / "real-connections.toml"
-    conns.write_text(f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
-    s = start_service(tmp_path, "--connections", str(conns))
-    yield s
-    s.stop()
-
-
-def wait_for(fn: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out; last value {last!r}")
 
 
 def seed_pipeline(db: str, coll: str, **source: Any) -> list[dict[str, Any]]:
