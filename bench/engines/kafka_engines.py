@@ -164,8 +164,10 @@ def run_ks(topic: str, spec: GenSpec) -> float:
     from bytewax import operators as op
     from bytewax.dataflow import Dataflow
 
+    from flows.pipeline import tune_gc
     from translator.compile import compile_pipeline, make_source
 
+    tune_gc()  # as every mqlflow flow process does
     opts, reg = _options_and_registry()
     pipeline = compile_pipeline(_pipeline(Workload("K", "tumbling", 3000, 3000), topic, None), reg, opts,
                                 check_sink_connection=False)
