@@ -42,11 +42,12 @@ ENGINE_NAMES = {
     "kj": "plain confluent-kafka consume + json only",
     "ka0": "(ka) with the fast JSON decoder off (MQLFLOW_FAST_JSON=0)",
     "ks0": "(ks) with the fast JSON decoder off (MQLFLOW_FAST_JSON=0)",
+    "kb": "hand-written Bytewax, bytewax.connectors.kafka",
 }
-KAFKA_ENGINES = ("kd", "ka", "ka0", "ks", "ks0", "kj")  # workload K only; (kd) first: the reference
+KAFKA_ENGINES = ("kd", "ka", "ka0", "kb", "ks", "ks0", "kj")  # workload K only; (kd) first: the reference
 SOURCE_ONLY = frozenset({"gen", "ks", "ks0", "kj"})  # no results to check: they count messages
 # Engine -> (python, number of cores it may use)
-CORES = {"a": 1, "b": 2, "bx": 2, "c": 1, "d": 1, "e": 1, "f": 1, "gen": 1, "ka": 1, "ks": 1, "kd": 1, "kj": 1, "ka0": 1, "ks0": 1}
+CORES = {"a": 1, "b": 2, "bx": 2, "c": 1, "d": 1, "e": 1, "f": 1, "gen": 1, "ka": 1, "ks": 1, "kd": 1, "kj": 1, "ka0": 1, "ks0": 1, "kb": 1}
 PEER_VENV = {"e": "flink", "f": "pathway"}
 PEER_INSTALL = {
     "e": "python3.11 -m venv .cache/bench-venvs/flink && .cache/bench-venvs/flink/bin/pip install apache-flink (needs Java 17)",

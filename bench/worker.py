@@ -243,7 +243,7 @@ def run_cluster_proc(cfg: dict[str, Any]) -> dict[str, Any]:
 
 # ---- workload K: from a real Kafka topic ---------------------------------------------------
 
-KAFKA_ENGINES = frozenset({"ka", "ks", "kd", "kj", "ka0", "ks0"})
+KAFKA_ENGINES = frozenset({"ka", "ks", "kd", "kj", "ka0", "ks0", "kb"})
 
 
 def run_kafka(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -269,6 +269,8 @@ def run_kafka(cfg: dict[str, Any]) -> dict[str, Any]:
         rows = mqlflow_engine.to_rows(wl, docs)
     elif engine == "kd":
         rows, elapsed, first = k.run_kd(wl, topic, spec)
+    elif engine == "kb":
+        rows, elapsed, first = k.run_kb(wl, topic)
     elif engine == "ks":
         elapsed = k.run_ks(topic, spec)
     else:

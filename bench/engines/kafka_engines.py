@@ -11,6 +11,8 @@
   the 4 partitions with ASP's window rules (one watermark per partition, the minimum
   closes windows), the plain loop (d)'s fold.
 - (kj) plain confluent-kafka ``consume(1024)`` + ``json.loads`` only: the peer of (ks).
+- (kb) hand-written Bytewax on ``bytewax.connectors.kafka.KafkaSource`` (``tail=False``:
+  it ends at the end of the partitions) + ``json.loads`` + (c)'s windows.
 
 The clock starts before the consumers are created (a user pays for connecting) and stops
 at the last result (ka, kd) or the last message read (ks, kj).
@@ -284,3 +286,28 @@ def run_kd(wl: Workload, topic: str, spec: GenSpec) -> tuple[list[Any], float, f
                         if first is None:
                             first = time.perf_counter()
     return out, time.perf_counter() - t0, None if first is None else first - t0
+
+
+def run_kb(wl: Workload, topic: str) -> tuple[list[Any], float, float | None]:
+    """(kb): Bytewax's own Kafka connector, ``json.loads``, then (c)'s windowing."""
+    from bytewax import operators as op
+    from bytewax.connectors.kafka import KafkaSource
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import run_main
+    from confluent_kafka import OFFSET_BEGINNING
+
+    from bench.engines.bytewax_hand import add_windows
+    from bench.engines.bytewax_io import Collector
+
+    col, late = Collector(), Collector()
+    t0 = time.perf_counter()
+    flow = Dataflow("bench_kb")
+    msgs = op.input("in", flow, KafkaSource([bootstrap()], [topic], tail=False, starting_offset=OFFSET_BEGINNING, batch_size=1024))
+    loads: Any = json.loads
+    docs = op.filter("data", op.map("json", msgs, lambda m: loads(m.value)), lambda d: d["group_id"] != END_GROUP)  # type: ignore[union-attr]
+    add_windows(wl, docs, col, late)
+    run_main(flow)
+    elapsed = time.perf_counter() - t0
+    if late.items:
+        raise RuntimeError(f"Bytewax reported {len(late.items)} late items")
+    return col.items, elapsed, None if col.first is None else col.first - t0
