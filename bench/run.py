@@ -36,9 +36,18 @@ ENGINE_NAMES = {
     "e": "PyFlink SQL TUMBLE/HOP",
     "f": "Pathway windowby",
     "gen": "generator only",
+    "ka": "mqlflow, Kafka $source -> window -> $emit, 1 worker",
+    "ks": "mqlflow Kafka $source alone",
+    "kd": "plain confluent-kafka consume + json + windows (reference)",
+    "kj": "plain confluent-kafka consume + json only",
+    "ka0": "(ka) with the fast JSON decoder off (MQLFLOW_FAST_JSON=0)",
+    "ks0": "(ks) with the fast JSON decoder off (MQLFLOW_FAST_JSON=0)",
+    "kb": "hand-written Bytewax, bytewax.connectors.kafka",
 }
+KAFKA_ENGINES = ("kd", "ka", "ka0", "kb", "ks", "ks0", "kj")  # workload K only; (kd) first: the reference
+SOURCE_ONLY = frozenset({"gen", "ks", "ks0", "kj"})  # no results to check: they count messages
 # Engine -> (python, number of cores it may use)
-CORES = {"a": 1, "b": 2, "bx": 2, "c": 1, "d": 1, "e": 1, "f": 1, "gen": 1}
+CORES = {"a": 1, "b": 2, "bx": 2, "c": 1, "d": 1, "e": 1, "f": 1, "gen": 1, "ka": 1, "ks": 1, "kd": 1, "kj": 1, "ka0": 1, "ks0": 1, "kb": 1}
 PEER_VENV = {"e": "flink", "f": "pathway"}
 PEER_INSTALL = {
     "e": "python3.11 -m venv .cache/bench-venvs/flink && .cache/bench-venvs/flink/bin/pip install apache-flink (needs Java 17)",
@@ -176,7 +185,15 @@ class Cell:
 
 
 def run_cell(
-    engine: str, workload: str, spec: GenSpec, mode: str, reps: int, ref: dict[tuple[str, str], Digest], timeout: float, log: Any
+    engine: str,
+    workload: str,
+    spec: GenSpec,
+    mode: str,
+    reps: int,
+    ref: dict[tuple[str, str], Digest],
+    timeout: float,
+    log: Any,
+    extra: dict[str, Any] | None = None,
 ) -> Cell:
     cell = Cell(engine, workload, spec.to_dict(), mode)
     python, why = python_for(engine)
@@ -185,7 +202,13 @@ def run_cell(
         log(f"  {engine} {workload}: {cell.status}")
         return cell
     key = (workload, json.dumps(spec.to_dict(), sort_keys=True))
-    cfg = {"engine": engine, "workload": workload, "spec": spec.to_dict(), "mode": mode}
+    cfg = {"engine": engine, "workload": workload, "spec": spec.to_dict(), "mode": mode, **(extra or {})}
+    if engine in KAFKA_ENGINES:
+        want = ref.get(("A", key[1]))
+        if want is None:
+            cell.status = "not run: no reference result for the same data (run (d) on workload A first)"
+            return cell
+        cfg["expect_rows"] = want.rows
     for i in range(reps):
         try:
             res = measure(engine, python, cfg, timeout)
@@ -196,8 +219,9 @@ def run_cell(
         got = Digest.from_dict(res["digest"])
         if engine in ("d",) and key not in ref:
             ref[key] = got
-        if engine != "gen":
-            want = ref.get(key)
+        if engine not in SOURCE_ONLY:
+            # Workload K's windows are workload A's on the same documents.
+            want = ref.get(("A", key[1]) if engine in KAFKA_ENGINES else key)
             problem = "no reference result" if want is None else got.diff(want)
             if problem is not None:
                 cell.status = f"results differ from (d): {problem}"
@@ -260,7 +284,22 @@ def main(argv: list[str] | None = None) -> int:
     spec = GenSpec(n=n, groups=args.groups, ooo=args.ooo)
     log(f"main table: n={n} groups={args.groups} ooo={args.ooo} reps={reps}")
     for wl in workloads:
-        order = ["d", *[e for e in engines if e != "d"]]  # the reference first
+        if wl == "K":
+            from bench.kafka_topic import ensure_topic
+
+            # (d) on workload A gives the reference windows for the same documents.
+            if ("A", json.dumps(spec.to_dict(), sort_keys=True)) not in ref:
+                run_cell("d", "A", spec, "mem", 1, ref, args.timeout, log)
+            try:
+                topic = ensure_topic(spec, log)
+            except Exception as exc:
+                log(f"  workload K: not run: {exc} (start Kafka with: scripts/services.sh up kafka)")
+                continue
+            for eng in [e for e in KAFKA_ENGINES if e in engines]:
+                cell = run_cell(eng, "K", spec, "kafka", reps, ref, args.timeout, log, {"topic": topic})
+                report["main"].append(cell.summary())
+            continue
+        order = ["d", *[e for e in engines if e != "d" and e not in KAFKA_ENGINES]]  # the reference first
         for eng in order:
             if eng == "bx" and (quick or wl != "A"):
                 continue

@@ -4,6 +4,7 @@ A: the seed — ``$dateFromString`` timeField, 3 s ``$tumblingWindow``, ``$group
    ``group_id`` with ``$min``/``$max``/``$avg``/``$stdDevPop`` of ``obs.temp``.
 B: the same ``$group`` in a ``$hoppingWindow`` of 10 s advancing by 2 s (Nexmark q5-like).
 C: stateless ``$match`` + ``$addFields`` + ``$project``.
+K: A read from a real Kafka topic with 4 partitions, results to ``$emit``.
 
 Stdlib only (the peer-engine virtualenvs import it).
 """
@@ -89,4 +90,6 @@ WORKLOADS: dict[str, Workload] = {
     "A": Workload("A", "tumbling", 3000, 3000),
     "B": Workload("B", "hopping", 10_000, 2000),
     "C": Workload("C", "stateless"),
+    # A's pipeline from a real Kafka topic (bench/kafka_topic.py, bench/engines/kafka_engines.py)
+    "K": Workload("K", "tumbling", 3000, 3000),
 }

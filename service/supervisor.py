@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -131,6 +132,18 @@ def _pdeathsig() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free right now (bound together, so they differ)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sk in socks:
+            sk.bind(("127.0.0.1", 0))
+        return [sk.getsockname()[1] for sk in socks]
+    finally:
+        for sk in socks:
+            sk.close()
+
+
 _CAUSE = "The above exception was the direct cause of the following exception:"
 
 
@@ -178,7 +191,8 @@ class Run:
         self.definition = definition
         self.workers = workers
         self.temporary = temporary
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | None = None  # the first of procs
+        self.procs: list[asyncio.subprocess.Process] = []  # one per Bytewax process
         self.task: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
         self.stderr_tail: deque[str] = deque(maxlen=60)
@@ -283,10 +297,17 @@ class Run:
         return _merge_operator_stats([*self.closed_ops, *lists])
 
     # --- child process -----------------------------------------------------------
-    def command(self) -> list[str]:
+    def command(self, index: int = 0, addresses: list[str] | None = None) -> list[str]:
+        """One process of the processor's Bytewax cluster: ``-i index -a addresses`` when
+        there are several (one worker each: threads in one process share the GIL), else
+        ``-w workers`` (1)."""
         cfg = self.sup.config
         target = f"{cfg.flow_target}({str(self.workdir / 'definition.json')!r})"
-        cmd = [cfg.python, "-m", "bytewax.run", target, "-w", str(self.workers)]
+        cmd = [cfg.python, "-m", "bytewax.run", target]
+        if addresses:
+            cmd += ["-i", str(index), "-a", ";".join(addresses)]
+        else:
+            cmd += ["-w", str(self.workers)]
         if not self.temporary:
             cmd += ["-r", str(self.workdir / "recovery"), "-s", str(max(1, round(cfg.snapshot_interval))), "-b", "0"]
         return cmd
@@ -315,12 +336,12 @@ class Run:
                 fh.flush()
                 self.stderr_tail.append(line.decode("utf-8", "replace"))
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _spawn(self, index: int = 0, addresses: list[str] | None = None) -> asyncio.subprocess.Process:
         logfile = self.workdir / "child.log"
         out = logfile.open("ab")
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.command(),
+                *self.command(index, addresses),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.PIPE,
@@ -330,8 +351,32 @@ class Run:
             )
         finally:
             out.close()
-        (self.workdir / "child.pid").write_text(str(proc.pid))
         return proc
+
+    async def _spawn_cluster(self) -> list[asyncio.subprocess.Process]:
+        """``workers`` processes joined as one Bytewax cluster on loopback ports chosen
+        now (a fresh set at every restart), or one process for one worker."""
+        addresses = [f"127.0.0.1:{p}" for p in _free_ports(self.workers)] if self.workers > 1 else None
+        procs = [await self._spawn(i, addresses) for i in range(len(addresses or [None]))]
+        (self.workdir / "child.pid").write_text("".join(f"{p.pid}\n" for p in procs))
+        return procs
+
+    async def _wait_cluster(self, procs: list[asyncio.subprocess.Process]) -> int:
+        """0 when every process ended cleanly (a finite source); else the first failure's
+        code, after killing the others: a cluster missing a process cannot go on, so the
+        whole cluster restarts from the last checkpoint."""
+        pending = {asyncio.ensure_future(p.wait()) for p in procs}
+        rc = 0
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            failed = [t.result() for t in done if t.result() != 0]
+            if failed and rc == 0:
+                rc = failed[0]
+                for p in procs:
+                    if p.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            p.kill()
+        return rc
 
     async def supervise(self) -> None:
         """Run the child; restart it with backoff when it crashes; FAILED after repeats."""
@@ -340,15 +385,18 @@ class Run:
             while not self.stopping.is_set():
                 began = time.monotonic()
                 self.stderr_tail.clear()
-                self.proc = await self._spawn()
-                assert self.proc.stderr is not None
-                reader = asyncio.create_task(
-                    self._read_stderr(self.proc.stderr, self.workdir / "child.log")
-                )
-                rc = await self.proc.wait()
+                self.procs = await self._spawn_cluster()
+                self.proc = self.procs[0]
+                readers = [
+                    asyncio.create_task(self._read_stderr(p.stderr, self.workdir / "child.log"))
+                    for p in self.procs
+                    if p.stderr is not None
+                ]
+                rc = await self._wait_cluster(self.procs)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(reader, 5)
+                    await asyncio.wait_for(asyncio.gather(*readers), 5)
                 self.proc = None
+                self.procs = []
                 with contextlib.suppress(FileNotFoundError):
                     (self.workdir / "child.pid").unlink()
                 if self.stopping.is_set():
@@ -380,17 +428,18 @@ class Run:
     async def terminate(self) -> None:
         """Graceful stop: SIGINT, then SIGTERM, then SIGKILL."""
         self.stopping.set()
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
+        procs = [p for p in self.procs if p.returncode is None]
+        if procs:
             for sig, wait in (
                 (signal.SIGINT, self.sup.config.stop_timeout),
                 (signal.SIGTERM, 5.0),
                 (signal.SIGKILL, 5.0),
             ):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(sig)
+                for proc in procs:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(sig)
                 try:
-                    await asyncio.wait_for(proc.wait(), wait)
+                    await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), wait)
                     break
                 except TimeoutError:
                     continue
@@ -474,18 +523,22 @@ class Supervisor:
         workdir = self.processor_dir(name)
         pidfile = workdir / "child.pid"
         try:
-            pid = int(pidfile.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            pids = [int(x) for x in pidfile.read_text().split()]  # one per cluster process
         except (OSError, ValueError):
             return
         ours = [d / "definition.json" for d in (workdir, legacy) if d is not None]
-        if any(str(p).encode() in cmdline for p in ours):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            for _ in range(50):
-                if not Path(f"/proc/{pid}").exists():
-                    break
-                time.sleep(0.05)
+        for pid in pids:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(str(p).encode() in cmdline for p in ours):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                for _ in range(50):
+                    if not Path(f"/proc/{pid}").exists():
+                        break
+                    time.sleep(0.05)
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
 

@@ -77,6 +77,12 @@ def make_flow(wl: Workload, batches: Iterator[list[dict[str, Any]]], col: Collec
         out = op.map("shape", op.filter("match", docs, _keep), _shape)
         op.output("out", out, CollectSink(col, flatten=False))
         return flow
+    add_windows(wl, docs, col, late)
+    return flow
+
+
+def add_windows(wl: Workload, docs: op.Stream[dict[str, Any]], col: Collector, late: Collector) -> None:
+    """The windowed part of (c), from a stream of documents (also (kb)'s, from Kafka)."""
     keyed = op.key_on("key", docs, lambda d: str(d["group_id"]))
     clock = EventClock(_ts, wait_for_system_duration=timedelta(milliseconds=LATENESS_MS))
     windower: TumblingWindower | SlidingWindower
@@ -90,7 +96,6 @@ def make_flow(wl: Workload, batches: Iterator[list[dict[str, Any]]], col: Collec
     step = wl.step_ms
     op.output("out", op.map("stats", wo.down, lambda kv: _stats(kv, step)), CollectSink(col, flatten=False))
     op.output("late", wo.late, CollectSink(late, flatten=False))
-    return flow
 
 
 def run(wl: Workload, batches: Iterator[list[dict[str, Any]]]) -> tuple[list[Any], float | None]:

@@ -142,3 +142,22 @@ def test_peer_engines_equal_reference(engine: str) -> None:
     for name in ("A", "C"):
         ref = _worker(sys.executable, {"engine": "d", "workload": name, "spec": spec.to_dict()})
         assert _worker(python, {"engine": engine, "workload": name, "spec": spec.to_dict()}).diff(ref) is None
+
+
+@pytest.mark.kafka
+def test_kafka_workload_equals_reference(kafka_bootstrap: str) -> None:
+    """Workload K on the real broker: the topic is filled from the shared generator (4
+    partitions plus end markers); (ka) through ``$emit`` and the plain consumer (kd)
+    give (d)'s windows, and the source-only engines read every message."""
+    from bench.kafka_topic import ensure_topic, messages_in
+
+    spec = GenSpec(n=6000, groups=7, ooo=0.2, rate=1000.0, seed=5)
+    topic = ensure_topic(spec)
+    assert topic.startswith("perf_k_") and messages_in(spec) == 6004
+    ref = _worker(sys.executable, {"engine": "d", "workload": "A", "spec": spec.to_dict()})
+    assert ref.rows > 0
+    for engine in ("ka", "ka0", "kd"):
+        cfg = {"engine": engine, "workload": "K", "spec": spec.to_dict(), "topic": topic, "expect_rows": ref.rows}
+        assert _worker(sys.executable, cfg).diff(ref) is None, engine
+    for engine in ("ks", "kj"):  # they raise unless they read exactly every message
+        _worker(sys.executable, {"engine": engine, "workload": "K", "spec": spec.to_dict(), "topic": topic})
