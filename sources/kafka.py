@@ -119,9 +119,9 @@ def kafka_client_config(conn: Connection) -> dict[str, Any]:
 # ---- message decoding ------------------------------------------------------------------------
 
 
-# Switch for the fast decoder (orjson). The processor option ``fastPaths: false`` will
-# turn it off per pipeline; until then, this flag or ``MQLFLOW_FAST_JSON=0`` in the
-# environment of the flow process does, for every Kafka source of the process.
+# Switch for the fast decoder (orjson): the processor option ``fastPaths: false`` turns it
+# off per pipeline (``KafkaSourceSettings.fast_json``); this flag or ``MQLFLOW_FAST_JSON=0``
+# in the environment of the flow process does for every Kafka source of the process.
 FAST_JSON: bool = os.environ.get("MQLFLOW_FAST_JSON", "1") != "0"
 # Bytes that may start Extended JSON (a ``"$...`` key or string) or hide one behind an
 # escape (``"\\u0024date"``): such a value goes to the reference decoder. So does a run
@@ -218,12 +218,12 @@ def _key_long(raw: bytes) -> Any:
 KEY_DECODERS = {"binData": _key_bin, "string": _key_string, "json": _key_json, "int": _key_int, "long": _key_long}
 
 
-def _batch_decoder(msgs: list[Message]) -> Callable[[bytes], dict[str, Any]]:
+def _batch_decoder(msgs: list[Message], fast: bool = True) -> Callable[[bytes], dict[str, Any]]:
     """One :func:`is_plain_json` check for the whole batch (joined, so it costs one C
     scan instead of a Python call per message): orjson for every message of a plain
     batch, the per-message choice otherwise. Joining can only add markers, never hide
     one, so a batch judged plain has only plain messages."""
-    if not FAST_JSON:
+    if not (FAST_JSON and fast):
         return parse_value_reference
     try:
         joined = b"\n".join([m.value() for m in msgs])  # type: ignore[misc]
@@ -248,6 +248,7 @@ class KafkaSourceSettings:
     ts_field: str
     batch_size: int
     client: dict[str, Any]
+    fast_json: bool = True  # the fastPaths option: orjson for plain JSON values
 
     @staticmethod
     def from_stage(src: ir.SourceStage, conn: Connection, options: ProcessorOptions) -> KafkaSourceSettings:
@@ -288,6 +289,7 @@ class KafkaSourceSettings:
             ts_field=src.ts_field_name,
             batch_size=options.batch_size,
             client=kafka_client_config(conn),
+            fast_json=options.fast_paths,
         )
 
 
@@ -352,7 +354,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
                 return [(self.key, IdleBatch())]
             return []
         self.empty = False
-        batch = self._records(msgs, _batch_decoder(msgs))
+        batch = self._records(msgs, _batch_decoder(msgs, self.s.fast_json))
         if not batch:
             return []
         self.last_data = time.monotonic()

@@ -142,3 +142,25 @@ def test_switch_off_uses_only_the_reference(monkeypatch: pytest.MonkeyPatch) -> 
     raw = b'{"a": 1, "b": [1.5, "x"]}'
     assert parse_value(raw) == {"a": 1, "b": [1.5, "x"]}
     assert called == []
+
+
+def test_fast_paths_false_selects_the_reference_decoder() -> None:
+    """The processor option ``fastPaths: false`` reaches the Kafka source's settings and
+    turns the orjson decoder off for that pipeline."""
+    from translator import ir
+    from translator.connections import Connection
+    from translator.loader import options_from_mapping
+    from translator.parse import parse_pipeline
+
+    class Msg:
+        def value(self) -> bytes:
+            return b'{"a": 1}'
+
+    conn = Connection(name="k", type="kafka", bootstrap_servers="127.0.0.1:9")
+    pipeline = parse_pipeline([{"$source": {"connectionName": "k", "topic": "t"}}])
+    assert isinstance(pipeline.source, ir.SourceStage)
+    for fast, want in ((True, parse_plain), (False, parse_value_reference)):
+        opts = options_from_mapping({"fastPaths": fast}, name="p")
+        settings = kafka_mod.KafkaSourceSettings.from_stage(pipeline.source, conn, opts)
+        assert settings.fast_json is fast
+        assert kafka_mod._batch_decoder([Msg()], settings.fast_json) is want  # type: ignore[list-item]
