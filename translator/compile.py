@@ -34,7 +34,7 @@ def compile_pipeline(
     """Parse, validate and compile a pipeline; raise :class:`TranslateError` on any problem.
 
     ``require_sink`` is for ``createStreamProcessor``: a processor needs a sink, and a
-    ``validationAction: "dlq"`` needs a configured DLQ (reference §5).
+    ``validationAction: "dlq"`` needs a configured DLQ (docs/semantics.md#dlq).
     """
     registry = registry or ConnectionRegistry()
     options = options or ProcessorOptions()

@@ -245,7 +245,7 @@ class FastGroupFold:
         if not plan.panes or not plan.kind.gapless:  # sessions have no panes
             return None
         group = next(s for s in st.pipeline if isinstance(s, ir.GroupStage))
-        # The envelope fields are the general path's to stamp (reference §2: `_ts` is the
+        # The envelope fields are the general path's to stamp (docs/semantics.md#sources: `_ts` is the
         # timeField's value even when the document brought its own): the fast path, which
         # stamps nothing, leaves any pipeline that reads them.
         paths = [group.id, *(a.arg for a in group.accumulations)]
@@ -314,7 +314,7 @@ class FastGroupFold:
                 ms = got
             lo, hi = min(ms), max(ms)
             new_wm = hi if hi > wm else wm
-            # ASP lateness (reference §3): a document is late for a window whose
+            # ASP lateness (docs/semantics.md#time-and-windows): a document is late for a window whose
             # end + allowedLateness is at or below the watermark before it. The oldest
             # window of the oldest document closes first: if even it is open at the
             # batch's final watermark, no document of the batch is late.

@@ -171,7 +171,7 @@ SinkStage = MergeStage | EmitStage
 
 @dataclass(frozen=True)
 class DlqTarget:
-    """Processor option ``dlq: {connectionName, db, coll}`` (reference §5)."""
+    """Processor option ``dlq: {connectionName, db, coll}`` (docs/semantics.md#dlq)."""
 
     connection_name: str
     db: str

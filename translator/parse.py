@@ -1,6 +1,6 @@
 """Parse and validate an Atlas stream pipeline (a list of stage documents) into IR.
 
-Placement rules follow ASP (reference §1): ``$source`` first and exactly once, at most
+Placement rules follow ASP (docs/semantics.md#pipeline): ``$source`` first and exactly once, at most
 one window, the sink (``$merge``/``$emit``) last, window-only stages only inside a
 window's ``pipeline``, and ASP's unsupported stages named as such. Each stage is parsed
 by one function in :data:`STAGE_PARSERS`; every error is a :class:`TranslateError`

@@ -2,7 +2,7 @@
 
 :class:`Plan` holds every closure (timeField, stateless stages, window) compiled once.
 :class:`IngestLogic` runs per source partition on whole batches: it evaluates
-``timeField``, stamps the ``_ts``/``_stream_meta`` envelope (reference §2), tracks the
+``timeField``, stamps the ``_ts``/``_stream_meta`` envelope (docs/semantics.md#sources), tracks the
 partition's watermark (the largest event time seen; it never goes back, docs/windows.md),
 runs the stateless stages and, with a window, folds the batch into partials.
 """
