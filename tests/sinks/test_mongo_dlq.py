@@ -90,7 +90,12 @@ def test_best_effort_writer_never_blocks_and_counts_what_it_loses() -> None:
 def test_durable_writer_retries_then_fails_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default: the write blocks the caller (so no checkpoint passes it), retries, and
     after the give-up time raises an error naming the processor, the DLQ and the wait."""
+    from sinks import mongo_io
+
     monkeypatch.setenv("MQLFLOW_SINK_GIVE_UP_S", "1.5")
+    # The reason is kept for the flow process's last stderr line; keep this test's own
+    # list, so the pytest process does not print it at exit.
+    monkeypatch.setattr(mongo_io, "_fatal", [])
     port = _closed_port()
     w = DlqWriter.to(f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300", "db", "dlq")
     w.processor_name = "proc7"
@@ -104,6 +109,7 @@ def test_durable_writer_retries_then_fails_with_a_clear_error(monkeypatch: pytes
         f"processor 'proc7': DLQ db.dlq (mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300) made no progress for "
     )
     assert "(writing 1 DLQ document(s)); last error: ServerSelectionTimeoutError: " in msg
+    assert mongo_io._fatal == [msg]  # printed last by a flow process, for errorMsg
     assert w.written == 0 and w.lost == 0  # not lost: the processor fails and replays it
     w.close()
 
