@@ -54,10 +54,10 @@ def flow_for(
 
             sinks = {"output_sink": JsonlDirSink(output_dir), "dlq_sink": JsonlDirSink(output_dir, "dlq")}
         else:
-            out_sink, dlq_sink = make_sinks(pipeline, registry, opts)
+            out_sink, dlq_sink = make_sinks(pipeline)
             _preflight(out_sink)
             sinks = {"output_sink": out_sink, "dlq_sink": dlq_sink}
-        flow = build_flow(pipeline, opts, registry, flow_id=_flow_id(opts.name), **sinks)
+        flow = build_flow(pipeline, flow_id=_flow_id(opts.name), **sinks)
         tune_gc()
         return flow
     except TranslateError as exc:

@@ -24,7 +24,7 @@ from flows.pipeline import registry_from, tune_gc
 from service.protocol import Stats
 from sources.base import RawBatch
 from translator import metrics
-from translator.compile import build_flow, compile_pipeline, make_source
+from translator.compile import build_flow, compile_pipeline
 from translator.errors import TranslateError
 from translator.loader import options_from_mapping
 from translator.mql.values import ms_to_datetime
@@ -70,8 +70,9 @@ def from_definition(path: str) -> Dataflow:
     try:
         registry = registry_from(d.get("connections"))
         opts = options_from_mapping(dict(d.get("options") or {}), name=d["name"])
+        # Connections, source and sink settings, the plan: all resolved and compiled once here
+        # (the service ran the same compilation at create).
         pipeline = compile_pipeline(d["pipeline"], registry, opts, require_sink=not sample)
-        source = make_source(pipeline, registry, opts)  # the service ran the same check at create
     except TranslateError as exc:
         print(f"mqlflow: invalid pipeline: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -85,9 +86,7 @@ def from_definition(path: str) -> Dataflow:
         import sources.kafka
 
         sources.kafka.PARTITION_OBSERVER = _kafka_partition_observer
-    flow = build_flow(
-        pipeline, opts, registry, flow_id="processor", source=source, observer=_observer if enabled else None, **kwargs
-    )
+    flow = build_flow(pipeline, flow_id="processor", observer=_observer if enabled else None, **kwargs)
     if enabled:
         # stateSize and operatorStats (docs/semantics.md#stats): per-stage counters kept by the
         # translator's hooks, read by the channel once a second and at exit.

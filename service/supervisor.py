@@ -577,7 +577,7 @@ class Supervisor:
         Returns the options the flow needs (``dlq`` and the translator's tuning knobs),
         i.e. ``options`` without the service's own keys. The translator checks them all,
         ``dlq`` included; an error about them (path ``options.*``) is InvalidOptions."""
-        from translator.compile import compile_pipeline, make_source
+        from translator.compile import compile_pipeline
         from translator.errors import TranslateError
         from translator.loader import options_from_mapping
 
@@ -587,10 +587,9 @@ class Supervisor:
         except TranslateError as e:
             raise CommandError(INVALID_OPTIONS, str(e)) from e
         try:
-            compiled = compile_pipeline(pipeline, self.registry, popts, require_sink=require_sink)
-            # The child builds its source with the same function: unsupported source
-            # kinds and bad $source.config keys or types fail here, not in a crash loop.
-            make_source(compiled, self.registry, popts)
+            # The child compiles with the same function: unsupported source kinds, bad
+            # $source.config keys or types and bad sink settings fail here, not in a crash loop.
+            compile_pipeline(pipeline, self.registry, popts, require_sink=require_sink)
         except TranslateError as e:
             code = INVALID_OPTIONS if e.path.startswith("options.") else FAILED_TO_PARSE
             raise CommandError(code, str(e)) from e

@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,10 +43,10 @@ from bson.timestamp import Timestamp
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from sinks.dlq import dlq_document
 from sources.kafka import kafka_client_config
 from translator import ir, metrics
-from translator.connections import ConnectionRegistry
+from translator.connections import Connection, ConnectionRegistry
+from translator.contracts import dlq_document
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr, const_value
 from translator.mql.values import MISSING, bson_type, datetime_to_ms
@@ -248,63 +249,51 @@ def headers_of(value: Any) -> list[tuple[str, bytes | None]]:
 Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]  # topic, key, value, headers
 
 
-class KafkaEmitSink(DynamicSink[list[dict[str, Any]]]):
-    """``$emit: {connectionName, topic, config}`` to Kafka. Items are batches of documents.
+@dataclass(frozen=True)
+class EmitSettings:
+    """``$emit`` checked and compiled once, by the translator at create time: the Kafka
+    client settings of the resolved connection and every ``config`` expression."""
 
-    ``dlq_factory()`` returns an object with ``write(docs: list[dict]) -> None``; without
-    one, DLQ documents are printed to stderr with a ``[dlq]`` prefix.
-    """
+    client: dict[str, Any]
+    topic_path: str
+    topic_fn: Expr
+    key_format: str
+    key_ser: Callable[[Any], bytes]
+    key_fn: Expr | None
+    headers_fn: Expr | None
+    tomb_fn: Expr | None
+    dump: Callable[[Any], str]
+    acks: str
+    compression: str
 
-    def __init__(
-        self,
-        stage: ir.EmitStage,
-        registry: ConnectionRegistry,
-        processor_name: str,
-        dlq_factory: Callable[[], Any] | None = None,
-        *,
-        max_retries: int = 3,
-        retry_backoff_s: float = 1.0,
-        delivery_timeout_ms: int = 60_000,
-        producer_config: dict[str, Any] | None = None,
-    ) -> None:
+    @staticmethod
+    def from_stage(stage: ir.EmitStage, conn: Connection) -> EmitSettings:
+        """``conn`` is the stage's connection, already resolved."""
         path = stage.path
-        conn = registry.get(stage.connection_name, f"{path}.connectionName")
-        self.client = kafka_client_config(conn)
-        self.processor_name = processor_name
-        self.dlq_factory = dlq_factory
-        self.max_retries = max_retries
-        self.retry_backoff_s = retry_backoff_s
+        client = kafka_client_config(conn)
         cfg = stage.config
         for k in cfg:
             if k not in EMIT_CONFIG_KEYS:
                 raise TranslateError(f"{path}.config.{k}", f"unknown $emit option '{k}'; allowed: {', '.join(sorted(EMIT_CONFIG_KEYS))}")
 
-        self.topic_path = f"{path}.topic"
-        topic_fn = compile_expr(stage.topic, Ctx(self.topic_path))
+        topic_path = f"{path}.topic"
+        topic_fn = compile_expr(stage.topic, Ctx(topic_path))
         const_topic = const_value(topic_fn)
         if const_topic is not MISSING and (not isinstance(const_topic, str) or not const_topic):
-            raise TranslateError(self.topic_path, "must be a non-empty string or an expression")
-        self.topic_fn = topic_fn
+            raise TranslateError(topic_path, "must be a non-empty string or an expression")
 
         key_format = cfg.get("keyFormat", "binData")
         if key_format not in KEY_FORMATS:
             raise TranslateError(f"{path}.config.keyFormat", f"must be one of {', '.join(KEY_FORMATS)}; got {key_format!r}")
-        self.key_format = key_format
-        self.key_ser = KEY_SERIALIZERS[key_format]
-        self.key_fn: Expr | None = compile_expr(cfg["key"], Ctx(f"{path}.config.key")) if "key" in cfg else None
-        self.headers_fn: Expr | None = (
-            compile_expr(cfg["headers"], Ctx(f"{path}.config.headers")) if "headers" in cfg else None
-        )
-        self.tomb_fn: Expr | None = (
-            compile_expr(cfg["tombstoneWhen"], Ctx(f"{path}.config.tombstoneWhen")) if "tombstoneWhen" in cfg else None
-        )
+        key_fn = compile_expr(cfg["key"], Ctx(f"{path}.config.key")) if "key" in cfg else None
+        headers_fn = compile_expr(cfg["headers"], Ctx(f"{path}.config.headers")) if "headers" in cfg else None
+        tomb_fn = compile_expr(cfg["tombstoneWhen"], Ctx(f"{path}.config.tombstoneWhen")) if "tombstoneWhen" in cfg else None
         fmt = cfg.get("outputFormat", "relaxedJson")
         date_format = cfg.get("dateFormat", "default")
         if (fmt, "default") not in OUTPUT_FORMATS:
             raise TranslateError(f"{path}.config.outputFormat", f"must be relaxedJson, canonicalJson or basicJson; got {fmt!r}")
         if (fmt, date_format) not in OUTPUT_FORMATS:
             raise TranslateError(f"{path}.config.dateFormat", f"must be 'default' or 'ISO8601'; got {date_format!r}")
-        self.dump = OUTPUT_FORMATS[(fmt, date_format)]
 
         acks = cfg.get("acks", "all")
         if isinstance(acks, bool) or acks not in ACKS:
@@ -312,15 +301,60 @@ class KafkaEmitSink(DynamicSink[list[dict[str, Any]]]):
         compression = cfg.get("compression_type", "none")
         if compression not in COMPRESSION:
             raise TranslateError(f"{path}.config.compression_type", f"must be one of {', '.join(COMPRESSION)}; got {compression!r}")
+        return EmitSettings(
+            client, topic_path, topic_fn, key_format, KEY_SERIALIZERS[key_format], key_fn, headers_fn, tomb_fn,
+            OUTPUT_FORMATS[(fmt, date_format)], ACKS[acks], compression,
+        )
+
+
+class KafkaEmitSink(DynamicSink[list[dict[str, Any]]]):
+    """``$emit: {connectionName, topic, config}`` to Kafka. Items are batches of documents.
+
+    It gets :class:`EmitSettings`, checked at create time; given a stage and a registry
+    instead (tools, tests) it checks them itself. ``dlq_factory()`` returns an object with
+    ``write(docs: list[dict]) -> None``; without one, DLQ documents are printed to stderr
+    with a ``[dlq]`` prefix.
+    """
+
+    def __init__(
+        self,
+        settings: EmitSettings | ir.EmitStage,
+        registry: ConnectionRegistry | None = None,
+        processor_name: str = "",
+        dlq_factory: Callable[[], Any] | None = None,
+        *,
+        max_retries: int = 3,
+        retry_backoff_s: float = 1.0,
+        delivery_timeout_ms: int = 60_000,
+        producer_config: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(settings, ir.EmitStage):
+            assert registry is not None, "an $emit stage needs the registry to resolve its connection"
+            settings = EmitSettings.from_stage(settings, registry.get(settings.connection_name, f"{settings.path}.connectionName"))
+        self.settings = settings
+        self.client = settings.client
+        self.processor_name = processor_name
+        self.dlq_factory = dlq_factory
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.topic_path = settings.topic_path
+        self.topic_fn = settings.topic_fn
+        self.key_format = settings.key_format
+        self.key_ser = settings.key_ser
+        self.key_fn = settings.key_fn
+        self.headers_fn = settings.headers_fn
+        self.tomb_fn = settings.tomb_fn
+        self.dump = settings.dump
+        acks = settings.acks
         self.producer_config: dict[str, Any] = {
             **self.client,
-            "acks": ACKS[acks],
-            "compression.type": compression,
+            "acks": acks,
+            "compression.type": settings.compression,
             "linger.ms": 5,
             "delivery.timeout.ms": delivery_timeout_ms,
             **(producer_config or {}),
         }
-        if ACKS[acks] != "all":
+        if acks != "all":
             # Idempotence needs acks=all; without it librdkafka may reorder on retry.
             self.producer_config.setdefault("enable.idempotence", False)
         else:

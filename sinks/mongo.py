@@ -55,7 +55,6 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from sinks.dlq import dlq_document
 from sinks.mongo_dlq import DlqWriter, DlqWriterFactory
 from sinks.mongo_io import (
     TRANSIENT_CODES,
@@ -67,6 +66,7 @@ from sinks.mongo_io import (
     server_profile,
 )
 from translator.connections import Connection, ConnectionRegistry, mask_uri
+from translator.contracts import dlq_document
 from translator.errors import TranslateError, did_you_mean
 from translator.ir import MergeStage
 from translator.mql.expr import (
@@ -80,6 +80,7 @@ from translator.mql.expr import (
     get_path,
 )
 from translator.mql.values import MISSING
+from translator.options import fast_paths
 
 log = logging.getLogger("mqlflow.merge")
 
@@ -379,15 +380,44 @@ def make_mode(stage: MergeStage) -> _Mode:
     return ctor(stage)
 
 
+# ---- the settings, parsed at create time -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """``$merge`` checked and compiled once, by the translator at create time: the resolved
+    connection, the target names, the ``on`` paths and the whenMatched mode (its pipeline
+    compiled with or without accelerators, as the ``fastPaths`` option says)."""
+
+    stage: MergeStage
+    conn: Connection
+    db: _NameFn
+    coll: _NameFn
+    on_parts: tuple[tuple[str, ...], ...]
+    mode: _Mode
+
+    @staticmethod
+    def from_stage(stage: MergeStage, conn: Connection, *, fast: bool = True) -> MergeSettings:
+        """``conn`` is the stage's MongoDB connection, already resolved."""
+        if not conn.uri:
+            raise TranslateError(f"{stage.path}.into.connectionName", f"connection '{conn.name}' has no uri")
+        db = _compile_name(stage.db, f"{stage.path}.into.db", "db", _db_name_problem)
+        coll = _compile_name(stage.coll, f"{stage.path}.into.coll", "coll", _coll_name_problem)
+        with fast_paths(fast):
+            mode = make_mode(stage)
+        return MergeSettings(stage, conn, db, coll, tuple(tuple(f.split(".")) for f in stage.on), mode)
+
+
 # ---- the sink --------------------------------------------------------------------------------
 
 
 class MergeSink(DynamicSink[list[Doc]]):
     """Bytewax sink for ``$merge``; stream items are lists of documents (one batch each).
 
-    Everything that can be checked is checked here, at create time (connection kind,
-    constant names, whenMatched pipeline). The server is contacted when the dataflow starts
-    (:meth:`build`), which fails fast when it does not answer.
+    It gets :class:`MergeSettings`, checked at create time (connection kind, constant
+    names, whenMatched pipeline); given a stage and a registry instead (tools, tests) it
+    checks them itself. The server is contacted when the dataflow starts (:meth:`build`),
+    which fails fast when it does not answer.
     """
 
     server_timeout_ms = 5000
@@ -396,22 +426,25 @@ class MergeSink(DynamicSink[list[Doc]]):
 
     def __init__(
         self,
-        stage: MergeStage,
-        registry: ConnectionRegistry,
-        processor_name: str,
-        dlq: DlqWriterFactory | None,
+        settings: MergeSettings | MergeStage,
+        registry: ConnectionRegistry | None = None,
+        processor_name: str = "",
+        dlq: DlqWriterFactory | None = None,
         batch_size: int = 1000,
         flush_interval_s: float = 1.0,
     ) -> None:
-        self.stage = stage
+        if isinstance(settings, MergeStage):
+            assert registry is not None, "a $merge stage needs the registry to resolve its connection"
+            where = f"{settings.path}.into.connectionName"
+            settings = MergeSettings.from_stage(settings, registry.get_mongodb(settings.connection_name, where))
+        self.settings = settings
+        self.stage = settings.stage
         self.processor_name = processor_name
-        self.conn: Connection = registry.get_mongodb(stage.connection_name, f"{stage.path}.into.connectionName")
-        if not self.conn.uri:
-            raise TranslateError(f"{stage.path}.into.connectionName", f"connection '{self.conn.name}' has no uri")
-        self.db = _compile_name(stage.db, f"{stage.path}.into.db", "db", _db_name_problem)
-        self.coll = _compile_name(stage.coll, f"{stage.path}.into.coll", "coll", _coll_name_problem)
-        self.on_parts = [f.split(".") for f in stage.on]
-        self.mode = make_mode(stage)
+        self.conn: Connection = settings.conn
+        self.db = settings.db
+        self.coll = settings.coll
+        self.on_parts = settings.on_parts
+        self.mode = settings.mode
         self.dlq_factory = dlq
         self.batch_size = max(1, batch_size)
         self.flush_interval_s = flush_interval_s

@@ -49,7 +49,7 @@ from sinks.mongo_io import (
     make_client,
     server_profile,
 )
-from translator.connections import ConnectionRegistry, mask_uri
+from translator.connections import Connection, ConnectionRegistry, mask_uri
 from translator.ir import DlqTarget
 
 log = logging.getLogger("mqlflow.dlq")
@@ -94,7 +94,7 @@ class DlqWriter:
     def __init__(
         self,
         target: DlqTarget,
-        registry: ConnectionRegistry,
+        registry: ConnectionRegistry | Connection,
         processor_name: str = "",
         *,
         path: str = "options.dlq",
@@ -102,7 +102,7 @@ class DlqWriter:
         max_queue: int = 100_000,
         durable: bool | None = None,
     ) -> None:
-        conn = registry.get_mongodb(target.connection_name, f"{path}.connectionName")
+        conn = dlq_connection(target, registry, path)
         self._setup(conn.uri or "", target.db, target.coll, conn.name, batch_size, max_queue, durable)
         self.processor_name = processor_name
 
@@ -315,14 +315,22 @@ class DlqWriter:
 DlqWriterFactory = Callable[[], DlqWriter]
 
 
+def dlq_connection(target: DlqTarget, conn: ConnectionRegistry | Connection, path: str = "options.dlq") -> Connection:
+    """The DLQ's connection: resolved by the compiler already, or looked up in a registry
+    (tools, tests)."""
+    if isinstance(conn, Connection):
+        return conn
+    return conn.get_mongodb(target.connection_name, f"{path}.connectionName")
+
+
 def dlq_writer_factory(
-    target: DlqTarget, registry: ConnectionRegistry, path: str = "options.dlq", processor_name: str = ""
+    target: DlqTarget, registry: ConnectionRegistry | Connection, path: str = "options.dlq", processor_name: str = ""
 ) -> DlqWriterFactory:
-    """Resolve the DLQ connection now (compile time) and return a per-worker writer factory."""
-    registry.get_mongodb(target.connection_name, f"{path}.connectionName")  # fail now, not per worker
+    """A per-worker writer factory; the connection is resolved now, not per worker."""
+    conn = dlq_connection(target, registry, path)
 
     def make() -> DlqWriter:
-        return DlqWriter(target, registry, processor_name, path=path)
+        return DlqWriter(target, conn, processor_name, path=path)
 
     return make
 
@@ -350,7 +358,7 @@ class MongoDlqSink(DynamicSink[list[dict[str, Any]]]):
     ``written`` / ``lost`` sum the partitions once they close; :data:`STATS` is live.
     """
 
-    def __init__(self, target: DlqTarget, registry: ConnectionRegistry, processor_name: str) -> None:
+    def __init__(self, target: DlqTarget, registry: ConnectionRegistry | Connection, processor_name: str) -> None:
         self.target = target
         self.processor_name = processor_name
         self._factory = dlq_writer_factory(target, registry, processor_name=processor_name)

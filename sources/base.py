@@ -1,4 +1,5 @@
-"""What every mqlflow source emits into the dataflow.
+"""What every mqlflow source emits into the dataflow, defined in :mod:`translator.contracts`
+(the translator consumes it) and re-exported here for the sources.
 
 A source partition emits one item per poll: ``(partition_key, batch)`` where ``batch``
 is a list of ``(document, source_time_ms)``. The document already carries its
@@ -8,30 +9,14 @@ is a list of ``(document, source_time_ms)``. The document already carries its
 pickling between processes) per batch, not per document.
 """
 
-from __future__ import annotations
+from translator.contracts import (
+    SOURCE_DLQ_KEY,
+    IdleBatch,
+    RawBatch,
+    RawRecord,
+    SourceItem,
+    now_ms,
+    source_dlq,
+)
 
-import time
-from typing import Any
-
-RawRecord = tuple[dict[str, Any], int]
-RawBatch = list[RawRecord]
-SourceItem = tuple[str, RawBatch]
-
-
-SOURCE_DLQ_KEY = "__mqlflow_dlq__"
-
-
-def source_dlq(reason: str, doc: Any) -> dict[str, Any]:
-    """A record a source could not turn into a document (bad JSON, bad key...): the
-    ingest step sends ``doc`` to the DLQ with ``reason`` instead of processing it."""
-    return {SOURCE_DLQ_KEY: {"reason": reason, "doc": doc}}
-
-
-class IdleBatch(list[RawRecord]):
-    """Emitted (empty) by a partition that has had no data for ``partitionIdleTimeout``:
-    the processor watermark then ignores that partition until it has data again
-    (docs/semantics.md#time-and-windows)."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+__all__ = ["SOURCE_DLQ_KEY", "IdleBatch", "RawBatch", "RawRecord", "SourceItem", "now_ms", "source_dlq"]

@@ -1,11 +1,19 @@
-"""Public entry points: pipeline (list of stage documents) -> IR -> Bytewax ``Dataflow``.
+"""Public entry points: pipeline (list of stage documents) -> compiled pipeline -> Bytewax
+``Dataflow`` (docs/architecture.md#compile--plan--flow).
 
-``compile_pipeline`` does all create-time checking (placement, types, connections,
-every expression compiled once); ``build_flow`` wires the compiled plan into Bytewax.
+``compile_pipeline`` does all create-time checking, once: placement, types, every
+connection the pipeline names (resolved into :class:`~translator.compiled.ResolvedConnections`),
+the adapters' settings (typed, frozen) and every expression (the :class:`Plan`). It
+builds no source or sink. ``build_flow`` wires that compiled pipeline into Bytewax,
+building the adapters from their settings through the tables below (lazy imports: the
+translator imports no ``sources``/``sinks`` module at import time).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import bytewax.operators as op
@@ -14,13 +22,18 @@ from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.outputs import Sink
 
 from translator import ir
-from translator.connections import MONGODB_KINDS, ConnectionRegistry
+from translator.compiled import CompiledPipeline, ResolvedConnections, Resolver
+from translator.connections import Connection, ConnectionRegistry
 from translator.enrich import steps as enrich_steps
 from translator.errors import TranslateError
 from translator.options import ProcessorOptions
 from translator.parse import parse_pipeline
 from translator.runtime import IngestSource, Observer, Plan
 from translator.windows import DLQ, OUT, WIN, CloseLogic
+
+# Plans compiled by this process: a flow built from ``compile_pipeline``'s result adds
+# exactly one (tests check that nothing is compiled twice).
+PLANS_COMPILED = 0
 
 
 def compile_pipeline(
@@ -30,53 +43,70 @@ def compile_pipeline(
     *,
     require_sink: bool = False,
     check_sink_connection: bool = True,
-) -> ir.Pipeline:
+) -> CompiledPipeline:
     """Parse, validate and compile a pipeline; raise :class:`TranslateError` on any problem.
 
     ``require_sink`` is for ``createStreamProcessor``: a processor needs a sink, and a
     ``validationAction: "dlq"`` needs a configured DLQ (docs/semantics.md#dlq).
+    ``check_sink_connection=False`` (``run_pipeline``) leaves the sink unresolved.
     """
-    registry = registry or ConnectionRegistry()
-    options = options or ProcessorOptions()
     pipeline = parse_pipeline(stages, require_sink=require_sink)
+    return compile_ir(
+        pipeline,
+        registry or ConnectionRegistry(),
+        options or ProcessorOptions(),
+        require_sink=require_sink,
+        check_sink_connection=check_sink_connection,
+    )
+
+
+def compile_ir(
+    pipeline: ir.Pipeline,
+    registry: ConnectionRegistry,
+    options: ProcessorOptions,
+    *,
+    require_sink: bool = False,
+    check_sink_connection: bool = True,
+) -> CompiledPipeline:
+    """:func:`compile_pipeline` for an already parsed pipeline."""
     src = pipeline.source
-    if src.connection_name is not None:
-        registry.get(src.connection_name, f"{src.path}.connectionName")
-    if pipeline.sink is not None and check_sink_connection:
-        sink = pipeline.sink
-        where = f"{sink.path}.into.connectionName" if isinstance(sink, ir.MergeStage) else f"{sink.path}.connectionName"
-        registry.get(sink.connection_name, where)
+    source_conn = registry.get(src.connection_name, f"{src.path}.connectionName") if src.connection_name is not None else None
+    sink = pipeline.sink
+    sink_conn = None
+    # An $emit whose connection exists is checked even when the sink is not (as before).
+    if sink is not None and (check_sink_connection or (isinstance(sink, ir.EmitStage) and sink.connection_name in registry)):
+        sink_conn = _sink_connection(sink, registry)
+    dlq_conn = None
     if options.dlq is not None:
-        registry.get_mongodb(options.dlq.connection_name, "options.dlq.connectionName")
+        dlq_conn = registry.get_mongodb(options.dlq.connection_name, "options.dlq.connectionName")
     if require_sink and options.dlq is None:
         for path in _dlq_users(pipeline.stages):
             raise TranslateError(
                 path,
                 "validationAction 'dlq' needs a dead letter queue: pass {dlq: {connectionName, db, coll}} in the processor options",
             )
-    _check_kafka(pipeline, registry, options)
-    with enrich_steps.bound(registry):
-        Plan.compile(pipeline, options)  # compiles every expression: errors surface now
-    return pipeline
+    source_settings = _source_settings(pipeline, source_conn, options) if source_conn is not None else None
+    sink_settings = SINK_SETTINGS[type(sink)](sink, sink_conn, options) if sink is not None and sink_conn is not None else None
+    resolver = Resolver(registry)
+    plan = _compile_plan(pipeline, options, resolver)  # compiles every expression: errors surface now
+    return CompiledPipeline(
+        pipeline.source,
+        pipeline.stages,
+        pipeline.sink,
+        pipeline.raw,
+        options=options,
+        connections=resolver.frozen(source_conn, sink_conn, dlq_conn),
+        source_settings=source_settings,
+        sink_settings=sink_settings,
+        plan=plan,
+    )
 
 
-def _check_kafka(pipeline: ir.Pipeline, registry: ConnectionRegistry, options: ProcessorOptions) -> None:
-    """Kafka and change-stream settings are checked at create time too (no network involved)."""
-    src = pipeline.source
-    if src.connection_name is not None and src.connection_name in registry:
-        conn = registry.get(src.connection_name, f"{src.path}.connectionName")
-        if conn.type == "kafka":
-            from sources.kafka import KafkaSourceSettings
-
-            KafkaSourceSettings.from_stage(src, conn, options)
-        elif conn.type in MONGODB_KINDS:
-            from sources.changestream import ChangeStreamSettings
-
-            ChangeStreamSettings.from_stage(src, conn, options, windowed=pipeline.window is not None)
-    if isinstance(pipeline.sink, ir.EmitStage) and pipeline.sink.connection_name in registry:
-        from sinks.kafka import KafkaEmitSink
-
-        KafkaEmitSink(pipeline.sink, registry, options.name)
+def _compile_plan(pipeline: ir.Pipeline, options: ProcessorOptions, connections: Resolver | ResolvedConnections) -> Plan:
+    global PLANS_COMPILED
+    PLANS_COMPILED += 1
+    with enrich_steps.bound(connections):
+        return Plan.compile(pipeline, options)
 
 
 def _dlq_users(stages: tuple[ir.Stage, ...]) -> list[str]:
@@ -89,42 +119,64 @@ def _dlq_users(stages: tuple[ir.Stage, ...]) -> list[str]:
     return out
 
 
-def make_source(pipeline: ir.Pipeline, registry: ConnectionRegistry, options: ProcessorOptions) -> Source[Any]:
-    """Pick the Bytewax source for ``$source`` (table by connection kind)."""
-    src = pipeline.source
-    if src.documents is not None:
-        from sources.documents import DocumentsSource
+# ---- sources: settings at compile time, the source at build time ------------------------------
 
-        return DocumentsSource(src.documents, options.batch_size)
-    assert src.connection_name is not None
-    conn = registry.get(src.connection_name, f"{src.path}.connectionName")
-    builder = SOURCE_BUILDERS.get(conn.type)
-    if builder is None:
+
+def _source_settings(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> Any:
+    parse = SOURCE_SETTINGS.get(conn.type)
+    if parse is None:
+        src = pipeline.source
         raise TranslateError(f"{src.path}.connectionName", f"connections of type '{conn.type}' cannot be used as a $source yet")
-    return builder(pipeline, conn, options)
+    return parse(pipeline, conn, options)
 
 
-def _sample_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) -> Source[Any]:
-    from sources.solar import SolarConfig, SolarSource
+def _sample_settings(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> Any:
+    from sources.solar import SolarConfig
 
-    settings = dict(getattr(conn, "model_extra", None) or {})
+    settings = dict(conn.model_extra or {})
     settings.update(pipeline.source.config)
-    return SolarSource(SolarConfig.from_mapping(settings, f"{pipeline.source.path}.config"))
+    return SolarConfig.from_mapping(settings, f"{pipeline.source.path}.config")
 
 
-def _kafka_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) -> Source[Any]:
-    from sources.kafka import build_kafka_source
+def _kafka_settings(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> Any:
+    from sources.kafka import KafkaSourceSettings
 
-    return build_kafka_source(pipeline, conn, options)
-
-
-def _change_stream_source(pipeline: ir.Pipeline, conn: Any, options: ProcessorOptions) -> Source[Any]:
-    from sources.changestream import build_change_stream_source
-
-    return build_change_stream_source(pipeline, conn, options)
+    return KafkaSourceSettings.from_stage(pipeline.source, conn, options)
 
 
-SOURCE_BUILDERS: dict[str, Any] = {
+def _change_stream_settings(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> Any:
+    from sources.changestream import ChangeStreamSettings
+
+    return ChangeStreamSettings.from_stage(pipeline.source, conn, options, windowed=pipeline.window is not None)
+
+
+def _sample_source(settings: Any) -> Source[Any]:
+    from sources.solar import SolarSource
+
+    return SolarSource(settings)
+
+
+def _kafka_source(settings: Any) -> Source[Any]:
+    from sources.kafka import KafkaSource
+
+    return KafkaSource(settings)
+
+
+def _change_stream_source(settings: Any) -> Source[Any]:
+    from sources.changestream import ChangeStreamSource
+
+    return ChangeStreamSource(settings)
+
+
+SettingsParser = Callable[[ir.Pipeline, Connection, ProcessorOptions], Any]
+# By connection kind: the typed settings of the $source (compile time) and its builder.
+SOURCE_SETTINGS: dict[str, SettingsParser] = {
+    "sample": _sample_settings,
+    "kafka": _kafka_settings,
+    "mongodb": _change_stream_settings,
+    "atlas": _change_stream_settings,
+}
+SOURCE_BUILDERS: dict[str, Callable[[Any], Source[Any]]] = {
     "sample": _sample_source,
     "kafka": _kafka_source,
     "mongodb": _change_stream_source,
@@ -132,20 +184,97 @@ SOURCE_BUILDERS: dict[str, Any] = {
 }
 
 
+def make_source(
+    pipeline: ir.Pipeline, registry: ConnectionRegistry | None = None, options: ProcessorOptions | None = None
+) -> Source[Any]:
+    """The Bytewax source for ``$source``, built from the compiled settings (a bare IR
+    pipeline is resolved through ``registry`` first)."""
+    compiled = pipeline if isinstance(pipeline, CompiledPipeline) else None
+    options = options or (compiled.options if compiled is not None else ProcessorOptions())
+    src = pipeline.source
+    if src.documents is not None:
+        from sources.documents import DocumentsSource
+
+        return DocumentsSource(src.documents, options.batch_size)
+    if compiled is not None and compiled.connections.source is not None:
+        conn, settings = compiled.connections.source, compiled.source_settings
+    else:
+        conn = (registry or ConnectionRegistry()).get(src.connection_name, f"{src.path}.connectionName")
+        settings = _source_settings(pipeline, conn, options)
+    return SOURCE_BUILDERS[conn.type](settings)
+
+
+# ---- sinks ------------------------------------------------------------------------------------
+
+
+def _sink_connection(sink: ir.SinkStage, registry: ConnectionRegistry) -> Connection:
+    if isinstance(sink, ir.MergeStage):
+        return registry.get_mongodb(sink.connection_name, f"{sink.path}.into.connectionName")
+    return registry.get(sink.connection_name, f"{sink.path}.connectionName")
+
+
+def _merge_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> Any:
+    from sinks.mongo import MergeSettings
+
+    return MergeSettings.from_stage(stage, conn, fast=options.fast_paths)
+
+
+def _emit_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> Any:
+    from sinks.kafka import EmitSettings
+
+    return EmitSettings.from_stage(stage, conn)
+
+
+def _merge_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any) -> Sink[Any]:
+    from sinks.mongo import MergeSink
+
+    return MergeSink(
+        settings,
+        processor_name=options.name,
+        dlq=dlq_factory,
+        batch_size=options.sink_batch_size,
+        flush_interval_s=options.sink_flush_interval_s,
+    )
+
+
+def _emit_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any) -> Sink[Any]:
+    from sinks.kafka import KafkaEmitSink
+
+    return KafkaEmitSink(settings, processor_name=options.name, dlq_factory=dlq_factory)
+
+
+# By sink stage: its typed settings (compile time) and its builder.
+SINK_SETTINGS: dict[type, Callable[[Any, Connection, ProcessorOptions], Any]] = {
+    ir.MergeStage: _merge_settings,
+    ir.EmitStage: _emit_settings,
+}
+SINK_BUILDERS: dict[type, Callable[[Any, ProcessorOptions, Any], Sink[Any]]] = {
+    ir.MergeStage: _merge_sink,
+    ir.EmitStage: _emit_sink,
+}
+
+
 def make_sinks(
-    pipeline: ir.Pipeline, registry: ConnectionRegistry, options: ProcessorOptions
+    pipeline: ir.Pipeline, registry: ConnectionRegistry | None = None, options: ProcessorOptions | None = None
 ) -> tuple[Sink[Any], Sink[Any]]:
-    """The output sink ($merge, $emit, or the console) and the DLQ sink."""
+    """The output sink ($merge, $emit, or the console) and the DLQ sink, built from the
+    compiled settings (what was not resolved at compile time is resolved through ``registry``)."""
     from sinks.console import ConsoleSink
 
+    compiled = pipeline if isinstance(pipeline, CompiledPipeline) else None
+    options = options or (compiled.options if compiled is not None else ProcessorOptions())
+    registry = registry or ConnectionRegistry()
     dlq_sink: Sink[Any]
     dlq_factory = None
     if options.dlq is not None:
         from sinks.mongo_dlq import DlqWriter, MongoDlqSink
 
         target = options.dlq
-        dlq_sink = MongoDlqSink(target, registry, options.name)
-        dlq_factory = lambda: DlqWriter(target, registry, options.name)  # noqa: E731
+        dlq_conn = compiled.connections.dlq if compiled is not None else None
+        if dlq_conn is None or dlq_conn.name != target.connection_name:
+            dlq_conn = registry.get_mongodb(target.connection_name, "options.dlq.connectionName")
+        dlq_sink = MongoDlqSink(target, dlq_conn, options.name)
+        dlq_factory = lambda: DlqWriter(target, dlq_conn, options.name)  # noqa: E731
     else:
         import sys
 
@@ -153,16 +282,13 @@ def make_sinks(
     sink = pipeline.sink
     if sink is None:
         return ConsoleSink(), dlq_sink
-    if isinstance(sink, ir.MergeStage):
-        from sinks.mongo import MergeSink
+    settings = compiled.sink_settings if compiled is not None else None
+    if settings is None:  # not checked at compile time (check_sink_connection=False)
+        settings = SINK_SETTINGS[type(sink)](sink, _sink_connection(sink, registry), options)
+    return SINK_BUILDERS[type(sink)](settings, options, dlq_factory), dlq_sink
 
-        return (
-            MergeSink(sink, registry, options.name, dlq_factory, options.sink_batch_size, options.sink_flush_interval_s),
-            dlq_sink,
-        )
-    from sinks.kafka import KafkaEmitSink
 
-    return KafkaEmitSink(sink, registry, options.name, dlq_factory), dlq_sink
+# ---- the dataflow -----------------------------------------------------------------------------
 
 
 def build_flow(
@@ -177,20 +303,30 @@ def build_flow(
     taps: tuple[Sink[Any], Sink[Any]] | None = None,
     observer: Observer | None = None,
 ) -> Dataflow:
-    """Wire the plan: source -> ingest (per partition) [-> close (per group bucket)] -> sinks.
+    """Wire the compiled pipeline: source -> ingest (per partition) [-> close (per group
+    bucket)] -> sinks. The plan compiled by :func:`compile_pipeline` is used as is (a bare
+    IR pipeline is compiled here; ``registry`` is only for that and for a sink that was not
+    resolved at compile time).
 
     Both sinks receive *batches* (lists of documents). ``taps`` are extra (output, DLQ)
     sinks fed the same batches (the service's ``sample()`` and stats side channel);
     ``observer(raw_batch, watermark_ms)`` sees every ingested batch (for stats).
     """
-    options = options or ProcessorOptions()
     registry = registry or ConnectionRegistry()
-    with enrich_steps.bound(registry):
-        plan = Plan.compile(pipeline, options)
+    if isinstance(pipeline, CompiledPipeline):
+        compiled = pipeline
+    else:
+        compiled = compile_ir(pipeline, registry, options or ProcessorOptions(), check_sink_connection=False)
+    options = options or compiled.options
+    plan = compiled.plan
+    if plan is None or replace(options, dlq=None) != replace(compiled.options, dlq=None):
+        # Other tuning than what was compiled (the DLQ target does not enter the plan).
+        plan = _compile_plan(compiled, options, compiled.connections)
+    plan = copy.copy(plan)  # the observer is this flow's
     plan.observer = observer
-    source = source or make_source(pipeline, registry, options)
+    source = source or make_source(compiled, registry, options)
     if output_sink is None or dlq_sink is None:
-        default_out, default_dlq = make_sinks(pipeline, registry, options)
+        default_out, default_dlq = make_sinks(compiled, registry, options)
         output_sink = output_sink or default_out
         dlq_sink = dlq_sink or default_dlq
 
@@ -224,4 +360,3 @@ def _payload(tag: int) -> Any:
         return value[1] if value[0] == tag else None
 
     return pick
-

@@ -27,9 +27,9 @@ from itertools import compress, repeat
 from operator import add, call, contains, itemgetter
 from typing import Any
 
-from sources.base import SOURCE_DLQ_KEY
 from translator import ir, metrics
 from translator.accumulators import AccSpec, IntColumn
+from translator.contracts import SOURCE_DLQ_KEY
 from translator.mql.expr import const_value
 from translator.mql.values import EPOCH, MISSING, datetime_to_ms
 

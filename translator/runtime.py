@@ -17,9 +17,8 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from sinks.dlq import dlq_document
-from sources.base import SOURCE_DLQ_KEY, IdleBatch, RawBatch, now_ms
 from translator import ir
+from translator.contracts import SOURCE_DLQ_KEY, IdleBatch, RawBatch, dlq_document, now_ms
 from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, time_getter
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, closure, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime

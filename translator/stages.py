@@ -19,6 +19,7 @@ from typing import Any
 
 from translator import ir, metrics
 from translator.codegen import Chain, compile_chain
+from translator.contracts import VALIDATE_REASON, Rec
 from translator.errors import TranslateError
 from translator.mql.expr import (
     EMPTY_VARS,
@@ -34,7 +35,6 @@ from translator.mql.values import MISSING, bson_type
 from translator.options import fast_paths_enabled
 from translator.stagespec import COMPUTE, COPY, PATH2, AddSpec, IncludeField, IncludeSpec, MapSpec
 
-Rec = tuple[dict[str, Any], Any]  # (document, event time ms | (time, watermark))
 DlqFn = Callable[[str, Any], None]  # (reason, doc)
 
 MAP, FILTER, FLAT, VALIDATE = 0, 1, 2, 3
@@ -217,8 +217,6 @@ def _run_step(st: Step, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
 
 
 def _validate_reason(st: Step, doc: dict[str, Any]) -> str:
-    from sinks.dlq import VALIDATE_REASON
-
     if st.describe is None:
         return VALIDATE_REASON
     try:

@@ -45,10 +45,8 @@ def run_pipeline(
     ir_pipeline = compile_pipeline(pipeline, registry, replace(opts, dlq=None), check_sink_connection=False)
     out_batches: list[list[dict[str, Any]]] = []
     dlq_batches: list[list[dict[str, Any]]] = []
-    flow = build_flow(
+    flow = build_flow(  # the plan compiled above; both sinks are replaced, so no registry
         ir_pipeline,
-        opts,
-        registry,
         output_sink=TestingSink(out_batches),
         dlq_sink=TestingSink(dlq_batches),
         flow_id="run_pipeline",

@@ -13,8 +13,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sinks.dlq import LATE_REASON
 from translator import ir
+from translator.contracts import LATE_REASON
 from translator.mql.expr import META, Ctx, Expr, compile_expr
 from translator.mql.values import MISSING, hashable, ms_to_datetime
 from translator.stages import Rec, failure_reason, run_chain

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,9 +31,9 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from sinks.dlq import LATE_REASON
 from translator import ir, metrics
 from translator.accumulators import AccSpec, compile_accumulator
+from translator.contracts import LATE_REASON, bucket_of
 from translator.mql.expr import META, Ctx, Expr, Vars, compile_expr, get_path
 from translator.mql.values import MISSING, compare, hashable, ms_to_datetime
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
@@ -393,11 +392,6 @@ def _err(path: str, msg: str) -> Exception:
     from translator.errors import TranslateError
 
     return TranslateError(path, msg)
-
-
-def bucket_of(hk: Any, n: int) -> int:
-    """A stable (cross-process) bucket for a group key: Python's str hash is salted."""
-    return zlib.crc32(repr(hk).encode()) % n
 
 
 # ---- stage 2: close windows across partitions --------------------------------------------

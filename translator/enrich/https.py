@@ -309,11 +309,11 @@ def _with_meta(doc: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compile_https(stage: HttpsStage, registry: Any) -> Step:
-    """Create time: the connection must be an ``https`` one with a ``url``."""
-    if registry is None:
+def compile_https(stage: HttpsStage, conn: Any) -> Step:
+    """Create time: ``conn`` (resolved by the compiler, None when no registry is bound)
+    must be an ``https`` connection with a ``url``."""
+    if conn is None:
         raise TranslateError(stage.path, "$https needs a connection registry here")
-    conn = registry.get(stage.connection_name, f"{stage.path}.connectionName")
     if conn.type != "https" or not conn.url:
         raise TranslateError(
             f"{stage.path}.connectionName",

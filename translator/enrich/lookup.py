@@ -535,11 +535,11 @@ def _check_names(stage: LookupStage, path: str) -> None:
             raise TranslateError(where, f"the {'database' if what == 'db' else 'collection'} name {name!r} {problem}")
 
 
-def compile_lookup(stage: LookupStage, registry: Any) -> Step:
-    """Create time: the connection must be a MongoDB one (not Kafka, not the sample)."""
-    if registry is None:
+def compile_lookup(stage: LookupStage, conn: Any) -> Step:
+    """Create time: ``conn`` is the stage's MongoDB connection, resolved by the compiler
+    (:mod:`translator.enrich.steps`), or None when no registry is bound."""
+    if conn is None:
         raise TranslateError(stage.path, f"{stage.path.rsplit('.', 1)[-1]} needs a connection registry here")
-    conn = registry.get_mongodb(stage.connection_name, f"{stage.path}.from.connectionName")
     assert stage.db is not None
     _check_names(stage, f"{stage.path}.from")
     server = LookupServer(conn.uri or "", stage.db, stage.coll, f"{stage.path} ({conn.name})")

@@ -1,10 +1,12 @@
 """Step compilers of the enrichment stages, registered into
-:data:`translator.stages.STEP_COMPILERS` on import, and the connection registry the
-I/O stages resolve ``connectionName`` from.
+:data:`translator.stages.STEP_COMPILERS` on import, and the connections the I/O stages
+(``$lookup``, ``$cachedLookup``, ``$https``) get.
 
-``Plan.compile`` has no registry argument; :mod:`translator.compile` binds one around
-it with :func:`bound`, so ``$lookup`` checks its connection at create time and the
-running flow gets a client for the same connection.
+``Plan.compile`` has no connections argument; :mod:`translator.compile` binds a
+:class:`translator.compiled.Resolver` around it with :func:`bound`: each I/O stage's
+connection is resolved once, at create time, recorded in the compiled pipeline, and
+handed to the stage compiler as a resolved ``Connection`` (the running flow gets a
+client for that connection). A bare registry may be bound too (tools, tests).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from translator import stages
+from translator.connections import Connection, ConnectionRegistry
 from translator.enrich.https import compile_https
 from translator.enrich.lookup import compile_lookup
 from translator.enrich.spec import HttpsStage, LookupStage, SetStreamMetaStage, ThrottleStage
@@ -25,10 +28,12 @@ _bound = threading.local()
 
 
 @contextmanager
-def bound(registry: Any) -> Iterator[None]:
-    """Make ``registry`` the one enrichment stages compiled in this block connect through."""
+def bound(resolver: Any) -> Iterator[None]:
+    """Make ``resolver`` (a :class:`~translator.compiled.Resolver`, the
+    :class:`~translator.compiled.ResolvedConnections` of a compiled pipeline, or a
+    registry) the one enrichment stages compiled in this block get connections from."""
     prev = getattr(_bound, "registry", None)
-    _bound.registry = registry
+    _bound.registry = resolver
     try:
         yield
     finally:
@@ -39,11 +44,31 @@ def current_registry() -> Any:
     return getattr(_bound, "registry", None)
 
 
+def _connection(name: Any, where: str, stage_path: str, *, mongodb: bool = False) -> Connection | None:
+    resolver = current_registry()
+    if resolver is None:
+        return None
+    if isinstance(resolver, ConnectionRegistry):
+        from translator.compiled import Resolver
+
+        resolver = Resolver(resolver)
+    conn: Connection = resolver.stage_connection(name, where, stage_path, mongodb=mongodb)
+    return conn
+
+
+def _lookup_connection(s: LookupStage) -> Connection | None:
+    return _connection(s.connection_name, f"{s.path}.from.connectionName", s.path, mongodb=True)
+
+
+def _https_connection(s: HttpsStage) -> Connection | None:
+    return _connection(s.connection_name, f"{s.path}.connectionName", s.path)
+
+
 stages.STEP_COMPILERS.update(
     {
         SetStreamMetaStage: lambda s, v: compile_set_stream_meta(s, v),
-        LookupStage: lambda s, v: compile_lookup(s, current_registry()),
+        LookupStage: lambda s, v: compile_lookup(s, _lookup_connection(s)),
         ThrottleStage: lambda s, v: compile_throttle(s),
-        HttpsStage: lambda s, v: compile_https(s, current_registry()),
+        HttpsStage: lambda s, v: compile_https(s, _https_connection(s)),
     }
 )

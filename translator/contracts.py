@@ -1,0 +1,91 @@
+"""The contracts the translator and the adapters (``sources/``, ``sinks/``) share.
+
+They live here so the translator imports no adapter module: sources emit
+``(partition_key, batch)`` items of :data:`RawBatch` (``IdleBatch`` for an idle
+partition), stages pass :data:`Rec` lists, window state is spread over buckets by
+:func:`bucket_of`, and every producer of dead letters builds them with
+:func:`dlq_document` (https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/).
+``sources.base`` and ``sinks.dlq`` re-export their part for the adapters.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import time
+import zlib
+from typing import Any
+
+from bson import ObjectId
+
+# ---- what sources emit (docs/semantics.md#sources) -------------------------------------------
+
+RawRecord = tuple[dict[str, Any], int]  # (document with its envelope, source time ms)
+RawBatch = list[RawRecord]
+SourceItem = tuple[str, RawBatch]
+Rec = tuple[dict[str, Any], Any]  # in the stages: (document, event time ms | (time, watermark))
+
+SOURCE_DLQ_KEY = "__mqlflow_dlq__"
+
+
+def source_dlq(reason: str, doc: Any) -> dict[str, Any]:
+    """A record a source could not turn into a document (bad JSON, bad key...): the
+    ingest step sends ``doc`` to the DLQ with ``reason`` instead of processing it."""
+    return {SOURCE_DLQ_KEY: {"reason": reason, "doc": doc}}
+
+
+class IdleBatch(list[RawRecord]):
+    """Emitted (empty) by a partition that has had no data for ``partitionIdleTimeout``:
+    the processor watermark then ignores that partition until it has data again
+    (docs/semantics.md#time-and-windows)."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def bucket_of(hk: Any, n: int) -> int:
+    """A stable (cross-process) bucket for a group key: Python's str hash is salted."""
+    return zlib.crc32(repr(hk).encode()) % n
+
+
+# ---- dead letters (docs/semantics.md#dlq) ----------------------------------------------------
+
+LATE_REASON = "Input document arrived late."
+VALIDATE_REASON = "Input document found to be invalid in $validate stage"
+
+
+def dlq_id(doc: Any, reason: str, processor_name: str = "") -> ObjectId:
+    """Deterministic for a document with a source offset: the same processor, message and
+    reason give the same ``_id`` (a replay overwrites); another processor sharing the
+    collection gets its own."""
+    src = doc.get("_stream_meta", {}).get("source") if isinstance(doc, dict) else None
+    if isinstance(src, dict) and "offset" in src and "partition" in src:
+        key = f"{len(processor_name)}:{processor_name}/{src.get('topic')}/{src['partition']}/{src['offset']}/{reason}"
+        return ObjectId(hashlib.blake2b(key.encode(), digest_size=12).digest())
+    return ObjectId()
+
+
+def dlq_document(reason: str, doc: Any, processor_name: str, **extra: Any) -> dict[str, Any]:
+    """Build ``{_id, errInfo: {reason}, doc, processorName, dlqTime, ...extra}``.
+
+    ASP puts the offending document, envelope included, under ``doc``; late data adds
+    ``missedWindowStartTimes``. For documents from a source with offsets (Kafka) the
+    ``_id`` is derived from the processor name, topic, partition, offset and reason, so a
+    replay after a crash rewrites the same DLQ entry instead of adding a duplicate;
+    otherwise it is a fresh ObjectId.
+    """
+    out: dict[str, Any] = {
+        "_id": dlq_id(doc, reason, processor_name),
+        "errInfo": {"reason": reason},
+        "doc": doc,
+        "processorName": processor_name,
+        "dlqTime": _now_ms_precision(),
+    }
+    out.update(extra)
+    return out
+
+
+def _now_ms_precision() -> _dt.datetime:
+    now = _dt.datetime.now(_dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
