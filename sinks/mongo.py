@@ -180,8 +180,33 @@ DocFn = Callable[[Doc, Vars], Doc]
 PIPELINE_STAGES = ("$set", "$addFields", "$unset", "$project", "$replaceWith", "$replaceRoot")
 
 
-def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str) -> DocFn:
-    """Compile ``whenMatched: [...]`` into ``fn(existing_doc, {"new": incoming}) -> doc``."""
+class WhenMatchedPipeline:
+    """``fn(existing_doc, {"new": incoming}) -> doc``. It follows the ``fastPaths`` option
+    the stages were compiled under: with it, an ``$addFields`` + inclusion ``$project`` pair
+    runs as the one fused closure the stage compiler made (``fused`` counts them), falling
+    back to the two stages' own closures when that raises; without it, every stage runs
+    through its own closure (the reference path)."""
+
+    def __init__(self, runs: list[tuple[DocFn | None, tuple[DocFn, ...]]]) -> None:
+        self.runs = runs
+        self.fused = sum(1 for f, _ in runs if f is not None)
+
+    def __call__(self, doc: Doc, v: Vars) -> Doc:
+        for fused, fns in self.runs:
+            if fused is not None:
+                try:
+                    doc = fused(doc, v)
+                    continue
+                except Exception:  # the stages' own closures below report it
+                    pass
+            for f in fns:
+                doc = f(doc, v)
+        return doc
+
+
+def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str) -> WhenMatchedPipeline:
+    """Compile ``whenMatched: [...]`` into ``fn(existing_doc, {"new": incoming}) -> doc``
+    (with or without accelerators, as :func:`translator.options.fast_paths` says)."""
     from translator.parse import STAGE_PARSERS
     from translator.stages import compile_steps
 
@@ -198,14 +223,18 @@ def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str)
                 f"supported: {', '.join(PIPELINE_STAGES)}",
             )
         parsed.append(STAGE_PARSERS[name](spec, f"{spath}.{name}"))
-    fns = [step.fn for step in compile_steps(tuple(parsed), frozenset({"new"}))]
-
-    def run(doc: Doc, v: Vars) -> Doc:
-        for f in fns:
-            doc = f(doc, v)
-        return doc
-
-    return run
+    steps = compile_steps(tuple(parsed), frozenset({"new"}))
+    runs: list[tuple[DocFn | None, tuple[DocFn, ...]]] = []
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        if step.fused_next is not None and i + 1 < len(steps):  # only set with fastPaths on
+            runs.append((step.fused_next, (step.fn, steps[i + 1].fn)))
+            i += 2
+        else:
+            runs.append((None, (step.fn,)))
+            i += 1
+    return WhenMatchedPipeline(runs)
 
 
 # ---- planning: documents -> bulk operations --------------------------------------------------
