@@ -682,7 +682,7 @@ class ChangeStreamSource(FixedPartitionedSource[SourceItem, State]):
 
 
 def build_change_stream_source(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> ChangeStreamSource:
-    """``SOURCE_BUILDERS["mongodb"/"atlas"]``: validate the stage (create-time errors) and build."""
+    """Validate the stage and build (tools, tests; ``compile_pipeline`` parses the settings)."""
     return ChangeStreamSource(ChangeStreamSettings.from_stage(pipeline.source, conn, options, windowed=pipeline.window is not None))
 
 

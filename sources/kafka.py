@@ -535,7 +535,7 @@ def list_partitions(client: dict[str, Any], topics: tuple[str, ...]) -> list[str
 
 
 def build_kafka_source(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> KafkaSource:
-    """``SOURCE_BUILDERS["kafka"]``: validate the stage (create-time errors) and build."""
+    """Validate the stage and build (tools, tests; ``compile_pipeline`` parses the settings)."""
     return KafkaSource(KafkaSourceSettings.from_stage(pipeline.source, conn, options))
 
 

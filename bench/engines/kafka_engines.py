@@ -147,7 +147,7 @@ def run_ka(wl: Workload, topic: str, expect_rows: int) -> tuple[list[Any], float
                     stop.finish()
 
         t0 = time.perf_counter()
-        flow = build_flow(pipeline, opts, reg, source=_stoppable(make_source(pipeline, reg, opts), stop), flow_id="bench_k")
+        flow = build_flow(pipeline, source=_stoppable(make_source(pipeline), stop), flow_id="bench_k")
         th = threading.Thread(target=watch, daemon=True)
         th.start()
         _run_flow(flow)
@@ -186,7 +186,7 @@ def run_ks(topic: str, spec: GenSpec) -> float:
 
     t0 = time.perf_counter()
     flow = Dataflow("bench_ks")
-    op.inspect("count", op.input("source", flow, _stoppable(make_source(pipeline, reg, opts), stop)), count)
+    op.inspect("count", op.input("source", flow, _stoppable(make_source(pipeline), stop)), count)
     _run_flow(flow)
     if stop.end is None or seen[0] != want:
         raise RuntimeError(f"mqlflow's Kafka source read {seen[0]} of {want} messages")

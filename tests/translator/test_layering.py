@@ -47,6 +47,10 @@ PIPELINE: list[dict[str, Any]] = [
 ]
 
 
+def plans() -> int:
+    return compile_mod.PLANS_COMPILED
+
+
 def _run(p: CompiledPipeline, options: ProcessorOptions | None = None) -> tuple[list[Any], list[Any]]:
     out: list[list[Any]] = []
     dlq: list[list[Any]] = []
@@ -56,12 +60,12 @@ def _run(p: CompiledPipeline, options: ProcessorOptions | None = None) -> tuple[
 
 def test_a_flow_built_from_compile_pipeline_compiles_its_plan_once() -> None:
     opts = ProcessorOptions(name="once")
-    before = compile_mod.PLANS_COMPILED
+    before = plans()
     p = compile_pipeline(PIPELINE, options=opts)
-    assert compile_mod.PLANS_COMPILED == before + 1
+    assert plans() == before + 1
     assert p.plan is not None and p.options == opts
     out, dlq = _run(p, opts)
-    assert compile_mod.PLANS_COMPILED == before + 1  # build_flow used the compiled plan
+    assert plans() == before + 1  # build_flow used the compiled plan
     assert out == [{"_id": 1, "b": 20}, {"_id": 2, "b": 50}]
     assert [(d["doc"]["_id"], d["errInfo"]["reason"]) for d in dlq] == [
         (3, "Failed to process input document in $addFields stage (pipeline[1].$addFields): "
@@ -69,16 +73,16 @@ def test_a_flow_built_from_compile_pipeline_compiles_its_plan_once() -> None:
     ]
     # Other tuning than what was compiled: the plan is compiled again, results are the same.
     out2, dlq2 = _run(p, ProcessorOptions(name="once", fast_paths=False))
-    assert compile_mod.PLANS_COMPILED == before + 2
+    assert plans() == before + 2
     assert out2 == out and [d["errInfo"] for d in dlq2] == [d["errInfo"] for d in dlq]
 
 
 def test_the_dlq_target_alone_does_not_recompile_the_plan() -> None:
     opts = ProcessorOptions(name="once")
     p = compile_pipeline(PIPELINE, options=opts)
-    before = compile_mod.PLANS_COMPILED
+    before = plans()
     out, _ = _run(p, ProcessorOptions(name="once", dlq=DlqTarget("m", "db", "dlq")))
-    assert compile_mod.PLANS_COMPILED == before
+    assert plans() == before
     assert out == [{"_id": 1, "b": 20}, {"_id": 2, "b": 50}]
 
 
