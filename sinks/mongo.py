@@ -66,7 +66,7 @@ from sinks.mongo_io import (
     server_profile,
 )
 from translator.connections import Connection, ConnectionRegistry, mask_uri
-from translator.contracts import dlq_document
+from translator.contracts import coll_name_problem, db_name_problem, dlq_document
 from translator.errors import TranslateError, did_you_mean
 from translator.ir import MergeStage
 from translator.mql.expr import (
@@ -107,28 +107,7 @@ class MergeUnreachableError(RuntimeError):
     """The ``$merge`` target does not answer at start (fail fast instead of a silent wait)."""
 
 
-# ---- namespace resolution ------------------------------------------------------------------
-
-_BAD_DB_CHARS = frozenset('/\\. "$\x00')
-
-
-def _db_name_problem(name: str) -> str | None:
-    if not name:
-        return "is empty"
-    if len(name.encode()) >= 64:
-        return "is longer than 63 bytes"
-    bad = sorted(set(name) & _BAD_DB_CHARS)
-    return f"contains {bad[0]!r}" if bad else None
-
-
-def _coll_name_problem(name: str) -> str | None:
-    if not name:
-        return "is empty"
-    if "$" in name or "\x00" in name:
-        return "contains '$'" if "$" in name else "contains a NUL byte"
-    if name.startswith("system."):
-        return "names a system collection"
-    return None
+# ---- namespace resolution (name rules: translator.contracts) -------------------------------
 
 
 @dataclass(frozen=True)
@@ -430,8 +409,8 @@ class MergeSettings:
         """``conn`` is the stage's MongoDB connection, already resolved."""
         if not conn.uri:
             raise TranslateError(f"{stage.path}.into.connectionName", f"connection '{conn.name}' has no uri")
-        db = _compile_name(stage.db, f"{stage.path}.into.db", "db", _db_name_problem)
-        coll = _compile_name(stage.coll, f"{stage.path}.into.coll", "coll", _coll_name_problem)
+        db = _compile_name(stage.db, f"{stage.path}.into.db", "db", db_name_problem)
+        coll = _compile_name(stage.coll, f"{stage.path}.into.coll", "coll", coll_name_problem)
         with fast_paths(fast):
             mode = make_mode(stage)
         return MergeSettings(stage, conn, db, coll, tuple(tuple(f.split(".")) for f in stage.on), mode)

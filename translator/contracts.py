@@ -3,7 +3,7 @@
 They live here so the translator imports no adapter module: sources emit
 ``(partition_key, batch)`` items of :data:`RawBatch` (``IdleBatch`` for an idle
 partition), stages pass :data:`Rec` lists, window state is spread over buckets by
-:func:`bucket_of`, and every producer of dead letters builds them with
+:func:`bucket_of`, ``$merge`` and ``$lookup`` check names alike, and every producer of dead letters builds them with
 :func:`dlq_document` (https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/).
 ``sources.base`` and ``sinks.dlq`` re-export their part for the adapters.
 """
@@ -47,6 +47,32 @@ def now_ms() -> int:
 def bucket_of(hk: Any, n: int) -> int:
     """A stable (cross-process) bucket for a group key: Python's str hash is salted."""
     return zlib.crc32(repr(hk).encode()) % n
+
+
+# ---- MongoDB namespaces ----------------------------------------------------------------------
+
+_BAD_DB_CHARS = frozenset('/\\. "$\x00')
+
+
+def db_name_problem(name: str) -> str | None:
+    """Why the server would reject ``name`` as a database name (``$merge``, ``$lookup``), or None."""
+    if not name:
+        return "is empty"
+    if len(name.encode()) >= 64:
+        return "is longer than 63 bytes"
+    bad = sorted(set(name) & _BAD_DB_CHARS)
+    return f"contains {bad[0]!r}" if bad else None
+
+
+def coll_name_problem(name: str) -> str | None:
+    """Why the server would reject ``name`` as a collection name, or None."""
+    if not name:
+        return "is empty"
+    if "$" in name or "\x00" in name:
+        return "contains '$'" if "$" in name else "contains a NUL byte"
+    if name.startswith("system."):
+        return "names a system collection"
+    return None
 
 
 # ---- dead letters (docs/semantics.md#dlq) ----------------------------------------------------

@@ -526,9 +526,9 @@ def _set(doc: dict[str, Any], parts: tuple[str, ...], value: Any) -> dict[str, A
 
 def _check_names(stage: LookupStage, path: str) -> None:
     """Database and collection names the server would reject fail at create time."""
-    from sinks.mongo import _coll_name_problem, _db_name_problem
+    from translator.contracts import coll_name_problem, db_name_problem
 
-    for what, name, check in (("db", stage.db, _db_name_problem), ("coll", stage.coll, _coll_name_problem)):
+    for what, name, check in (("db", stage.db, db_name_problem), ("coll", stage.coll, coll_name_problem)):
         problem = check(name) if name is not None else None
         if problem:
             where = f"{path}.from" if stage.connection_name is None else f"{path}.{what}"  # nested: from: "coll"
