@@ -3,7 +3,7 @@
 
 ``spec`` holds their IR dataclasses, ``parse`` their readers (registered into
 :data:`translator.parse.STAGE_PARSERS`), ``steps`` their step compilers (registered into
-:data:`translator.stages.STEP_COMPILERS` when imported) and the connection registry the
-I/O stages resolve their connections from. This package's ``__init__`` imports nothing,
+:data:`translator.stages.STEP_COMPILERS` when imported), which hand the I/O stages the
+connections the compiler resolved. This package's ``__init__`` imports nothing,
 so that both registrations can happen from inside those modules without import cycles.
 """
