@@ -219,13 +219,14 @@ def wait_until(pred: Any, timeout: float, what: str, every: float = 0.5, log: An
     """``pred()`` once it is truthy; after ``timeout`` seconds the test fails naming ``what``
     (and the tail of ``log()`` when given)."""
     deadline = time.monotonic() + timeout
+    got = None
     while time.monotonic() < deadline:
         got = pred()
         if got:
             return got
         time.sleep(every)
     tail = f"\n{log()[-4000:]}" if log is not None else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {got!r}{tail}")
 
 
 # --- a private FerretDB -----------------------------------------------------------------

@@ -80,6 +80,17 @@ class Serve(Service):
 
 
 @pytest.fixture(scope="module")
+def ferret() -> Iterator[pymongo.MongoClient[dict[str, Any]]]:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URI, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError as e:
+        pytest.fail(f"FerretDB at {MONGODB_URI} is not reachable ({e}); start it with: scripts/services.sh up mongodb")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory, ferret: pymongo.MongoClient[dict[str, Any]]) -> Iterator[Serve]:
     tmp = tmp_path_factory.mktemp("console")
     # One crash is enough to fail a processor: the FAILED test kills a child once.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,14 @@ from typing import Any
 
 import pymongo
 import pytest
-from svc_helpers import Service, mongodb_connections, mongosh_argv, services_env, start_service
+from svc_helpers import (
+    Service,
+    mongodb_connections,
+    mongosh_argv,
+    services_env,
+    start_service,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.mongosh, pytest.mark.mongodb, pytest.mark.slow]
 SEED = Path(__file__).resolve().parent / "seed"
@@ -56,13 +62,7 @@ def states(svc: Service) -> dict[str, str]:
 
 
 def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_until(pred, timeout, what)
 
 
 def children(pid: int) -> list[int]:

@@ -24,6 +24,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from kafka_flows import new_topic, produce
 
+from tests.service import svc_helpers
 from tests.service.svc_helpers import start_service
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongodb, pytest.mark.slow]
@@ -129,13 +130,7 @@ def proxy(mongodb_uri: str) -> Iterator[StallProxy]:
 
 
 def wait_until(pred: Callable[[], Any], timeout_s: float, what: str, log: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}\n{log()[-4000:]}")
+    return svc_helpers.wait_until(pred, timeout_s, what, every=0.25, log=log)
 
 
 def msgs(lo: int, hi: int) -> list[dict[str, Any]]:
