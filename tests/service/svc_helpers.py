@@ -113,7 +113,9 @@ class Service:
 
     def client(self, user: str | None = None, password: str | None = None, **kw: Any) -> pymongo.MongoClient[dict[str, Any]]:
         if user is not None:
-            kw.update(username=user, password=password)
+            kw["username"] = user
+        if password is not None:  # also when the caller named it with username=
+            kw["password"] = password
         kw.setdefault("serverSelectionTimeoutMS", self.selection_timeout_ms)
         return pymongo.MongoClient(f"mongodb://127.0.0.1:{self.port}", **kw)
 
