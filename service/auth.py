@@ -42,12 +42,18 @@ class ScramConversation:
     done: bool = False
 
 
+def _salted(password: str, salt: bytes) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, ITERATIONS)
+
+
+def _stored_key(salted: bytes) -> bytes:
+    return hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+
+
 @cache
 def _keys(user: str, password: str, salt: bytes) -> tuple[bytes, bytes]:
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, ITERATIONS)
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    server_key = hmac.digest(salted, b"Server Key", "sha256")
-    return hashlib.sha256(client_key).digest(), server_key
+    salted = _salted(password, salt)
+    return _stored_key(salted), hmac.digest(salted, b"Server Key", "sha256")
 
 
 _SALTS: dict[str, bytes] = {}
@@ -88,6 +94,23 @@ def load_users(path: Path) -> dict[str, str]:
     for user, password in users.items():  # derive keys now, not on a first login
         _keys(user, password, _SALTS.setdefault(user, secrets.token_bytes(28)))
     return users
+
+
+def check_password(users: dict[str, str], user: str, password: str) -> bool:
+    """A user and password sent in one piece (HTTP Basic of ``--metrics-port``), checked
+    against the same SCRAM-SHA-256 StoredKey a mongosh login proves. An unknown user costs
+    the same PBKDF2 round as a known one; nothing per attempt is cached."""
+    known = users.get(user)
+    if known is None:
+        _stored_key(_salted(password, _unknown_salt(user)))
+        return False
+    stored, _ = _keys(user, known, _SALTS.setdefault(user, secrets.token_bytes(28)))
+    return hmac.compare_digest(_stored_key(_salted(password, _SALTS[user])), stored)
+
+
+def _unknown_salt(user: str) -> bytes:
+    """Stable per name for this service start, so an unknown user looks like a known one."""
+    return hmac.digest(_SECRET, user.encode("utf-8"), "sha256")[:28]
 
 
 def _fail() -> CommandError:
@@ -132,7 +155,7 @@ def sasl_start(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
     if password is None:
         # Unknown user: same round, same timing (keys of known users are cached), and
         # a proof that can never match.
-        salt = hmac.digest(_SECRET, user.encode("utf-8"), "sha256")[:28]
+        salt = _unknown_salt(user)
         stored_key, server_key = secrets.token_bytes(32), secrets.token_bytes(32)
     else:
         salt = _SALTS.setdefault(user, secrets.token_bytes(28))

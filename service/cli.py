@@ -78,12 +78,6 @@ def _parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     s.add_argument(
-        "--flow-target",
-        default="flows.processor:from_definition",
-        help="bytewax import target called with the definition.json path "
-        "(default: %(default)s)",
-    )
-    s.add_argument(
         "--users", type=Path,
         help="file of 'user:password' lines; when given, every client must log in with "
         "SCRAM-SHA-256, on loopback too (default: none, no login on loopback)",
@@ -104,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--metrics-port", type=int,
-        help="serve Prometheus metrics on this port (default: none, no metrics endpoint)",
+        help="serve Prometheus metrics on this port, on --host (loopback by default); with "
+        "--users every scrape logs in with HTTP Basic as one of those users "
+        "(default: none, no metrics endpoint)",
     )
     s.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -141,7 +137,6 @@ async def serve(args: argparse.Namespace) -> None:
         process_max_seconds=args.process_max_seconds,
         sample_idle_timeout=args.sample_idle_timeout,
         users=users,
-        flow_target=args.flow_target,
     )
     supervisor = Supervisor(config)
     try:
@@ -155,7 +150,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.metrics_port is not None:
         from service.metrics import start_metrics
 
-        start_metrics(supervisor, args.metrics_port, args.host)
+        start_metrics(supervisor, args.metrics_port, args.host, users)
     console = None
     if args.http_port is not None:
         from service.web import start_console

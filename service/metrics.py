@@ -1,18 +1,33 @@
-"""Prometheus metrics for running processors, from the children's side-channel figures."""
+"""Prometheus metrics for running processors, from the children's side-channel figures.
+
+Served on ``--host`` (loopback by default) like the wire port. With ``--users`` every
+scrape logs in with HTTP Basic as one of those users, checked against the same
+SCRAM-SHA-256 credentials (Prometheus' ``basic_auth`` scrape setting sends it; see
+https://prometheus.io/docs/prometheus/latest/configuration/configuration/#scrape_config).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import base64
+import binascii
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service.auth import check_password
 from service.protocol import COUNTERS
 
 if TYPE_CHECKING:
     from service.supervisor import Supervisor
+
+REALM = 'Basic realm="mqlflow metrics", charset="UTF-8"'
 
 
 class ProcessorCollector(Collector):
@@ -46,6 +61,59 @@ class ProcessorCollector(Collector):
         yield up
 
 
-def start_metrics(supervisor: Supervisor, port: int, host: str = "127.0.0.1") -> None:
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def basic_auth_user(header: str, users: dict[str, str]) -> str | None:
+    """The user an ``Authorization: Basic`` header logs in as, or None."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user if sep and check_password(users, user, password) else None
+
+
+def with_login(app: WsgiApp, users: dict[str, str]) -> WsgiApp:
+    """``app`` behind HTTP Basic against ``users``; a missing or wrong login gets 401."""
+
+    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if basic_auth_user(environ.get("HTTP_AUTHORIZATION", ""), users) is None:
+            body = b"401: log in with HTTP Basic as a user of mqlflow serve --users\n"
+            start_response("401 Unauthorized", [
+                ("WWW-Authenticate", REALM), ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ])
+            return [body]
+        return app(environ, start_response)
+
+    return guarded
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood the service log."""
+
+
+def start_metrics(supervisor: Supervisor, port: int, host: str = "127.0.0.1",
+                  users: dict[str, str] | None = None) -> WSGIServer:
+    """Serve ``/metrics`` on ``host:port`` in a daemon thread; with ``users``, behind a login."""
     REGISTRY.register(ProcessorCollector(supervisor))
-    start_http_server(port, addr=host)
+    app: WsgiApp = make_wsgi_app(REGISTRY)
+    if users:
+        app = with_login(app, users)
+    server_cls = _Server6 if ":" in host else _Server  # an IPv6 address has colons
+    httpd = make_server(host, port, app, server_cls, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="mqlflow-metrics", daemon=True).start()
+    return httpd

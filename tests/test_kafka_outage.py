@@ -1,18 +1,15 @@
 """A 30 s database outage mid-run, with both ``$merge`` and DLQ traffic: Kafka (3
 partitions) -> ``$validate`` (dlq) -> 1 s windows -> ``$merge``, the ``dlq`` option into the
-same server. The server is a PRIVATE FerretDB on its own port (``scripts/services.sh`` with
-``MQLFLOW_FERRETDB_PORT``), stopped (SIGKILL) for 30 s while data keeps arriving, then
-started again on the same files. The final window and DLQ collections must equal an
+same server. The server is a PRIVATE FerretDB on a free port of its own
+(``scripts/services.sh`` with ``MQLFLOW_FERRETDB_PORT``; the shared one on 27018 is never
+stopped), stopped (SIGKILL) for 30 s while data keeps arriving, then started again on the same files. The final window and DLQ collections must equal an
 uninterrupted run's: nothing lost, duplicates only as idempotent rewrites (the DLQ is
 durable by default; before, entries written during an outage of 10 s or more were lost).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -40,47 +37,17 @@ from test_kafka_merge_recovery import (
     write_files,
 )
 
+from tests.service.svc_helpers import PrivateFerretDB, private_ferretdb
+
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-PORT = 27319  # this test's own FerretDB; the shared one on 27018 is never stopped
 OUTAGE_S = 30.0
-
-
-class PrivateFerretDB:
-    def __init__(self, tmp: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-        self.env["MQLFLOW_FERRETDB_PORT"] = str(PORT)
-        self.env["MQLFLOW_SERVICES_ENV"] = str(tmp / "services.env")
-        self.pidfile = ROOT / ".cache" / "run" / f"ferretdb-{PORT}.pid"
-        self.uri = f"mongodb://127.0.0.1:{PORT}/"
-
-    def up(self) -> None:
-        cmd = [str(ROOT / "scripts" / "services.sh"), "up", "mongodb"]
-        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, f"MQLFLOW_FERRETDB_PORT={PORT} scripts/services.sh up mongodb failed:\n{r.stderr}"
-
-    def kill(self) -> None:
-        pid = int(self.pidfile.read_text().strip())
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
 
 
 @pytest.fixture
 def ferretdb(tmp_path: Path) -> Iterator[PrivateFerretDB]:
-    f = PrivateFerretDB(tmp_path)
-    f.up()
-    try:
+    with private_ferretdb(tmp_path) as f:
         yield f
-    finally:
-        if f.pidfile.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                f.kill()
 
 
 @pytest.fixture

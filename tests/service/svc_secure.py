@@ -12,65 +12,29 @@ import secrets
 import socket
 import struct
 import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bson
-import pymongo
 from bson import Binary
+from svc_helpers import ROOT, Service, reachable_mongodb_uri, serve_args, start_service
+from svc_helpers import mongosh_path as _mongosh_path
 
-ROOT = Path(__file__).resolve().parents[2]
-MONGOSH = ROOT / ".cache" / "node" / "node_modules" / ".bin" / "mongosh"
+__all__ = ["ROOT", "RealService", "mongodb_uri", "serve_args", "start_real", "write_connections"]
 
-
-def services_env(key: str) -> str:
-    if os.environ.get(key):
-        return os.environ[key]
-    env_file = ROOT / ".cache" / "run" / "services.env"
-    assert env_file.exists(), f"{env_file} is missing: run scripts/services.sh up"
-    for line in env_file.read_text().splitlines():
-        k, _, v = line.partition("=")
-        if k.strip() == key:
-            return v.strip().strip('"')
-    raise AssertionError(f"no {key}= in {env_file}: run scripts/services.sh up")
-
-
-def mongodb_uri() -> str:
-    """The shared MongoDB-wire server; a test that cannot reach it fails with how to start it."""
-    uri = services_env("MONGODB_URI")
-    try:
-        c: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
-        with c:
-            c.admin.command("ping")
-    except pymongo.errors.PyMongoError as e:
-        raise AssertionError(
-            f"MongoDB is not reachable at {uri} ({e}); start it with scripts/services.sh up mongodb"
-        ) from e
-    return uri
+mongodb_uri = reachable_mongodb_uri
 
 
 def mongosh_path() -> str:
-    assert MONGOSH.exists(), f"{MONGOSH} is missing: run scripts/services.sh up mongosh"
-    return str(MONGOSH)
+    """The pinned mongosh (the oldest release the service supports)."""
+    return _mongosh_path("pinned")
 
 
-@dataclass
-class RealService:
-    proc: subprocess.Popen[str]
-    port: int
-    state_dir: Path
-    log: Path
-    users: dict[str, str] = field(default_factory=dict)
+class RealService(Service):
+    """A ``Service`` with a longer server selection (the security tests load the machine)
+    and mongosh on it."""
 
-    def client(self, user: str | None = None, password: str | None = None, **kw: Any) -> Any:
-        if user is not None:
-            kw.update(username=user, password=password)
-        return pymongo.MongoClient(
-            f"mongodb://127.0.0.1:{self.port}", serverSelectionTimeoutMS=10000, **kw
-        )
+    selection_timeout_ms = 10000
 
     def mongosh(self, *args: str, script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "HOME": str(self.state_dir.parent)}
@@ -80,46 +44,23 @@ class RealService:
             capture_output=True, text=True, timeout=timeout, env=env,
         )
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
-
-def serve_args(state_dir: Path, connections: Path, *extra: str) -> list[str]:
-    """``mqlflow serve`` as a user runs it: the default (real) flow target."""
-    return [
-        sys.executable, "-m", "service", "serve", "--port", "0", "--state-dir", str(state_dir),
-        "--connections", str(connections), "--snapshot-interval", "1", *extra,
-    ]
+def connections_text(uri: str = "mongodb://127.0.0.1:1/") -> str:
+    return f'[connections.out]\ntype = "mongodb"\nuri = "{uri}"\n'
 
 
 def write_connections(tmp: Path, uri: str = "mongodb://127.0.0.1:1/") -> Path:
     conns = tmp / "connections.toml"
-    conns.write_text(f'[connections.out]\ntype = "mongodb"\nuri = "{uri}"\n')
+    conns.write_text(connections_text(uri))
     return conns
 
 
 def start_real(tmp: Path, *extra: str, uri: str = "mongodb://127.0.0.1:1/",
                state_dir: Path | None = None, cwd: Path | None = None) -> RealService:
-    state = state_dir or tmp / "state"
-    conns = write_connections(tmp, uri)
-    log = tmp / f"service-{time.monotonic_ns()}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        serve_args(state, conns, *extra), stdout=subprocess.PIPE, stderr=log.open("w"),
-        text=True, env=env, cwd=cwd or tmp,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("mqlflow listening on "):
-        proc.kill()
-        raise AssertionError(f"service did not start: {line!r}\n{log.read_text()}")
-    return RealService(proc, int(line.rsplit(":", 1)[1]), state, log)
+    """``mqlflow serve`` whose only connection ``out`` points at ``uri`` (by default a closed port)."""
+    svc = start_service(tmp, *extra, connections=connections_text(uri), state_dir=state_dir, cwd=cwd, cls=RealService)
+    assert isinstance(svc, RealService)
+    return svc
 
 
 # --- a raw wire client ------------------------------------------------------------------

@@ -13,8 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -27,6 +25,7 @@ from typing import Any, TypeVar
 
 import pymongo
 import pytest
+from svc_helpers import Service, launch, start_service
 
 from flows.solar_demo import SOURCE, WINDOW
 
@@ -71,41 +70,13 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, every
 
 
 @dataclass
-class Serve:
-    proc: subprocess.Popen[str]
-    url: str
-    port: int
-    db: str
-    log: Path
-    state_dir: Path
+class Serve(Service):
+    db: str = ""  # the test database on FerretDB, dropped afterwards
 
-    def client(self) -> pymongo.MongoClient[dict[str, Any]]:
-        return pymongo.MongoClient(f"mongodb://127.0.0.1:{self.port}", serverSelectionTimeoutMS=5000)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_serve(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], Path, list[str]]:
-    conns = tmp / "connections.toml"
-    conns.write_text(CONNECTIONS)
-    log = tmp / "serve.log"
-    args = [
-        sys.executable, "-m", "service", "serve", "--port", "0", "--http-port", "0",
-        "--state-dir", str(tmp / "state"), "--connections", str(conns),
-        "--snapshot-interval", "1", *extra,
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env, cwd=tmp)
-    assert proc.stdout is not None
-    lines = [proc.stdout.readline() for _ in range(2)]
-    return proc, log, lines
+    @property
+    def url(self) -> str:
+        assert self.console_url is not None
+        return self.console_url
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +94,9 @@ def ferret() -> Iterator[pymongo.MongoClient[dict[str, Any]]]:
 def serve(tmp_path_factory: pytest.TempPathFactory, ferret: pymongo.MongoClient[dict[str, Any]]) -> Iterator[Serve]:
     tmp = tmp_path_factory.mktemp("console")
     # One crash is enough to fail a processor: the FAILED test kills a child once.
-    proc, log, lines = start_serve(tmp, "--max-restarts", "0")
-    if not lines[0].startswith("mqlflow listening on ") or not lines[1].startswith("mqlflow console at "):
-        proc.kill()
-        raise AssertionError(f"service did not start: {lines!r}\n{log.read_text()}")
-    svc = Serve(proc, lines[1].split(" at ", 1)[1].strip(), int(lines[0].rsplit(":", 1)[1]), f"console_{uuid.uuid4().hex[:8]}", log, tmp / "state")
+    svc = start_service(tmp, "--http-port", "0", "--max-restarts", "0", connections=CONNECTIONS, cls=Serve)
+    assert isinstance(svc, Serve)
+    svc.db = f"console_{uuid.uuid4().hex[:8]}"
     yield svc
     svc.stop()
     ferret.drop_database(svc.db)
@@ -328,18 +297,16 @@ def test_state_changes_need_the_csrf_token_and_same_origin(serve: Serve) -> None
 
 
 def test_non_loopback_needs_users_and_then_a_login(tmp_path: Path) -> None:
-    proc, log, lines = start_serve(tmp_path, "--host", "0.0.0.0")
-    proc.wait(30)
-    assert proc.returncode != 0
-    assert "(not loopback) requires users for SCRAM-SHA-256 authentication; pass --users FILE" in log.read_text()
+    refused = launch(tmp_path, "--http-port", "0", "--host", "0.0.0.0", connections=CONNECTIONS)
+    assert refused.exit_code() != 0
+    assert "(not loopback) requires users for SCRAM-SHA-256 authentication; pass --users FILE" in refused.log.read_text()
 
     users = tmp_path / "users.txt"
     users.write_text("ops:s3cret-pass\n")
-    (tmp_path / "u").mkdir()
-    proc, log, lines = start_serve(tmp_path / "u", "--host", "0.0.0.0", "--users", str(users))
+    svc = start_service(tmp_path / "u", "--http-port", "0", "--host", "0.0.0.0", "--users", str(users), connections=CONNECTIONS)
     try:
-        assert lines[1].startswith("mqlflow console at http://0.0.0.0:"), lines
-        base = "http://127.0.0.1:" + lines[1].rsplit(":", 1)[1].strip()
+        assert svc.console_url is not None and svc.console_url.startswith("http://0.0.0.0:"), svc.console_url
+        base = "http://127.0.0.1:" + svc.console_url.rsplit(":", 1)[1].strip()
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         assert _http(opener, base + "api/processors") == (401, '{"error": "log in first"}')
@@ -358,8 +325,7 @@ def test_non_loopback_needs_users_and_then_a_login(tmp_path: Path) -> None:
         assert _http(opener, base + "logout", b"", {"X-CSRF-Token": token})[0] == 200
         assert _http(opener, base + "api/processors")[0] == 401
     finally:
-        proc.terminate()
-        proc.wait(30)
+        svc.stop()
 
 
 

@@ -10,8 +10,6 @@ partition both are 30. ``checkpointOffset`` catches up at the next checkpoint
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from kafka_flows import new_topic, produce
+from svc_helpers import start_service
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongodb, pytest.mark.slow]
 
@@ -34,40 +33,16 @@ PY = sys.executable
 
 class Svc:
     def __init__(self, tmp: Path, bootstrap: str, uri: str) -> None:
-        conns = tmp / "connections.toml"
-        conns.write_text(
+        self.service = start_service(tmp, connections=(
             f'[connections.kafka1]\ntype = "kafka"\nbootstrap_servers = "{bootstrap}"\n\n'
             f'[connections.mongo1]\ntype = "mongodb"\nuri = "{uri}"\n'
-        )
-        self.log = tmp / "service.log"
-        env = dict(os.environ)
-        # Project root after any PYTHONPATH already set (the service's children inherit it).
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [env.get("PYTHONPATH", ""), str(ROOT)] if p)
-        self.fh = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "service", "serve", "--port", "0", "--state-dir", str(tmp / "state"),
-             "--connections", str(conns), "--snapshot-interval", "1"],
-            stdout=subprocess.PIPE, stderr=self.fh, text=True, env=env, cwd=tmp,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("mqlflow listening on "):
-            self.proc.kill()
-            raise AssertionError(f"service did not start: {line!r}\n{self.log.read_text()}")
-        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            f"mongodb://127.0.0.1:{int(line.rsplit(':', 1)[1])}", serverSelectionTimeoutMS=5000
-        )
+        ))
+        self.log = self.service.log
+        self.client: pymongo.MongoClient[dict[str, Any]] = self.service.client()
 
     def stop(self) -> None:
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.fh.close()
+        self.service.stop()
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +17,14 @@ from typing import Any
 
 import pymongo
 import pytest
-from svc_helpers import ROOT, Service, mongosh_argv, services_env
+from svc_helpers import (
+    Service,
+    mongodb_connections,
+    mongosh_argv,
+    services_env,
+    start_service,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.mongosh, pytest.mark.mongodb, pytest.mark.slow]
 SEED = Path(__file__).resolve().parent / "seed"
@@ -39,18 +44,7 @@ def mongo() -> Iterator[pymongo.MongoClient]:  # type: ignore[type-arg]
 
 def start(tmp: Path, port: int = 0, *extra: str, names: tuple[str, ...] = ("MyOutputGoesHere", "dlqConn")) -> Service:
     """``mqlflow serve`` (real child flow) whose connections ``names`` all point at the test server."""
-    uri = services_env("MONGODB_URI")
-    conns = tmp / "connections.toml"
-    conns.write_text("".join(f'[connections.{n}]\ntype = "mongodb"\nuri = "{uri}"\n\n' for n in names))
-    log = tmp / f"service-{time.monotonic_ns()}.log"
-    args = [sys.executable, "-m", "service", "serve", "--port", str(port), "--state-dir", str(tmp / "state"),
-            "--connections", str(conns), "--snapshot-interval", "1", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env, cwd=tmp)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("mqlflow listening on "), f"{line!r}\n{log.read_text()}"
-    return Service(proc, int(line.rsplit(":", 1)[1]), tmp / "state", log, args)
+    return start_service(tmp, *extra, port=port, connections=mongodb_connections(services_env("MONGODB_URI"), *names))
 
 
 def mongosh(svc: Service, version: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -68,13 +62,7 @@ def states(svc: Service) -> dict[str, str]:
 
 
 def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_until(pred, timeout, what)
 
 
 def children(pid: int) -> list[int]:

@@ -36,7 +36,7 @@ def svc(tmp_path: Path, mongodb_uri: str, api: Any) -> Iterator[Service]:
         '[connections.k1]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\n'
         f'[connections.api]\ntype = "https"\nurl = "http://127.0.0.1:{api.port}"\n'
     )
-    s = start_service(tmp_path, "--flow-target", "flows.processor:from_definition", "--connections", str(conns))
+    s = start_service(tmp_path, "--connections", str(conns))
     yield s
     s.stop()
 
@@ -101,7 +101,7 @@ def test_https_server_error_fails_the_processor_after_bounded_retries(tmp_path: 
     conns = tmp_path / "https-connections.toml"
     conns.write_text(f'[connections.api]\ntype = "https"\nurl = "http://127.0.0.1:{api.port}"\n'
                      f'[connections.mongo1]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
-    svc = start_service(tmp_path, "--flow-target", "flows.processor:from_definition", "--connections", str(conns),
+    svc = start_service(tmp_path, "--connections", str(conns),
                         "--max-restarts", "1")
     try:
         c: pymongo.MongoClient[dict[str, Any]] = svc.client()

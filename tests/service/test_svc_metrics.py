@@ -1,10 +1,13 @@
 """Prometheus metrics (``mqlflow serve --metrics-port``): the same side-channel figures
-as ``stats()`` (docs/semantics.md#stats), scraped over HTTP."""
+as ``stats()`` (docs/semantics.md#stats), scraped over HTTP; with ``--users`` behind HTTP
+Basic against the same users, on loopback unless ``--host`` says otherwise."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC
 from pathlib import Path
@@ -13,15 +16,9 @@ from typing import Any
 import pymongo
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from svc_helpers import start_service
+from svc_helpers import free_port, start_service
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[tuple[str, str], float]:
@@ -94,4 +91,76 @@ def test_metrics_endpoint_exposes_running_processor_figures(tmp_path: Path, mong
         assert ("mqlflow_processor_running", "prom") not in m
     finally:
         client.close()
+        svc.stop()
+
+
+def get(port: int, auth: tuple[str, str] | None = None, header: str | None = None) -> tuple[int, dict[str, str], str]:
+    """A real HTTP GET of /metrics: status, headers, body (an error status is an answer too)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    if header is not None:
+        req.add_header("Authorization", header)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, dict(e.headers), e.read().decode()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    out: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hexport = local.partition(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                out.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(addr)[::-1]) if len(addr) == 8 else addr)
+    return out
+
+
+def test_metrics_with_users_need_a_login_and_bind_loopback(tmp_path: Path) -> None:
+    users = tmp_path / "users.txt"
+    users.write_text("scraper:s3cret-Pa55\nbob:other:with:colons\n")
+    mport = free_port()
+    svc = start_service(tmp_path, "--users", str(users), "--metrics-port", str(mport))
+    try:
+        assert listening_addresses(mport) == {"127.0.0.1"}
+        denied = (401, 'Basic realm="mqlflow metrics", charset="UTF-8"',
+                  "401: log in with HTTP Basic as a user of mqlflow serve --users\n")
+        for auth, header in [
+            (None, None),                            # no credentials
+            (("scraper", "wrong"), None),            # wrong password
+            (("scraper", "s3cret-Pa5"), None),       # a prefix of the password
+            (("mallory", "s3cret-Pa55"), None),      # unknown user, a known password
+            (("bob", "other"), None),                # the password is all after the first ':'
+            (None, "Bearer s3cret-Pa55"),            # not Basic
+            (None, "Basic not*base64"),
+        ]:
+            status, headers, body = get(mport, auth, header)
+            assert (status, headers.get("WWW-Authenticate"), body) == denied, (auth, header)
+        for auth in [("scraper", "s3cret-Pa55"), ("bob", "other:with:colons")]:
+            status, headers, body = get(mport, auth)
+            assert status == 200, (auth, body)
+            assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            names = {f.name for f in text_string_to_metric_families(body)}
+            assert {"mqlflow_input_messages", "mqlflow_state_entries", "mqlflow_processor_running"} <= names
+    finally:
+        svc.stop()
+
+
+def test_metrics_bind_the_service_host(tmp_path: Path) -> None:
+    """``--host 0.0.0.0`` (which requires ``--users``) opens the metrics port there too,
+    still behind the login."""
+    users = tmp_path / "users.txt"
+    users.write_text("scraper:s3cret-Pa55\n")
+    mport = free_port()
+    svc = start_service(tmp_path, "--host", "0.0.0.0", "--users", str(users), "--metrics-port", str(mport))
+    try:
+        assert listening_addresses(mport) == {"0.0.0.0"}
+        assert get(mport)[0] == 401
+        assert get(mport, ("scraper", "s3cret-Pa55"))[0] == 200
+    finally:
         svc.stop()

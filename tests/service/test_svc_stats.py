@@ -15,7 +15,7 @@ from typing import Any
 import bson
 import pymongo
 import pytest
-from svc_helpers import Service, start_service
+from svc_helpers import Service, start_service, wait_until
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.slow]
 
@@ -32,14 +32,7 @@ def svc(tmp_path: Path, mongodb_uri: str) -> Iterator[Service]:
 
 
 def wait_for(fn: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out; last value {last!r}")
+    return wait_until(fn, timeout, "a truthy value", every=0.3)
 
 
 def counts(e: dict[str, Any]) -> tuple[str, int, int, int]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from pymongo import MongoClient
 
 from sinks.mongo import MergeSink, MergeUnreachableError
 from sinks.mongo_dlq import dlq_writer_factory
+from tests.service.svc_helpers import PrivateFerretDB, private_ferretdb
 from translator.connections import Connection, ConnectionRegistry
 from translator.errors import TranslateError
 from translator.ir import DlqTarget, MergeStage
@@ -465,26 +464,19 @@ class PacedSource(DynamicSource[list[Doc]]):
         return _Paced(self.batches, self.gap_s)
 
 
-def _services(action: str, env: dict[str, str]) -> None:
-    res = subprocess.run(
-        ["bash", str(REPO / "scripts" / "services.sh"), action, "mongodb"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
-
-
 @pytest.mark.slow
 def test_outage_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path: Path, mongodb_uri: str) -> None:
     """Stop FerretDB with scripts/services.sh while a flow writes, restart it: every window
     document is there exactly once. A private FerretDB (own port) keeps other tests' server up."""
-    port = _closed_port()
-    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-    env.update(MQLFLOW_FERRETDB_PORT=str(port), MQLFLOW_SERVICES_ENV=str(tmp_path / "services.env"))
-    uri = f"mongodb://127.0.0.1:{port}/"
-    _services("up", env)
+    with private_ferretdb(tmp_path) as ferretdb:
+        _outage_mid_stream(ferretdb)
+
+
+def _outage_mid_stream(ferretdb: PrivateFerretDB) -> None:
+    uri = ferretdb.uri
     client: MongoClient[Doc] = MongoClient(uri, serverSelectionTimeoutMS=5000)
     try:
-        assert (tmp_path / "services.env").read_text() == f"MONGODB_URI={uri}\n"
+        assert ferretdb.services_env.read_text() == f"MONGODB_URI={uri}\n"
         db = client["outage_test"]
         client.drop_database("outage_test")
         # Window results keyed by (group, window start), not _id: a duplicate would show.
@@ -510,10 +502,10 @@ def test_outage_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path: Path, 
         t0 = time.monotonic()
         while db["w"].count_documents({}) < 50 and time.monotonic() - t0 < 20:
             time.sleep(0.02)
-        _services("down", env)
+        ferretdb.down()
         time.sleep(2.0)  # the flow keeps producing; the sink retries
         assert runner.is_alive()
-        _services("up", env)
+        ferretdb.up()
         runner.join(120)
         assert not runner.is_alive() and errors == []
         assert sink.retries > 0  # the outage was really hit
@@ -525,6 +517,3 @@ def test_outage_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path: Path, 
         assert sink.dlq_count == 0 and sink.dlq_dropped == 0
     finally:
         client.close()
-        _services("down", env)
-        for leftover in (f"ferretdb-data-{port}", f"ferretdb-state-{port}", f"logs/ferretdb-{port}.log"):
-            subprocess.run(["rm", "-rf", str(REPO / ".cache" / leftover)], check=False)

@@ -8,9 +8,7 @@ server answers again before that, the output is complete and exact.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from kafka_flows import new_topic, produce
+
+from tests.service import svc_helpers
+from tests.service.svc_helpers import start_service
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongodb, pytest.mark.slow]
 
@@ -100,47 +101,25 @@ class Svc:
     """``python -m service serve`` with the stalled connection; children inherit the env."""
 
     def __init__(self, tmp: Path, bootstrap: str, proxy_uri: str, give_up_s: float) -> None:
-        conns = tmp / "connections.toml"
-        conns.write_text(
-            f'[connections.kafka1]\ntype = "kafka"\nbootstrap_servers = "{bootstrap}"\n\n'
-            f'[connections.stalled]\ntype = "mongodb"\nuri = "{proxy_uri}"\n'
+        self.service = start_service(
+            tmp, "--max-restarts", "0", env={"MQLFLOW_SINK_GIVE_UP_S": str(give_up_s)}, connections=(
+                f'[connections.kafka1]\ntype = "kafka"\nbootstrap_servers = "{bootstrap}"\n\n'
+                f'[connections.stalled]\ntype = "mongodb"\nuri = "{proxy_uri}"\n'
+            ),
         )
-        self.log = tmp / "service.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [env.get("PYTHONPATH", ""), str(ROOT)] if p)
-        env["MQLFLOW_SINK_GIVE_UP_S"] = str(give_up_s)
-        self.fh = self.log.open("w")
-        self.state = tmp / "state"
-        self.proc = subprocess.Popen(
-            [PY, "-m", "service", "serve", "--port", "0", "--state-dir", str(self.state),
-             "--connections", str(conns), "--snapshot-interval", "1", "--max-restarts", "0"],
-            stdout=subprocess.PIPE, stderr=self.fh, text=True, env=env, cwd=tmp,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("mqlflow listening on "):
-            self.proc.kill()
-            raise AssertionError(f"service did not start: {line!r}\n{self.log.read_text()}")
-        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            f"mongodb://127.0.0.1:{int(line.rsplit(':', 1)[1])}", serverSelectionTimeoutMS=5000
-        )
+        self.log = self.service.log
+        self.state = self.service.state_dir
+        self.client: pymongo.MongoClient[dict[str, Any]] = self.service.client()
 
     def stats(self, name: str) -> dict[str, Any]:
         return dict(self.client.admin.command({"getStreamProcessorStats": name})["stats"])
 
     def child_log(self, name: str = "") -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.state.rglob("child.log"))
+        return self.service.child_log()
 
     def stop(self) -> None:
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.fh.close()
+        self.service.stop()
 
 
 @pytest.fixture
@@ -151,13 +130,7 @@ def proxy(mongodb_uri: str) -> Iterator[StallProxy]:
 
 
 def wait_until(pred: Callable[[], Any], timeout_s: float, what: str, log: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}\n{log()[-4000:]}")
+    return svc_helpers.wait_until(pred, timeout_s, what, every=0.25, log=log)
 
 
 def msgs(lo: int, hi: int) -> list[dict[str, Any]]:

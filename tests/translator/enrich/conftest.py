@@ -1,23 +1,25 @@
-"""Fixtures of the enrichment-stage tests: a fresh ``enrich_*`` database on the shared
-FerretDB."""
+"""Fixtures of the enrichment-stage tests: a fresh database on the shared FerretDB, and a
+private FerretDB for the tests that stop their server."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
+
+from tests.service.svc_helpers import PrivateFerretDB, private_ferretdb
 
 
 @pytest.fixture
-def db(mongodb_uri: str) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
-    name = f"enrich_{uuid.uuid4().hex[:10]}"
-    try:
-        yield client[name]
-    finally:
-        client.drop_database(name)
-        client.close()
+def db(mongo_db: Any) -> Any:
+    """A fresh, uniquely named database, dropped afterwards (``mongo_db`` of tests/conftest.py)."""
+    return mongo_db
 
+
+@pytest.fixture
+def own_ferretdb(tmp_path: Path) -> Iterator[PrivateFerretDB]:
+    """A FerretDB of scripts/services.sh on a free port of its own: the test may stop it."""
+    with private_ferretdb(tmp_path) as f:
+        yield f

@@ -243,66 +243,40 @@ def test_create_time_errors(spec: dict[str, Any], path: str, message: str | None
 # ---- a server outage: retried with backoff, nothing lost ------------------------------------
 
 
-def _services(action: str, env: dict[str, str]) -> None:
-    import subprocess
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[3]
-    res = subprocess.run(["bash", str(repo / "scripts" / "services.sh"), action, "mongodb"],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-
-
 @pytest.mark.slow
-def test_server_down_then_up_retries_and_loses_nothing(tmp_path: Any, mongodb_uri: str) -> None:
+def test_server_down_then_up_retries_and_loses_nothing(own_ferretdb: Any, mongodb_uri: str) -> None:
     """A private FerretDB (own port): filled, stopped, the flow starts and retries, the
     server comes back, every document gets its lookup."""
-    import os
-    import socket
-    import subprocess
     import time
-    from pathlib import Path
 
     from translator.enrich import lookup
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-    env.update(MQLFLOW_FERRETDB_PORT=str(port), MQLFLOW_SERVICES_ENV=str(tmp_path / "services.env"))
-    uri = f"mongodb://127.0.0.1:{port}/"
-    _services("up", env)
-    try:
-        client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
-        client["enrich_outage"].devices.insert_many([{"_id": f"d{i}", "n": i} for i in range(50)])
-        client.close()
-        _services("down", env)
-        retries0 = lookup.STATS["retries"]
-        result: list[Any] = []
+    uri = own_ferretdb.uri
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    client["enrich_outage"].devices.insert_many([{"_id": f"d{i}", "n": i} for i in range(50)])
+    client.close()
+    own_ferretdb.down()
+    retries0 = lookup.STATS["retries"]
+    result: list[Any] = []
 
-        def go() -> None:
-            result.append(run_pipeline(
-                [_src(*({"_id": i, "dev": f"d{i % 50}"} for i in range(200))),
-                 {"$lookup": {"from": {"connectionName": "meta", "db": "enrich_outage", "coll": "devices"},
-                              "localField": "dev", "foreignField": "_id", "as": "d"}},
-                 {"$project": {"n": {"$first": "$d.n"}}}],
-                registry=make_registry(uri),
-            ))
+    def go() -> None:
+        result.append(run_pipeline(
+            [_src(*({"_id": i, "dev": f"d{i % 50}"} for i in range(200))),
+             {"$lookup": {"from": {"connectionName": "meta", "db": "enrich_outage", "coll": "devices"},
+                          "localField": "dev", "foreignField": "_id", "as": "d"}},
+             {"$project": {"n": {"$first": "$d.n"}}}],
+            registry=make_registry(uri),
+        ))
 
-        runner = threading.Thread(target=go, daemon=True)
-        runner.start()
-        # Down for longer than one server-selection timeout (5 s): at least one retry.
-        time.sleep(lookup.SERVER_TIMEOUT_MS / 1000 + 2.0)
-        assert runner.is_alive() and not result  # waiting for the server, not failing
-        _services("up", env)
-        runner.join(120)
-        assert not runner.is_alive()
-        assert lookup.STATS["retries"] > retries0
-        (r,) = result
-        assert sorted((d["_id"], d["n"]) for d in r.output) == [(i, i % 50) for i in range(200)]
-        assert r.dlq == []
-    finally:
-        _services("down", env)
-        repo = Path(__file__).resolve().parents[3]
-        for leftover in (f"ferretdb-data-{port}", f"ferretdb-state-{port}", f"logs/ferretdb-{port}.log"):
-            subprocess.run(["rm", "-rf", str(repo / ".cache" / leftover)], check=False)
+    runner = threading.Thread(target=go, daemon=True)
+    runner.start()
+    # Down for longer than one server-selection timeout (5 s): at least one retry.
+    time.sleep(lookup.SERVER_TIMEOUT_MS / 1000 + 2.0)
+    assert runner.is_alive() and not result  # waiting for the server, not failing
+    own_ferretdb.up()
+    runner.join(120)
+    assert not runner.is_alive()
+    assert lookup.STATS["retries"] > retries0
+    (r,) = result
+    assert sorted((d["_id"], d["n"]) for d in r.output) == [(i, i % 50) for i in range(200)]
+    assert r.dlq == []
