@@ -690,7 +690,7 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
         db, coll = self.sync_colls[i]
         ranges = self.sync.get("ranges")
         if ranges is None:
-            if "after" in self.sync and self.sync["after"] is not None:  # a one-cursor checkpoint
+            if self.sync.get("after") is not None:  # a checkpoint of the one-cursor scan
                 ranges = [{"lo": None, "hi": None, "after": self.sync["after"]}]
             else:
                 ranges = self._split(db, coll)
@@ -736,7 +736,7 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
         the ``_id`` order. Query operators compare only values of one BSON type, so a
         collection whose ``_id``s are not all of one type is scanned as one range."""
         n = self.s.initial_sync_parallelism
-        whole = [{"lo": None, "hi": None, "after": None}]
+        whole: list[Doc] = [{"lo": None, "hi": None}]
         if n == 1:
             return whole
         c = self.client[db][coll]
@@ -753,11 +753,13 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
             if got and (not cuts or got[0]["_id"] != cuts[-1]) and got[0]["_id"] != first:
                 cuts.append(got[0]["_id"])
         bounds = [None, *cuts, None]
-        return [{"lo": bounds[j], "hi": bounds[j + 1], "after": None} for j in range(len(bounds) - 1)]
+        return [{"lo": bounds[j], "hi": bounds[j + 1]} for j in range(len(bounds) - 1)]
 
     def _scan_range(self, db: str, coll: str, r: Doc) -> list[Doc]:
+        """The next batch of range ``r``: ``{lo, hi}``, plus ``after`` (the last ``_id``
+        read, which may be null) once it has started."""
         parts: list[Doc] = []
-        if r["after"] is not None:
+        if "after" in r:
             parts.append(_after_filter(r["after"], open_end=r["hi"] is None))
         elif r["lo"] is not None:
             parts.append({"_id": {"$gte": r["lo"]}})

@@ -360,7 +360,7 @@ def test_initial_sync_scans_every_document_once_and_hands_over_to_the_stream(
     also seen by the scan: initial sync is at-least-once, as in ASP."""
     ints, mixed = cs_db["in"], cs_db["mixed"]
     ints.insert_many([{"_id": i, "x": i} for i in range(230)])
-    mixed_ids: list[Any] = [*range(15), *(f"s{i}" for i in range(15)), *(ObjectId() for _ in range(15))]
+    mixed_ids: list[Any] = [None, *range(15), *(f"s{i}" for i in range(15)), *(ObjectId() for _ in range(15)), True]
     mixed.insert_many([{"_id": k} for k in mixed_ids])
     part = sync_partition(cs_db, mongodb_uri, ("in", "mixed"), parallelism, 20)
     try:
