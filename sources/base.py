@@ -12,6 +12,7 @@ pickling between processes) per batch, not per document.
 from translator.contracts import (
     SOURCE_DLQ_KEY,
     IdleBatch,
+    ProgressBatch,
     RawBatch,
     RawRecord,
     SourceItem,
@@ -19,4 +20,4 @@ from translator.contracts import (
     source_dlq,
 )
 
-__all__ = ["SOURCE_DLQ_KEY", "IdleBatch", "RawBatch", "RawRecord", "SourceItem", "now_ms", "source_dlq"]
+__all__ = ["SOURCE_DLQ_KEY", "IdleBatch", "ProgressBatch", "RawBatch", "RawRecord", "SourceItem", "now_ms", "source_dlq"]

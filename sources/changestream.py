@@ -30,18 +30,20 @@ plus the ``initialSync`` progress: a restart resumes after the last checkpoint
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import Timestamp
+from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from sources.base import SOURCE_DLQ_KEY, RawBatch, SourceItem, now_ms, source_dlq
+from sources.base import SOURCE_DLQ_KEY, ProgressBatch, RawBatch, SourceItem, now_ms, source_dlq
 from translator import ir
 from translator.connections import Connection, mask_uri
 from translator.errors import TranslateError
@@ -72,6 +74,7 @@ MAX_POLL_SLEEP_S = 0.2  # the OpLog poll's sleep when caught up (at most maxAwai
 LOOKBACK_S = 3  # OpLog entries up to this much older than the newest read are re-checked
 OPLOG_QUERY_TIMEOUT_MS = 30_000  # each OpLog query scans the whole capped collection
 ADVANCE_S = 10.0  # how often a caught-up OpLog poll moves its position past other namespaces
+PROGRESS_S = 1.0  # how often an idle change stream reports the server's clock (ProgressBatch)
 
 OPLOG_HINT = (
     "on FerretDB create it with `scripts/services.sh up mongodb`, or in mongosh: "
@@ -234,6 +237,19 @@ def token_ts(token: Any, path: str) -> Timestamp:
         raise RuntimeError(f"{path}: {token!r} is not a resume token of this server's OpLog") from None
 
 
+def token_cluster_time(token: Any) -> Timestamp | None:
+    """The cluster time inside a server's resume token: its ``_data`` hex string starts
+    with the KeyString of a Timestamp (type byte ``82``, then seconds and increment, 4 bytes
+    each, big-endian); None for anything else."""
+    data = token.get("_data") if isinstance(token, dict) else None
+    if not isinstance(data, str) or len(data) < 18 or not data.startswith("82"):
+        return None
+    try:
+        return Timestamp(int(data[2:10], 16), int(data[10:18], 16))
+    except ValueError:
+        return None
+
+
 def oplog_event(entry: Doc) -> Doc | None:
     """A change event from an OpLog entry (None for entries that are not document writes)."""
     op = entry.get("op")
@@ -383,6 +399,15 @@ class _OplogBackend:
         self.recent = {t for t in self.recent if t > floor}
         return events, more
 
+    def progress_ms(self) -> int | None:
+        """A bound below every event still to come, asked after a poll found nothing: the
+        server's clock less :data:`LOOKBACK_S` (an entry becomes visible within the
+        look-back of its ``ts``, and its ``wall`` is taken on the same clock)."""
+        local = self.client.admin.command("hello").get("localTime")
+        if not isinstance(local, datetime):
+            return None
+        return datetime_to_ms(local if local.tzinfo else local.replace(tzinfo=UTC)) - LOOKBACK_S * 1000
+
     def _find(self, flt: Doc, limit: int) -> list[Doc]:
         return list(self.coll.find(flt).sort("ts", 1).limit(limit).max_time_ms(OPLOG_QUERY_TIMEOUT_MS))
 
@@ -450,6 +475,13 @@ class _WatchBackend:
             raise _lost(self.s, exc) from None
         return events, True
 
+    def progress_ms(self) -> int | None:
+        """After an empty batch the resume token is the server's postBatchResumeToken, a
+        high-water mark: every later event has a larger cluster time. Its time less
+        :data:`LOOKBACK_S` (``wallTime``, the event time, comes from each shard's clock)."""
+        ts = token_cluster_time(self.stream.resume_token)
+        return None if ts is None else ts.time * 1000 - LOOKBACK_S * 1000
+
     def sleep_s(self) -> float:
         return 0.0  # try_next already waited maxAwaitTimeMS
 
@@ -467,8 +499,6 @@ def _lost(s: ChangeStreamSettings, exc: OperationFailure) -> RuntimeError:
 
 
 def _re_escape(text: str) -> str:
-    import re
-
     return re.escape(text)
 
 
@@ -550,10 +580,12 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
         if resume is not None:
             self.sync: State | None = resume.get("sync")
         else:
-            self.sync = {"i": 0, "after": None} if s.initial_sync else None
+            self.sync = {"i": 0, "ranges": None} if s.initial_sync else None
+        self.pool: ThreadPoolExecutor | None = None
         self.sync_colls = self._sync_collections() if self.sync is not None else []
         self.sync_clock = self.backend.start_ts()
         self.caught_up = False
+        self.next_progress = 0.0
 
     # -- Bytewax callbacks -----------------------------------------------------------------
 
@@ -566,11 +598,25 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
             raise RuntimeError(f"{self.s.path}: reading the change stream failed ({type(exc).__name__}: {exc})") from None
         self.caught_up = not more
         if not events:
-            return []
+            return self._progress() if self.caught_up else []
         if self.filter_steps:
             events = self._filter(events)
         batch: RawBatch = [self._record(ev) if SOURCE_DLQ_KEY not in ev else (ev, now_ms()) for ev in events]
         return [(self.s.part, batch)] if batch else []
+
+    def _progress(self) -> list[SourceItem]:
+        """An idle stream still moves the watermark: at most every :data:`PROGRESS_S`, the
+        backend's bound below every event still to come (docs/windows.md#change-streams)."""
+        now = time.monotonic()
+        if now < self.next_progress:
+            return []
+        self.next_progress = now + PROGRESS_S
+        try:
+            ms = self.backend.progress_ms()
+        except PyMongoError as exc:
+            log.warning("change stream %s: reading the server's clock failed: %s", self.s.part, exc)
+            return []
+        return [] if ms is None else [(self.s.part, ProgressBatch(ms))]
 
     def next_awake(self) -> datetime | None:
         if not self.caught_up:
@@ -578,9 +624,12 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
         return datetime.now(UTC) + timedelta(seconds=self.backend.sleep_s())
 
     def snapshot(self) -> State:
-        return {"backend": self.kind, "token": self.backend.token(), "sync": self.sync, **self.backend.state()}
+        sync = None if self.sync is None else {**self.sync}
+        return {"backend": self.kind, "token": self.backend.token(), "sync": sync, **self.backend.state()}
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
         self.backend.close()
         self.client.close()
 
@@ -625,21 +674,45 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
         return [(d, c) for d in dbs for c in sorted(self.client[d].list_collection_names()) if not c.startswith("system.")]
 
     def _sync_batch(self) -> list[SourceItem]:
-        """Existing documents as insert events, in ``_id`` order per collection; the
-        change stream position was taken before the scan, so writes during it follow."""
+        """Existing documents as insert events. The change stream position was taken
+        before the scan, so a write made during it also arrives afterwards from the stream
+        (at-least-once, as ASP's initial sync: a document written during the scan can be
+        emitted by both).
+
+        ``parallelism`` N > 1 splits each collection into N ``_id`` ranges and reads them
+        with N concurrent queries per batch (each range in ``_id`` order); the progress of
+        every range is checkpointed."""
         assert self.sync is not None
         i = self.sync["i"]
         if i >= len(self.sync_colls):
-            self.sync = None
+            self._end_sync()
             return []
         db, coll = self.sync_colls[i]
-        after = self.sync["after"]
-        query = {} if after is None else {"_id": {"$gt": after}}
-        docs = list(self.client[db][coll].find(query).sort("_id", 1).limit(self.s.batch_size).max_time_ms(SERVER_TIMEOUT_MS))
-        if len(docs) < self.s.batch_size:
-            self.sync = {"i": i + 1, "after": None}
+        ranges = self.sync.get("ranges")
+        if ranges is None:
+            if self.sync.get("after") is not None:  # a checkpoint of the one-cursor scan
+                ranges = [{"lo": None, "hi": None, "after": self.sync["after"]}]
+            else:
+                ranges = self._split(db, coll)
+        open_ranges = [r for r in ranges if not r.get("done")]
+        if len(open_ranges) > 1:
+            pool = self._pool()
+            results = list(pool.map(lambda r: self._scan_range(db, coll, r), open_ranges))
         else:
-            self.sync = {"i": i, "after": docs[-1]["_id"]}
+            results = [self._scan_range(db, coll, r) for r in open_ranges]
+        docs: list[Doc] = []
+        progress = {id(r): r for r in ranges}
+        for r, got in zip(open_ranges, results, strict=True):
+            docs.extend(got)
+            if len(got) < self.s.batch_size:
+                progress[id(r)] = {**r, "done": True}
+            else:
+                progress[id(r)] = {**r, "after": got[-1]["_id"]}
+        new_ranges = [progress[id(r)] for r in ranges]
+        if all(r.get("done") for r in new_ranges):
+            self.sync = {"i": i + 1, "ranges": None}
+        else:
+            self.sync = {"i": i, "ranges": new_ranges}
         wall = datetime.now(UTC)
         events = [
             {
@@ -657,6 +730,82 @@ class _ChangeStreamPartition(StatefulSourcePartition[SourceItem, State]):
             events = self._filter(events)
         batch: RawBatch = [self._record(ev) if SOURCE_DLQ_KEY not in ev else (ev, now_ms()) for ev in events]
         return [(self.s.part, batch)] if batch else []
+
+    def _split(self, db: str, coll: str) -> list[Doc]:
+        """``parallelism`` ranges ``[lo, hi)`` of ``_id``, cut at evenly spaced positions of
+        the ``_id`` order. Query operators compare only values of one BSON type, so a
+        collection whose ``_id``s are not all of one type is scanned as one range."""
+        n = self.s.initial_sync_parallelism
+        whole: list[Doc] = [{"lo": None, "hi": None}]
+        if n == 1:
+            return whole
+        c = self.client[db][coll]
+        count = c.count_documents({}, maxTimeMS=SERVER_TIMEOUT_MS)
+        if count < 2 * n:
+            return whole
+        ends = [c.find({}, {"_id": 1}).sort("_id", d).limit(1).max_time_ms(SERVER_TIMEOUT_MS) for d in (1, -1)]
+        first, last = (next(iter(e))["_id"] for e in ends)
+        if _bracket(first) not in SPLITTABLE or _bracket(first) != _bracket(last):
+            return whole
+        cuts: list[Any] = []
+        for k in range(1, n):
+            got = list(c.find({}, {"_id": 1}).sort("_id", 1).skip(k * count // n).limit(1).max_time_ms(SERVER_TIMEOUT_MS))
+            if got and (not cuts or got[0]["_id"] != cuts[-1]) and got[0]["_id"] != first:
+                cuts.append(got[0]["_id"])
+        bounds = [None, *cuts, None]
+        return [{"lo": bounds[j], "hi": bounds[j + 1]} for j in range(len(bounds) - 1)]
+
+    def _scan_range(self, db: str, coll: str, r: Doc) -> list[Doc]:
+        """The next batch of range ``r``: ``{lo, hi}``, plus ``after`` (the last ``_id``
+        read, which may be null) once it has started."""
+        parts: list[Doc] = []
+        if "after" in r:
+            parts.append(_after_filter(r["after"], open_end=r["hi"] is None))
+        elif r["lo"] is not None:
+            parts.append({"_id": {"$gte": r["lo"]}})
+        if r["hi"] is not None:
+            parts.append({"_id": {"$lt": r["hi"]}})
+        query = {} if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
+        cur = self.client[db][coll].find(query).sort("_id", 1).limit(self.s.batch_size)
+        return list(cur.max_time_ms(SERVER_TIMEOUT_MS))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.s.initial_sync_parallelism, thread_name_prefix="mqlflow-initial-sync")
+        return self.pool
+
+    def _end_sync(self) -> None:
+        self.sync = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+            self.pool = None
+
+
+# BSON's comparison order of the types an ``_id`` can have, as ``$type`` aliases: a query
+# operator compares only values of one bracket (https://www.mongodb.com/docs/manual/reference/bson-type-comparison-order/).
+TYPE_BRACKETS: tuple[tuple[str, ...], ...] = (
+    ("null",), ("double", "int", "long", "decimal"), ("string",), ("object",), ("binData",), ("objectId",),
+    ("bool",), ("date",), ("timestamp",), ("regex",),
+)
+SPLITTABLE = frozenset({1, 2, 5, 7})  # numbers, strings, ObjectIds, dates
+
+
+def _bracket(v: Any) -> int | None:
+    """The index of ``v``'s type in :data:`TYPE_BRACKETS` (None: unknown)."""
+    kinds: tuple[tuple[Any, int], ...] = (
+        (type(None), 0), (bool, 6), (int | float | Int64 | Decimal128, 1), (str, 2), (dict, 3),
+        (bytes | Binary, 4), (ObjectId, 5), (datetime, 7), (Timestamp, 8), (Regex | re.Pattern, 9),
+    )
+    return next((k for t, k in kinds if isinstance(v, t)), None)
+
+
+def _after_filter(after: Any, *, open_end: bool) -> Doc:
+    """``_id`` after ``after`` in ``_id`` order: ``$gt`` within its type, and, at the open
+    end of the scan, every ``_id`` of a type that sorts later (which ``$gt`` never matches)."""
+    gt: Doc = {"_id": {"$gt": after}}
+    k = _bracket(after)
+    later = [alias for b in TYPE_BRACKETS[k + 1 :] for alias in b] if open_end and k is not None else []
+    return {"$or": [gt, {"_id": {"$type": later}}]} if later else gt
 
 
 def _compile_filter(pipeline: tuple[Doc, ...]) -> tuple[Any, ...]:

@@ -5,7 +5,13 @@ event_type, obs: {watts, temp}}``. The rate, device count, partition count and r
 seed are configurable so tests are reproducible. With ``start_time_ms`` set, the
 clock is virtual: each event advances it by ``1000 / rate`` ms and nothing sleeps,
 so a test or a benchmark gets a deterministic, as-fast-as-possible stream.
-ASP's sample source does not checkpoint (docs/semantics.md#checkpoints), so its snapshot is empty.
+
+ASP's sample source does not checkpoint (docs/semantics.md#checkpoints): on the real
+clock its snapshot is empty (a restart generates from now). A virtual clock is a
+position in a deterministic stream, so its snapshot is that position (clock, count and
+the generator's state): a restart continues the same stream where the checkpoint left
+it, instead of restarting the clock at ``startTime`` behind the restored watermark (which
+would make every replayed event late).
 """
 
 from __future__ import annotations
@@ -134,8 +140,11 @@ def format_timestamp(ms: int) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}+00:00"
 
 
-class _SolarPartition(StatefulSourcePartition[SourceItem, None]):
-    def __init__(self, cfg: SolarConfig, index: int, key: str) -> None:
+SolarState = dict[str, Any] | None
+
+
+class _SolarPartition(StatefulSourcePartition[SourceItem, SolarState]):
+    def __init__(self, cfg: SolarConfig, index: int, key: str, resume: SolarState = None) -> None:
         self.cfg = cfg
         self.key = key
         seed = None if cfg.seed is None else cfg.seed * 1000 + index
@@ -148,6 +157,10 @@ class _SolarPartition(StatefulSourcePartition[SourceItem, None]):
         # Each device has a fixed group and panel size, as in Atlas's sample stream.
         self.device_group = [i % cfg.groups for i in range(cfg.devices)]
         self.device_max = [450 if i % 2 == 0 else 250 for i in range(cfg.devices)]
+        if resume is not None and self.virtual:
+            self.clock = resume["clock"]
+            self.emitted = resume["emitted"]
+            self.rng.setstate(resume["rng"])
 
     def _doc(self, ms: int) -> dict[str, Any]:
         rng = self.rng
@@ -195,16 +208,19 @@ class _SolarPartition(StatefulSourcePartition[SourceItem, None]):
         delay = max(0.0, self.next_wall - time.monotonic())
         return datetime.now(UTC) + timedelta(seconds=delay)
 
-    def snapshot(self) -> None:
-        return None
+    def snapshot(self) -> SolarState:
+        """The virtual clock's position (None on the real clock, as in ASP)."""
+        if not self.virtual:
+            return None
+        return {"clock": self.clock, "emitted": self.emitted, "rng": self.rng.getstate()}
 
 
-class SolarSource(FixedPartitionedSource[SourceItem, None]):
+class SolarSource(FixedPartitionedSource[SourceItem, SolarState]):
     def __init__(self, cfg: SolarConfig) -> None:
         self.cfg = cfg
 
     def list_parts(self) -> list[str]:
         return [f"solar-{i}" for i in range(self.cfg.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SolarPartition:
-        return _SolarPartition(self.cfg, int(for_part.rsplit("-", 1)[1]), for_part)
+    def build_part(self, step_id: str, for_part: str, resume_state: SolarState) -> _SolarPartition:
+        return _SolarPartition(self.cfg, int(for_part.rsplit("-", 1)[1]), for_part, resume_state)

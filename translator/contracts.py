@@ -40,6 +40,17 @@ class IdleBatch(list[RawRecord]):
     (docs/semantics.md#time-and-windows)."""
 
 
+class ProgressBatch(list[RawRecord]):
+    """Emitted (empty) by a partition that knows every later record's source time is at
+    least ``ms`` (a change stream's server clock while it is idle). Where the event time
+    is the source time (no ``timeField``), the partition's watermark moves to ``ms``, so
+    windows close without a later event (docs/windows.md#change-streams)."""
+
+    def __init__(self, ms: int) -> None:
+        super().__init__()
+        self.ms = ms
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 

@@ -18,7 +18,7 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from translator import ir
-from translator.contracts import SOURCE_DLQ_KEY, IdleBatch, RawBatch, dlq_document, now_ms
+from translator.contracts import SOURCE_DLQ_KEY, IdleBatch, ProgressBatch, RawBatch, dlq_document, now_ms
 from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, time_getter
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, closure, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
@@ -139,6 +139,8 @@ class IngestLogic:
             # Held partials go out before the partition is declared idle.
             flushed = self.flush() if self.active else []
             return [*flushed, *((WIN, (str(b), WindowMsg(self.part, self.wm, None, IDLE))) for b in range(self.buckets))]
+        if type(batch) is ProgressBatch:
+            return self.progress(batch.ms)
         if not batch:
             return []
         if self.fast is not None:
@@ -177,6 +179,15 @@ class IngestLogic:
         if dlq:
             emissions.append((DLQ, dlq))
         return emissions
+
+    def progress(self, ms: int) -> list[Emission]:
+        """The source's promise that nothing later has a source time below ``ms``: it
+        moves the watermark only where the event time is the source time (no
+        ``timeField``; a ``timeField`` value is unbounded), and held partials go out with it."""
+        if self.plan.time_expr is not None or self.processing or ms <= self.wm:
+            return []
+        self.wm = ms
+        return self.flush() if self.windowed else []
 
     def _stamp(self, batch: RawBatch, dlq_fn: Callable[..., None]) -> list[Rec]:
         """Evaluate timeField, add the envelope, and advance the watermark per document."""

@@ -56,6 +56,14 @@ def child_log(svc: Service) -> str:
     return "".join(f.read_text(errors="replace") for f in svc.state_dir.rglob("child.log"))
 
 
+def backend_line(logs: str) -> str:
+    """The child's line naming the backend that ran (``oplog`` on FerretDB, ``watch`` on a
+    replica set): printed by the tests, so a run says which path it exercised."""
+    line = next((ln for ln in logs.splitlines() if ": backend " in ln), "")
+    assert re.search(r": backend (oplog|watch) ", line), logs[-3000:]
+    return line
+
+
 def mongosh(uri: str, script: str, home: Path, timeout: float = 120) -> str:
     r = subprocess.run([mongosh_path("newest"), uri, "--quiet", "--norc", "--eval", script],
                        capture_output=True, text=True, timeout=timeout, env={**os.environ, "HOME": str(home)})
@@ -97,8 +105,7 @@ def test_companion_script_change_stream_to_merge_from_mongosh(tmp_path: Path, cs
         assert got == {"red": (3, [1, 2]), "blue": (4, [4]), "white": (8, [8]), "black": (256, [256]),
                        "green": (32, [32])}
         child_logs = child_log(svc)
-        assert ": backend oplog" in child_logs or ": backend watch" in child_logs, child_logs[-3000:]
-        print(next(line for line in child_logs.splitlines() if ": backend " in line))
+        print(backend_line(child_logs))
     finally:
         svc.stop()
 
@@ -146,6 +153,7 @@ def test_kill9_of_the_processor_child_resumes_from_its_checkpoint(tmp_path: Path
             c.admin.command({"createStreamProcessor": "crashy", "pipeline": stages})
             c.admin.command({"startStreamProcessor": "crashy"})
         wait_for(lambda: ": backend " in child_log(svc), 90, "the processor's change stream")
+        print(backend_line(child_log(svc)))
         src.insert_many(batch_docs(0))
         wait_for(lambda: out.count_documents({}) > 0, 60, "batch 0's first window")
         time.sleep(2.5)  # checkpoints every second

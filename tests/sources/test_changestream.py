@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import Any
 
 import pymongo
 import pytest
-from bson import json_util
+from bson import ObjectId, Timestamp, json_util
 
+from sources.base import ProgressBatch
+from sources.changestream import ChangeStreamSettings
 from translator.compile import compile_pipeline
 from translator.connections import ConnectionRegistry, load_registry
 from translator.errors import TranslateError
@@ -104,9 +107,10 @@ class Run:
     """``python -m bytewax.run "flows.pipeline:from_file(...)"``, optionally with a
     recovery directory; killed with SIGKILL by pid."""
 
-    def __init__(self, tmp: Path, stages: list[dict[str, Any]], uri: str, recovery: Path | None = None) -> None:
+    def __init__(self, tmp: Path, stages: list[dict[str, Any]], uri: str, recovery: Path | None = None,
+                 options: dict[str, Any] | None = None) -> None:
         self.spec = tmp / f"p-{uuid.uuid4().hex[:6]}.json"
-        self.spec.write_text(json_util.dumps({"name": "cs", "pipeline": stages}))
+        self.spec.write_text(json_util.dumps({"name": "cs", "pipeline": stages, "options": options or {}}))
         self.conns = tmp / "connections.toml"
         self.conns.write_text(f'[connections.fdb]\ntype = "mongodb"\nuri = "{uri}"\n')
         self.log = tmp / "run.log"
@@ -291,31 +295,144 @@ def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(tmp_path: Pat
     assert "Change event has no fullDocument (config.fullDocument is 'required'): operationType delete" in run.text()
 
 
-def test_initial_sync_then_stream_and_full_document_only(tmp_path: Path, mongodb_uri: str, cs_db: Any) -> None:
-    """initialSync emits the existing documents as inserts first, then follows the stream;
-    fullDocumentOnly emits the documents themselves; config.pipeline filters events."""
+@pytest.mark.parametrize("parallelism", [1, 4])
+def test_initial_sync_then_stream_and_full_document_only(
+    tmp_path: Path, mongodb_uri: str, cs_db: Any, parallelism: int
+) -> None:
+    """initialSync emits the existing documents as inserts first (with ``parallelism`` 4,
+    four ``_id`` ranges read concurrently, 25 documents per query), then follows the
+    stream; fullDocumentOnly emits the documents themselves; config.pipeline filters events."""
     backend = backend_of(mongodb_uri)
     src = cs_db["in"]
-    src.insert_many([{"_id": i, "x": i} for i in range(5)])
+    src.insert_many([{"_id": i, "x": i} for i in range(300)])
     stages = [
-        {"$source": {"connectionName": "fdb", "db": cs_db.name, "coll": "in", "initialSync": {"enable": True},
+        {"$source": {"connectionName": "fdb", "db": cs_db.name, "coll": "in",
+                     "initialSync": {"enable": True, "parallelism": parallelism},
                      "config": {"fullDocumentOnly": True, "pipeline": [{"$match": {"operationType": "insert"}}]}}},
         {"$project": {"_stream_meta": 0, "_ts": 0}},
+        {"$merge": {"into": {"connectionName": "fdb", "db": cs_db.name, "coll": "out"}}},
+    ]
+    run = Run(tmp_path, stages, mongodb_uri, options={"batchSize": 25})
+    run.start()
+    try:
+        run.wait_started(backend)
+        out = cs_db["out"]
+        wait(lambda: out.count_documents({}) == 300, 60, run, "the 300 existing documents")
+        src.insert_one({"_id": 1000, "x": 1000})
+        src.update_one({"_id": 0}, {"$set": {"x": 100}})  # filtered out by config.pipeline
+        wait(lambda: out.count_documents({}) == 301, 60, run, "the streamed insert")
+        time.sleep(1.5)
+        assert sorted(out.find(), key=lambda d: d["_id"]) == [{"_id": i, "x": i} for i in (*range(300), 1000)]
+    finally:
+        run.kill9()
+
+
+def sync_partition(cs_db: Any, uri: str, colls: tuple[str, ...], parallelism: int, batch: int) -> Any:
+    """The change-stream source partition itself, on the real server, with initialSync."""
+    from sources.changestream import ChangeStreamSource
+    from translator import ir
+    from translator.connections import Connection
+    from translator.options import ProcessorOptions
+
+    if backend_of(uri) != "oplog":
+        pytest.fail("this test needs FerretDB's OpLog (MONGODB_URI names a server with change streams)")
+    settings = ChangeStreamSettings.from_stage(
+        ir.SourceStage(path="pipeline[0].$source", connection_name="fdb", documents=None, time_field=None,
+                       db=cs_db.name, coll=colls, initial_sync={"enable": True, "parallelism": parallelism}),
+        Connection(name="fdb", type="mongodb", uri=uri), ProcessorOptions(batch_size=batch),
+    )
+    source = ChangeStreamSource(settings)
+    return source.build_part("s", settings.part, None)
+
+
+def events_of(items: list[Any]) -> list[dict[str, Any]]:
+    return [doc for _, batch in items if type(batch) is not ProgressBatch for doc, _ in batch]
+
+
+@pytest.mark.parametrize("parallelism", [1, 4])
+def test_initial_sync_scans_every_document_once_and_hands_over_to_the_stream(
+    mongodb_uri: str, cs_db: Any, parallelism: int
+) -> None:
+    """The partition, driven batch by batch: the scan emits every existing document once
+    (``parallelism`` 4: four ``_id`` ranges, 20 documents each per batch; a collection of
+    mixed ``_id`` types is one range, read across the types), and writes made during the
+    scan all arrive from the stream afterwards. A write to a range not scanned yet is
+    also seen by the scan: initial sync is at-least-once, as in ASP."""
+    ints, mixed = cs_db["in"], cs_db["mixed"]
+    ints.insert_many([{"_id": i, "x": i} for i in range(230)])
+    mixed_ids: list[Any] = [None, *range(15), *(f"s{i}" for i in range(15)), *(ObjectId() for _ in range(15)), True]
+    mixed.insert_many([{"_id": k} for k in mixed_ids])
+    part = sync_partition(cs_db, mongodb_uri, ("in", "mixed"), parallelism, 20)
+    try:
+        first = events_of(part.next_batch())
+        assert len(first) == 20 * parallelism
+        assert len(part.sync["ranges"]) == parallelism
+        # during the scan: an update of a scanned document, an insert after every range,
+        # a delete of a document not scanned yet
+        ints.update_one({"_id": 0}, {"$set": {"x": 100}})
+        ints.insert_one({"_id": 5000, "x": 5000})
+        ints.delete_one({"_id": 229})
+        scanned = list(first)
+        while part.sync is not None:
+            scanned.extend(events_of(part.next_batch()))
+        streamed: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while len(streamed) < 3 and time.monotonic() < deadline:
+            streamed.extend(events_of(part.next_batch()))
+            time.sleep(0.2)
+    finally:
+        part.close()
+    assert all(e["operationType"] == "insert" and e["_id"]["initialSync"] == f"{cs_db.name}.{e['ns']['coll']}"
+               for e in scanned)
+    got = Counter((e["ns"]["coll"], e["documentKey"]["_id"]) for e in scanned)
+    want = Counter([*(("in", i) for i in [*range(229), 5000]), *(("mixed", k) for k in mixed_ids)])
+    assert got == want
+    assert next(e["fullDocument"] for e in scanned if e["documentKey"]["_id"] == 0) == {"_id": 0, "x": 0}
+    assert [(e["operationType"], e["documentKey"]["_id"], e.get("fullDocument")) for e in streamed] == [
+        ("replace", 0, {"_id": 0, "x": 100}), ("insert", 5000, {"_id": 5000, "x": 5000}), ("delete", 229, None),
+    ]
+
+
+def test_an_idle_change_stream_moves_the_watermark(tmp_path: Path, mongodb_uri: str, cs_db: Any) -> None:
+    """Without timeField (event time = the change event's time), an idle stream reports
+    the server's clock: the windows close without a later event and without idleTimeout."""
+    backend = backend_of(mongodb_uri)
+    stages = [
+        {"$source": {"connectionName": "fdb", "db": cs_db.name, "coll": "in"}},
+        {"$tumblingWindow": {"interval": {"size": 2, "unit": "second"}, "pipeline": [
+            {"$group": {"_id": "$fullDocument.color", "sum": {"$sum": "$fullDocument.x"},
+                        "series": {"$push": "$fullDocument.x"}}}]}},
         {"$merge": {"into": {"connectionName": "fdb", "db": cs_db.name, "coll": "out"}}},
     ]
     run = Run(tmp_path, stages, mongodb_uri)
     run.start()
     try:
         run.wait_started(backend)
+        cs_db["in"].insert_many([{"color": "red", "x": 1}, {"color": "red", "x": 2}, {"color": "blue", "x": 4}])
+        cs_db["in"].insert_many([{"color": "white", "x": 8}, {"color": "red", "x": 16}])
         out = cs_db["out"]
-        wait(lambda: out.count_documents({}) == 5, 60, run, "the 5 existing documents")
-        src.insert_one({"_id": 10, "x": 10})
-        src.update_one({"_id": 0}, {"$set": {"x": 100}})  # filtered out by config.pipeline
-        wait(lambda: out.count_documents({}) == 6, 60, run, "the streamed insert")
+        wait(lambda: {d["_id"] for d in out.find()} == {"red", "blue", "white"}, 60, run, "the window results")
         time.sleep(1.5)
-        assert sorted(out.find(), key=lambda d: d["_id"]) == [{"_id": i, "x": i} for i in (0, 1, 2, 3, 4, 10)]
+        got: dict[str, list[Any]] = {}
+        for d in sorted(out.find(), key=lambda d: d["_stream_meta"]["window"]["start"]):
+            s, series = got.get(d["_id"], [0, []])
+            got[d["_id"]] = [s + d["sum"], series + d["series"]]
+        assert run.alive()
     finally:
         run.kill9()
+    assert got == {"red": [19, [1, 2, 16]], "blue": [4, [4]], "white": [8, [8]]}
+
+
+def test_resume_token_cluster_time() -> None:
+    """The watch() backend's idle bound: the cluster time at the start of a server's
+    resume token (KeyString: 0x82, then seconds and increment)."""
+    from sources.changestream import token_cluster_time
+
+    token = {"_data": "826553A1B2000000032B022C0100296E5A1004AB"}
+    assert token_cluster_time(token) == Timestamp(0x6553A1B2, 3)
+    assert token_cluster_time({"_data": "0000000100000000"}) is None
+    assert token_cluster_time({"_data": 5}) is None
+    assert token_cluster_time(None) is None
 
 
 @pytest.mark.parametrize("form", ["database", "cluster"])
@@ -462,3 +579,27 @@ def test_before_images_required_fail_at_start_on_the_oplog(tmp_path: Path, mongo
         "pipeline[0].$source.config.fullDocumentBeforeChange: 'required' cannot be met: FerretDB's OpLog records "
         "no pre-images (use 'whenAvailable' or 'off')" in text
     )
+
+
+@pytest.mark.parametrize(("time_field", "moves"), [(None, True), ({"$toDate": "$fullDocument.t"}, False)])
+def test_source_progress_moves_the_watermark_only_without_time_field(
+    tmp_path: Path, time_field: Any, moves: bool
+) -> None:
+    """Ingest of a ProgressBatch: the watermark follows the source's bound where the event
+    time is the source time, and never where a timeField gives it (any value can come)."""
+    from translator.options import ProcessorOptions
+    from translator.runtime import IngestLogic, Plan
+    from translator.windows import NEG_INF, QUIET, WIN
+
+    src: dict[str, Any] = {"connectionName": "db", "db": "d", "coll": "c"}
+    if time_field is not None:
+        src["timeField"] = time_field
+    pipeline = compile_pipeline([{"$source": src}, WINDOW], registry(tmp_path))
+    logic = IngestLogic(Plan.compile(pipeline, ProcessorOptions()), "p", None)
+    out = logic.process(ProgressBatch(5000))
+    assert logic.process(ProgressBatch(4000)) == []  # never back
+    if moves:
+        assert logic.wm == 5000
+        assert [(tag, msg.watermark, msg.activity) for tag, (_, msg) in out] == [(WIN, 5000, QUIET)] * logic.buckets
+    else:
+        assert (logic.wm, out) == (NEG_INF, [])
