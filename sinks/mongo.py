@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import bson
 import pymongo
@@ -197,7 +197,7 @@ def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str)
                 f"supported: {', '.join(PIPELINE_STAGES)}",
             )
         parsed.append(STAGE_PARSERS[name](spec, f"{spath}.{name}"))
-    fns = [step.fn for step in compile_steps(tuple(parsed), frozenset({"new"}))]
+    fns = [cast(DocFn, step.fn) for step in compile_steps(tuple(parsed), frozenset({"new"}))]  # no BATCH stage here
 
     def run(doc: Doc, v: Vars) -> Doc:
         for f in fns:
