@@ -2,9 +2,9 @@
 
 https://www.mongodb.com/docs/atlas/atlas-stream-processing/sp-agg-lookup/ and
 .../sp-agg-cachedlookup/ . A batch's distinct local values become one
-``find({foreignField: {$in: [...]}})``; the fetched documents are matched to each
-input document here with MongoDB's equality rules (1 == 1.0, null matches a missing
-field, an array matches by its elements).
+``find({foreignField: {$in: [...]}})`` (split over up to ``parallelism`` concurrent
+queries); the fetched documents are matched to each input document here with MongoDB's
+equality rules (1 == 1.0, null matches a missing field, an array matches by its elements).
 
 Why the ``pipeline`` runs in mqlflow and not on the server: FerretDB v1 (the server the
 tests run against) has no ``let`` in ``aggregate`` and no ``$lookup``, so a server-side
