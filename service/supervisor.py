@@ -958,9 +958,6 @@ def _naive(d: _dt.datetime) -> _dt.datetime:
     return d.astimezone(_dt.UTC).replace(tzinfo=None) if d.tzinfo else d
 
 
-__all__ = ["Filter", "State", "Supervisor", "SupervisorConfig", "utcnow"]
-
-
 def _has_stage(pipeline: Any, name: str) -> bool:
     """Whether a stage ``name`` appears in ``pipeline``, inside window pipelines too."""
     if isinstance(pipeline, dict):
@@ -968,3 +965,6 @@ def _has_stage(pipeline: Any, name: str) -> bool:
     if isinstance(pipeline, list):
         return any(_has_stage(v, name) for v in pipeline)
     return False
+
+
+__all__ = ["Filter", "State", "Supervisor", "SupervisorConfig", "utcnow"]
