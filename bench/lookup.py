@@ -1,6 +1,6 @@
 """$lookup / $cachedLookup throughput against a real MongoDB-wire server.
 
-    .venv/bin/python -m bench.lookup [--uri mongodb://127.0.0.1:27018/] [--n 200000] [--keys 1000,100000]
+    .venv/bin/python -m bench.lookup [--uri mongodb://127.0.0.1:27018/] [--n 200000] [--keys 1000,100000] [--parallelism 4]
 
 Fills ``enrich_bench.devices_<K>`` with K devices (once; reused when already full),
 then runs ``$source (documents) -> $lookup (equality on _id) -> output`` through
@@ -39,8 +39,9 @@ def fill(client: MongoClient[dict[str, Any]], keys: int) -> str:
     return coll.name
 
 
-def run(uri: str, coll: str, keys: int, n: int, stage: str, batch: int) -> tuple[float, int, float]:
-    """(documents/s, find commands, share of the run spent waiting for the server)."""
+def run(uri: str, coll: str, keys: int, n: int, stage: str, batch: int, parallelism: int = 1) -> tuple[float, int, float]:
+    """(documents/s, find commands, share of the run spent waiting for the server; with
+    ``parallelism`` > 1 the waits of concurrent queries add up, so it may pass 100 %)."""
     from translator.enrich.lookup import STATS
 
     q0, s0 = STATS["queries"], STATS["seconds"]
@@ -50,6 +51,8 @@ def run(uri: str, coll: str, keys: int, n: int, stage: str, batch: int) -> tuple
                             "localField": "dev", "foreignField": "_id", "as": "d"}
     if stage == "$cachedLookup":
         spec["ttl"] = {"size": 1, "unit": "hour"}
+    elif parallelism > 1:
+        spec["parallelism"] = parallelism
     reg = ConnectionRegistry({"m": Connection(name="m", type="mongodb", uri=uri)})
     t0 = time.perf_counter()
     r = run_pipeline([{"$source": {"documents": events}}, {stage: spec}], {"name": "bench", "batchSize": batch}, reg)
@@ -64,15 +67,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--keys", default="1000,100000")
     ap.add_argument("--batch", type=int, default=1024, help="documents per source batch (one $in each)")
+    ap.add_argument("--parallelism", type=int, default=1, help="$lookup.parallelism: concurrent $in queries per batch")
+    ap.add_argument("--stages", default="$lookup,$cachedLookup")
     a = ap.parse_args()
     uri = _uri(a.uri)
     client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
     print(f"server {uri}, n = {a.n} events, batches of {a.batch:,}")
     for keys in (int(k) for k in a.keys.split(",")):
         coll = fill(client, keys)
-        for stage in ("$lookup", "$cachedLookup"):
-            rate, queries, share = run(uri, coll, keys, a.n, stage, a.batch)
-            print(f"{stage:14} {keys:>7} distinct keys: {rate:>9,.0f} docs/s, {queries} queries, "
+        for stage in a.stages.split(","):
+            rate, queries, share = run(uri, coll, keys, a.n, stage, a.batch, a.parallelism)
+            print(f"{stage:14} {keys:>7} distinct keys, parallelism {a.parallelism}: {rate:>9,.0f} docs/s, {queries} queries, "
                   f"{share:.0%} of the time waiting for the server", flush=True)
     client.close()
 

@@ -97,7 +97,10 @@ def from_definition(path: str) -> Dataflow:
 
 
 def _gauges(pipeline: Any) -> Stats:
+    throttled_ms, throttle_events = metrics.throttle_totals()  # cumulative, like the counters
     return {
+        "throttledTimeMs": throttled_ms,
+        "throttleEvents": throttle_events,
         "stateSize": metrics.state_size(),
         "operatorStats": metrics.operator_stats(pipeline),
         "sinkStalls": metrics.sink_stalls(),

@@ -43,11 +43,13 @@ SAMPLE = "sample"  # the key of service -> child control lines
 
 
 class Counter(NamedTuple):
-    """A cumulative ``stats()`` figure and the Prometheus counter that exports it."""
+    """A cumulative ``stats()`` figure and the Prometheus counter that exports it;
+    ``group``: the ``stats()`` subdocument it is shown in (``throttle.throttleEvents``)."""
 
     field: str
     metric: str
     help: str
+    group: str | None = None
 
 
 COUNTERS: tuple[Counter, ...] = (
@@ -57,6 +59,10 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("outputMessageSize", "mqlflow_output_bytes", "Bytes written by the sink"),
     Counter("dlqMessageCount", "mqlflow_dlq_messages", "Documents sent to the DLQ"),
     Counter("dlqMessageSize", "mqlflow_dlq_bytes", "Bytes sent to the DLQ"),
+    # $throttle's figures over all its stages, shown when the pipeline has one (ASP:
+    # https://www.mongodb.com/docs/atlas/atlas-stream-processing/sp-agg-throttle/).
+    Counter("throttledTimeMs", "mqlflow_throttled_ms", "Milliseconds $throttle stages waited", "throttle"),
+    Counter("throttleEvents", "mqlflow_throttle_events", "Times $throttle stages waited", "throttle"),
 )
 COUNTER_FIELDS: tuple[str, ...] = tuple(c.field for c in COUNTERS)
 # (count field, size field) a sink of each document kind adds to.
@@ -77,6 +83,8 @@ class Stats(TypedDict, total=False):
     outputMessageSize: int
     dlqMessageCount: int
     dlqMessageSize: int
+    throttledTimeMs: int
+    throttleEvents: int
     stateSize: int
     watermark: _dt.datetime | None
     operatorStats: list[dict[str, Any]]

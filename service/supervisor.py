@@ -40,6 +40,7 @@ from service.errors import COMMAND_FAILED, FAILED_TO_PARSE, INVALID_OPTIONS, Com
 from service.names import check_processor_name
 from service.protocol import (
     COUNTER_FIELDS,
+    COUNTERS,
     DOC_KINDS,
     ENV_PROCESSOR_NAME,
     ENV_SOCKET,
@@ -755,10 +756,14 @@ class Supervisor:
         counters = run.counters() if run else self._stored_counters(name)
         state_size = run.state_size() if run else 0
         st: dict[str, Any] = {"name": name, "processorId": rec.id, "status": STATUS_NAMES[rec.state]}
+        groups = {"throttle"} if _has_stage(rec.pipeline, "$throttle") else set()
         st["scaleFactor"] = Int64(int(scale)) if float(scale).is_integer() else float(scale)
-        for f in COUNTER_FIELDS:
-            v = counters[f]
-            st[f] = Int64(v) if f not in SIZE_FIELDS else _scaled(v, scale)
+        for c in COUNTERS:
+            v = counters[c.field]
+            if c.group is None:
+                st[c.field] = Int64(v) if c.field not in SIZE_FIELDS else _scaled(v, scale)
+            elif c.group in groups:
+                st.setdefault(c.group, {})[c.field] = Int64(v)
         st["stateSize"] = _scaled(state_size, scale)
         st["watermark"] = _naive(run.watermark) if run and run.watermark else None
         kparts = [p for c in (run.conn_stats.values() if run else ()) for p in c.get("kafkaPartitions") or ()]
@@ -950,6 +955,15 @@ def _scaled(v: int, scale: float) -> Int64 | float:
 
 def _naive(d: _dt.datetime) -> _dt.datetime:
     return d.astimezone(_dt.UTC).replace(tzinfo=None) if d.tzinfo else d
+
+
+def _has_stage(pipeline: Any, name: str) -> bool:
+    """Whether a stage ``name`` appears in ``pipeline``, inside window pipelines too."""
+    if isinstance(pipeline, dict):
+        return name in pipeline or any(_has_stage(v, name) for v in pipeline.values())
+    if isinstance(pipeline, list):
+        return any(_has_stage(v, name) for v in pipeline)
+    return False
 
 
 __all__ = ["Filter", "State", "Supervisor", "SupervisorConfig", "utcnow"]

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import bson
 import pymongo
@@ -208,10 +208,10 @@ def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str)
     while i < len(steps):
         step = steps[i]
         if step.fused_next is not None and i + 1 < len(steps):  # only set with fastPaths on
-            runs.append((step.fused_next, (step.fn, steps[i + 1].fn)))
+            runs.append((step.fused_next, (cast(DocFn, step.fn), cast(DocFn, steps[i + 1].fn))))
             i += 2
         else:
-            runs.append((None, (step.fn,)))
+            runs.append((None, (cast(DocFn, step.fn),)))
             i += 1
     return WhenMatchedPipeline(runs)
 

@@ -78,6 +78,14 @@ def _add_into(into: dict[str, Any], counts: dict[str, Any]) -> None:
             into[k] = into.get(k, 0) + v
 
 
+def throttle_totals() -> tuple[int, int]:
+    """(``throttledTimeMs``, ``throttleEvents``) summed over the ``$throttle`` stages:
+    the processor-level ``stats().throttle``."""
+    with _lock:
+        ts = [c["throttle"] for c in _counters.values() if isinstance(c.get("throttle"), dict)]
+        return sum(int(t.get("throttledTimeMs", 0)) for t in ts), sum(int(t.get("throttleEvents", 0)) for t in ts)
+
+
 def counters(stage_path: str) -> dict[str, Any]:
     with _lock:
         import copy

@@ -17,8 +17,15 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from translator import ir
-from translator.contracts import SOURCE_DLQ_KEY, IdleBatch, ProgressBatch, RawBatch, dlq_document, now_ms
+from translator import ir, partition
+from translator.contracts import (
+    SOURCE_DLQ_KEY,
+    IdleBatch,
+    ProgressBatch,
+    RawBatch,
+    dlq_document,
+    now_ms,
+)
 from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, time_getter
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, closure, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
@@ -163,6 +170,7 @@ class IngestLogic:
         if plan.observer is not None:
             plan.observer(batch, self.wm)
         emissions: list[Emission] = []
+        partition.enter(self.part)  # per-partition stage state ($cachedLookup's cache)
         if plan.window is None:
             docs = run_chain_docs(plan.pre, recs, dlq_fn) if plan.pre else [d for d, _ in recs]
             if docs:
@@ -176,6 +184,7 @@ class IngestLogic:
             else:
                 for b in range(self.buckets):
                     emissions.append((WIN, (str(b), WindowMsg(self.part, self.wm, partials.get(b), ACTIVE))))
+        partition.enter(None)
         if dlq:
             emissions.append((DLQ, dlq))
         return emissions

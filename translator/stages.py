@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from translator import ir, metrics
 from translator.codegen import Chain, compile_chain
@@ -41,12 +41,14 @@ MAP, FILTER, FLAT, VALIDATE = 0, 1, 2, 3
 # A whole-batch step ``fn(recs, dlq, vars) -> recs`` that does its own DLQ handling
 # (I/O stages such as $lookup: one query per batch; see translator/enrich).
 BATCH = 4
+DocFn = Callable[[Any, Vars], Any]  # MAP/FILTER/FLAT/VALIDATE: (doc, vars) -> result
+BatchFn = Callable[[list[Rec], DlqFn, Vars], list[Rec]]  # BATCH
 
 
 @dataclass(frozen=True)
 class Step:
     kind: int
-    fn: Callable[[Any, Vars], Any]
+    fn: DocFn | BatchFn  # BatchFn exactly when kind == BATCH
     name: str  # "$addFields"
     path: str  # "pipeline[2].$addFields"
     dlq_on_fail: bool = False
@@ -143,7 +145,7 @@ def _run_chain(
                 fns.append(st.fused_next)
                 j += 2
             else:
-                fns.append(st.fn)
+                fns.append(cast(DocFn, st.fn))
                 j += 1
         try:
             recs = _fused(pred, fns, recs, vars_) if fns or pred is not None else recs
@@ -193,9 +195,10 @@ def _fused(pred: Callable[[Any], bool] | None, fns: list[Callable[[Any, Vars], A
 
 def _run_step(st: Step, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
     """One step over the whole batch; if it raises, again document by document."""
-    fn, kind = st.fn, st.kind
+    kind = st.kind
     if kind == BATCH:
-        return fn(recs, dlq, vars_)  # type: ignore[call-arg,arg-type]
+        return cast(BatchFn, st.fn)(recs, dlq, vars_)
+    fn = cast(DocFn, st.fn)
     try:
         if kind == MAP:
             return [(fn(d, vars_), t) for d, t in recs]
@@ -228,7 +231,7 @@ def _validate_reason(st: Step, doc: dict[str, Any]) -> str:
 
 def _slow_step(st: Step, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
     out: list[Rec] = []
-    fn, kind = st.fn, st.kind
+    fn, kind = cast(DocFn, st.fn), st.kind
     for d, t in recs:
         try:
             if kind == MAP:
@@ -272,6 +275,9 @@ def _copy_set(doc: dict[str, Any], parts: tuple[str, ...], value: Any) -> dict[s
     elif value is not MISSING:
         out[head] = _copy_set({}, parts[1:], value)
     return out
+
+
+copy_set = _copy_set  # the public name, for stages compiled outside this module (translator.enrich)
 
 
 def _copy_unset(doc: dict[str, Any], parts: tuple[str, ...]) -> dict[str, Any]:
@@ -792,7 +798,7 @@ def compile_steps(stages: tuple[Any, ...], variables: frozenset[str] = frozenset
     for i in range(len(steps) - 1):
         a, b = steps[i], steps[i + 1]
         if a.kind == MAP and b.kind == MAP:
-            fused = _fuse_add_include(a.fn, a.spec, b.fn, b.spec)
+            fused = _fuse_add_include(cast(DocFn, a.fn), a.spec, cast(DocFn, b.fn), b.spec)
             if fused is not None:
                 steps[i] = replace(a, fused_next=fused)
     _attach_chains(steps)

@@ -131,3 +131,50 @@ def test_https_server_error_fails_the_processor_after_bounded_retries(tmp_path: 
         c.close()
     finally:
         svc.stop()
+
+
+def test_throttle_figures_at_the_processor_level_in_mongosh(svc: Service, mongodb_uri: str) -> None:
+    """``sp.<name>.stats()`` in the real mongosh shows ``throttle.throttledTimeMs`` and
+    ``throttle.throttleEvents`` for the processor (ASP reports them per processor and per
+    operator), the same figures as the operator's; a processor without ``$throttle`` has none."""
+    import os
+    import subprocess
+
+    from svc_helpers import mongosh_argv
+
+    db_name = f"enrich_{uuid.uuid4().hex[:10]}"
+    src = {"$source": {"connectionName": "sample_stream_solar", "config": {
+        "seed": 5, "maxEvents": 300, "rate": 1000, "startTime": T0_MS, "faultRate": 0.0, "batchSize": 50}}}
+    merge = {"$merge": {"into": {"connectionName": "mongo1", "db": db_name, "coll": "out"}}}
+    client: pymongo.MongoClient[dict[str, Any]] = svc.client()
+    mc: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command({"createStreamProcessor": "thr", "pipeline": [src, {"$throttle": {"messagesPerSec": 100}}, merge]})
+        client.admin.command({"createStreamProcessor": "nothr", "pipeline": [src, merge]})
+        client.admin.command({"startStreamProcessor": "thr"})
+        deadline = time.monotonic() + 120
+        st: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            st = client.admin.command({"getStreamProcessorStats": "thr", "options": {"verbose": True}})["stats"]
+            if st["status"] == "stopped":
+                break
+            time.sleep(0.3)
+        assert st["status"] == "stopped", st
+        assert st["outputMessageCount"] == 300
+        op = next(e for e in st["operatorStats"] if e["name"] == "$throttle")["throttle"]
+        # 300 messages at 100/s from a full one-second bucket: about two seconds of waiting
+        assert st["throttle"] == op and op["throttleEvents"] > 0 and 1000 < op["throttledTimeMs"] <= 2100, st
+
+        env = dict(os.environ)
+        env["HOME"] = str(svc.state_dir.parent)
+        script = ("print(EJSON.stringify(sp.thr.stats().stats.throttle, {relaxed: true})); "
+                  "print(EJSON.stringify(sp.nothr.stats().stats.throttle === undefined))")
+        r = subprocess.run(mongosh_argv("pinned", "127.0.0.1", svc.port, "--quiet", "--norc", "--eval", script),
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:2] == [
+            f'{{"throttledTimeMs":{op["throttledTimeMs"]},"throttleEvents":{op["throttleEvents"]}}}', "true"]
+    finally:
+        client.close()
+        mc.drop_database(db_name)
+        mc.close()

@@ -43,8 +43,8 @@ from translator.stages import (
     DlqFn,
     Rec,
     Step,
-    _copy_set,
     compile_steps,
+    copy_set,
     failure_reason,
     run_chain,
 )
@@ -274,7 +274,7 @@ class HttpsOp:
                 value, meta = res
                 doc = _with_meta(d, meta)
                 if value is not MISSING:
-                    doc = _copy_set(doc, self.as_parts, value)
+                    doc = copy_set(doc, self.as_parts, value)
                 out.append((doc, t))
         return out
 
@@ -320,5 +320,5 @@ def compile_https(stage: HttpsStage, conn: Any) -> Step:
             f"connection '{conn.name}' is of type '{conn.type}'; $https needs a connection of type 'https' with a url",
         )
     op = HttpsOp(stage, conn.url, conn.headers)
-    return Step(BATCH, op.run, "$https", stage.path)  # type: ignore[arg-type]
+    return Step(BATCH, op.run, "$https", stage.path)
 

@@ -2,9 +2,9 @@
 
 https://www.mongodb.com/docs/atlas/atlas-stream-processing/sp-agg-lookup/ and
 .../sp-agg-cachedlookup/ . A batch's distinct local values become one
-``find({foreignField: {$in: [...]}})``; the fetched documents are matched to each
-input document here with MongoDB's equality rules (1 == 1.0, null matches a missing
-field, an array matches by its elements).
+``find({foreignField: {$in: [...]}})`` (split over up to ``parallelism`` concurrent
+queries); the fetched documents are matched to each input document here with MongoDB's
+equality rules (1 == 1.0, null matches a missing field, an array matches by its elements).
 
 Why the ``pipeline`` runs in mqlflow and not on the server: FerretDB v1 (the server the
 tests run against) has no ``let`` in ``aggregate`` and no ``$lookup``, so a server-side
@@ -26,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ import bson
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from translator import metrics
+from translator import metrics, partition
 from translator.enrich.spec import LookupStage
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, Vars, compile_expr, get_path
@@ -43,8 +44,8 @@ from translator.stages import (
     DlqFn,
     Rec,
     Step,
-    _copy_set,
     compile_steps,
+    copy_set,
     failure_reason,
     run_chain,
 )
@@ -123,12 +124,43 @@ class LookupServer:
                 time.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
 
-    def find_in(self, fld: str, values: list[Any], extra: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def find_in(
+        self, fld: str, values: list[Any], extra: dict[str, Any] | None, pool: Pool | None = None
+    ) -> list[dict[str, Any]]:
+        """The documents whose ``fld`` is one of ``values``: one ``$in`` query per
+        :data:`IN_CHUNK` values; with a ``pool`` (``$lookup.parallelism`` > 1) the values
+        are split over up to ``pool.size`` queries that run at once."""
+        size = IN_CHUNK
+        if pool is not None and len(values) > 1:
+            size = min(IN_CHUNK, -(-len(values) // min(pool.size, len(values))))
+        chunks = [values[i : i + size] for i in range(0, len(values), size)]
+
+        def one(chunk: list[Any]) -> list[dict[str, Any]]:
+            q: dict[str, Any] = {fld: {"$in": chunk}}
+            return self.find({"$and": [q, extra]} if extra else q)
+
+        if len(chunks) == 1:
+            return one(chunks[0])
+        parts = list(pool.executor.map(one, chunks)) if pool is not None else [one(c) for c in chunks]
+        # A document whose foreign field is an array can answer keys of several chunks.
         out: list[dict[str, Any]] = []
-        for i in range(0, len(values), IN_CHUNK):
-            q: dict[str, Any] = {fld: {"$in": values[i : i + IN_CHUNK]}}
-            out.extend(self.find({"$and": [q, extra]} if extra else q))
+        seen: set[Any] = set()
+        for docs in parts:
+            for d in docs:
+                k = hashable(d.get("_id"))
+                if k not in seen:
+                    seen.add(k)
+                    out.append(d)
         return out
+
+
+class Pool:
+    """The threads of one ``$lookup`` with ``parallelism`` > 1: its queries of a batch
+    run at once on them (pymongo's client is thread-safe and pools its connections)."""
+
+    def __init__(self, size: int, what: str) -> None:
+        self.size = size
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"mqlflow-lookup {what}")
 
 
 # ---- MongoDB's equality, on keys -------------------------------------------------------------
@@ -246,15 +278,15 @@ def _sort_step(spec: dict[str, Any], path: str) -> Step:
                 return c * direction
         return 0
 
-    return Step(BATCH, lambda recs, dlq, v: sorted(recs, key=functools.cmp_to_key(cmp)), "$sort", path)  # type: ignore[arg-type,misc]
+    return Step(BATCH, lambda recs, dlq, v: sorted(recs, key=functools.cmp_to_key(cmp)), "$sort", path)
 
 
 def _limit_step(n: int, path: str) -> Step:
-    return Step(BATCH, lambda recs, dlq, v: recs[:n], "$limit", path)  # type: ignore[arg-type,misc]
+    return Step(BATCH, lambda recs, dlq, v: recs[:n], "$limit", path)
 
 
 def _count_step(name: str, path: str) -> Step:
-    return Step(BATCH, lambda recs, dlq, v: [({name: len(recs)}, 0)] if recs else [], "$count", path)  # type: ignore[arg-type,misc]
+    return Step(BATCH, lambda recs, dlq, v: [({name: len(recs)}, 0)] if recs else [], "$count", path)
 
 
 def compile_sub_pipeline(stages: list[dict[str, Any]], path: str, server: LookupServer) -> tuple[Step, ...]:
@@ -300,8 +332,8 @@ class _Failed(Exception):
 
 @dataclass
 class LookupCache:
-    """$cachedLookup's cache (one per Bytewax worker thread): local key -> (expiry,
-    documents, bytes). Over the memory limit, expired entries go first, then random ones."""
+    """$cachedLookup's cache of one source partition: local key -> (expiry, documents,
+    bytes). Over the memory limit, expired entries go first, then random ones."""
 
     ttl_s: float
     max_bytes: int
@@ -356,6 +388,9 @@ class LookupOp:
             self.filter = pipeline[0]["$match"]
         self._compiled: dict[Any, tuple[Step, ...]] = {}
         self._local = threading.local()
+        self.pool = Pool(stage.parallelism, stage.path) if stage.parallelism > 1 else None
+        self._caches: dict[Any, LookupCache] = {}  # $cachedLookup: source partition -> cache
+        self._caches_lock = threading.Lock()
         if pipeline is not None:  # create-time check of every expression (let values as null)
             self.sub_steps({n: None for n in let_names})
 
@@ -373,7 +408,7 @@ class LookupOp:
         return steps
 
     def step(self) -> Step:
-        return Step(BATCH, self.run, self.name, self.stage.path)  # type: ignore[arg-type]
+        return Step(BATCH, self.run, self.name, self.stage.path)
 
     # -- the batch
     def run(self, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
@@ -446,7 +481,7 @@ class LookupOp:
             return [], None
         assert self.foreign is not None
         fld = self.foreign
-        docs = self._filtered(lambda extra: self.server.find_in(fld, list(distinct.values()), extra)) if distinct else []
+        docs = self._filtered(lambda extra: self.server.find_in(fld, list(distinct.values()), extra, self.pool)) if distinct else []
         return docs, index_by(docs, self.foreign_parts)
 
     def _fetch_pipeline(self, lets: list[dict[str, Any] | None]) -> tuple[list[dict[str, Any]], dict[Any, list[int]]]:
@@ -454,7 +489,7 @@ class LookupOp:
             fld, var = self.pushdown
             distinct = {hashable(v[var]): v[var] for v in lets if v is not None}
             vals = [None if x is MISSING else x for x in distinct.values()]
-            docs = self._filtered(lambda extra: self.server.find_in(fld, vals, extra)) if vals else []
+            docs = self._filtered(lambda extra: self.server.find_in(fld, vals, extra, self.pool)) if vals else []
             return docs, index_by(docs, tuple(fld.split(".")))
         docs = self._filtered(lambda extra: self.server.find(extra or {}, limit=FULL_SCAN_LIMIT + 1))
         if len(docs) > FULL_SCAN_LIMIT:
@@ -481,10 +516,16 @@ class LookupOp:
 
     # -- $cachedLookup
     def cache(self) -> LookupCache:
-        c: LookupCache | None = getattr(self._local, "cache", None)
+        """The cache of the source partition this thread ingests now (ASP keeps one per
+        partition); outside the ingest step (a window's close step, ``run_chain`` called
+        directly), one per thread."""
+        part = partition.current()
+        key: Any = part if part is not None else ("thread", threading.get_ident())
+        c = self._caches.get(key)
         if c is None:
             limit = self.stage.max_mem_bytes or default_cache_bytes()
-            c = self._local.cache = LookupCache(self.stage.ttl_ms / 1000, limit)
+            with self._caches_lock:
+                c = self._caches.setdefault(key, LookupCache(self.stage.ttl_ms / 1000, limit))
         return c
 
     def _fill_cache(self, distinct: dict[Any, Any]) -> None:
@@ -500,7 +541,7 @@ class LookupOp:
         hits = len(batch)
         if missing:
             assert self.foreign is not None
-            docs = self.server.find_in(self.foreign, list(missing.values()), None)
+            docs = self.server.find_in(self.foreign, list(missing.values()), None, self.pool)
             idx = index_by(docs, self.foreign_parts)
             for k in missing:  # this batch uses them even if the cache evicts them at once
                 batch[k] = [docs[i] for i in idx.get(k, ())]
@@ -521,7 +562,7 @@ class LookupOp:
 
 
 def _set(doc: dict[str, Any], parts: tuple[str, ...], value: Any) -> dict[str, Any]:
-    return _copy_set(doc, parts, value)
+    return copy_set(doc, parts, value)
 
 
 def _check_names(stage: LookupStage, path: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from translator.enrich.spec import SetStreamMetaStage
 from translator.mql.expr import Ctx, Vars, compile_expr
-from translator.stages import MAP, Step, _copy_set
+from translator.stages import MAP, Step, copy_set
 
 
 def compile_set_stream_meta(stage: SetStreamMetaStage, variables: frozenset[str]) -> Step:
@@ -26,7 +26,7 @@ def compile_set_stream_meta(stage: SetStreamMetaStage, variables: frozenset[str]
         meta = doc.get("_stream_meta")
         meta = dict(meta) if isinstance(meta, dict) else {}
         for parts, x in values:
-            meta = _copy_set(meta, parts, x)
+            meta = copy_set(meta, parts, x)
         out = dict(doc)
         out["_stream_meta"] = meta
         return out

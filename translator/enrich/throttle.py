@@ -83,5 +83,5 @@ class Throttle:
 
 def compile_throttle(stage: ThrottleStage) -> Step:
     t = Throttle(stage)
-    step = Step(BATCH, t.run, "$throttle", stage.path)  # type: ignore[arg-type]
+    step = Step(BATCH, t.run, "$throttle", stage.path)
     return step

@@ -471,8 +471,9 @@ def _let(args: Any, ctx: Ctx) -> Expr:
 def _meta(args: Any, ctx: Ctx) -> Expr:
     """ASP ``{$meta: "stream.source.topic"}`` / ``"stream.window.start"``.
 
-    The window stage overlays window bounds in ``vars[META]``; otherwise the
-    document's own ``_stream_meta`` envelope is read.
+    The window stage overlays window bounds in ``vars[META]`` on the document's own
+    ``_stream_meta`` envelope (what ``$setStreamMeta`` sets, also inside the window's
+    pipeline); the overlay's top-level fields win, as in the window's output envelope.
     """
     if not isinstance(args, str) or not (args == "stream" or args.startswith("stream.")):
         raise ctx.error(f"$meta supports 'stream' and 'stream.<field>' in stream processing, got {args!r}")
@@ -480,8 +481,14 @@ def _meta(args: Any, ctx: Ctx) -> Expr:
 
     def meta(doc: Any, v: Vars) -> Any:
         m = v.get(META, MISSING)
+        own = doc.get("_stream_meta", MISSING) if isinstance(doc, dict) else MISSING
         if m is MISSING:
-            m = doc.get("_stream_meta", MISSING) if isinstance(doc, dict) else MISSING
+            m = own
+        elif isinstance(own, dict):
+            if not parts:
+                return {**own, **m}
+            if parts[0] not in m:
+                m = own
         if not parts:
             return m
         return get_path(m, parts)

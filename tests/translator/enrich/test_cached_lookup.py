@@ -131,3 +131,46 @@ def test_cached_lookup_takes_no_let_or_pipeline() -> None:
     assert (e.value.path, e.value.message) == ("pipeline[1].$cachedLookup", "missing required field 'ttl'")
 
 
+
+
+def test_one_cache_per_source_partition(mongodb_uri: str, db: Any) -> None:
+    """Two partitions of the sample source on one Bytewax worker: each partition misses
+    the key once (two finds), then hits its own cache (ASP keeps a cache per partition)."""
+    coll = f"devices_{uuid.uuid4().hex[:6]}"
+    db[coll].insert_many([{"_id": "device_0", "site": "n"}])
+    finds = Finds(coll)
+    monitoring.register(finds)
+    r = run_pipeline(
+        [{"$source": {"connectionName": "sample_stream_solar",
+                      "config": {"seed": 1, "devices": 1, "partitions": 2, "maxEvents": 60, "batchSize": 10,
+                                 "startTime": "2024-01-01T00:00:00Z", "faultRate": 0}}},
+         _stage(db.name, coll, ttl_s=600, localField="device_id"),
+         {"$project": {"_id": 0, "site": {"$first": "$d.site"}}}],
+        registry=make_registry(mongodb_uri),
+    )
+    assert r.output == [{"site": "n"}] * 120 and r.dlq == []
+    assert finds.filters == [{"_id": {"$in": ["device_0"]}}] * 2  # one miss per partition, 12 batches
+
+
+def test_cache_outside_a_partition_is_per_thread(mongodb_uri: str, db: Any) -> None:
+    """``run_chain`` called directly (as a window's close step does) has no source
+    partition: each thread keeps its own cache."""
+    coll = f"devices_{uuid.uuid4().hex[:6]}"
+    db[coll].insert_many([{"_id": "d1", "site": "n"}])
+    finds = Finds(coll)
+    monitoring.register(finds)
+    pipeline = parse_pipeline([{"$source": {"documents": []}}, _stage(db.name, coll, ttl_s=600)])
+    with enrich_steps.bound(make_registry(mongodb_uri)):
+        steps = compile_steps(pipeline.stages)
+
+    def batch() -> None:
+        out = run_chain(steps, [({"dev": "d1"}, 0)], lambda r, d: None)
+        assert out[0][0]["d"] == [{"_id": "d1", "site": "n"}]
+
+    batch()
+    batch()
+    assert len(finds.filters) == 1
+    t = threading.Thread(target=batch)
+    t.start()
+    t.join()
+    assert len(finds.filters) == 2

@@ -280,3 +280,37 @@ def test_server_down_then_up_retries_and_loses_nothing(own_ferretdb: Any, mongod
     (r,) = result
     assert sorted((d["_id"], d["n"]) for d in r.output) == [(i, i % 50) for i in range(200)]
     assert r.dlq == []
+
+
+def test_parallelism_splits_the_keys_over_concurrent_queries(mongodb_uri: str, db: Any, counter: FindCounter) -> None:
+    """``parallelism: 4``: a batch's 20 distinct keys go to the server as four ``$in``
+    queries of five; the results are those of one query, in the input's order, and a
+    foreign document that several queries return (an array field) is joined once."""
+    devices = [{"_id": f"d{i:02}", "n": i, "tags": [f"t{i:02}", f"t{(i + 10) % 20:02}"]} for i in range(20)]
+    db.devices.insert_many(devices)
+    events = [{"_id": i, "dev": f"d{(i * 7) % 20:02}", "tag": [f"t{i % 20:02}", f"t{(i + 10) % 20:02}"]}
+              for i in range(40)]
+
+    def run(par: int, local: str, foreign: str) -> list[dict[str, Any]]:
+        before = len(counter.finds)
+        r = run_pipeline(
+            [_src(*events),
+             {"$lookup": {"from": {"connectionName": "meta", "db": db.name, "coll": "devices"},
+                          "localField": local, "foreignField": foreign, "as": "j", "parallelism": par}},
+             {"$project": {"_id": 1, "j": "$j._id"}}],
+            registry=make_registry(mongodb_uri),
+        )
+        assert r.dlq == []
+        finds = counter.finds[before:]
+        sizes = sorted(len(f["filter"][foreign]["$in"]) for f in finds)
+        assert sizes == ([5, 5, 5, 5] if par == 4 else [20])
+        return r.output
+
+    by_id = run(4, "dev", "_id")
+    assert by_id == [{"_id": i, "j": [f"d{(i * 7) % 20:02}"]} for i in range(40)]
+    assert by_id == run(1, "dev", "_id")
+    by_tag = run(4, "tag", "tags")
+    # t(i) and t(i+10) are the tags of documents i % 20 and (i + 10) % 20, each joined once
+    assert [sorted(d["j"]) for d in by_tag] == [sorted({f"d{i % 20:02}", f"d{(i + 10) % 20:02}"}) for i in range(40)]
+    assert [d["_id"] for d in by_tag] == list(range(40))
+    assert [sorted(d["j"]) for d in run(1, "tag", "tags")] == [sorted(d["j"]) for d in by_tag]

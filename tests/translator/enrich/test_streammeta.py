@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -78,3 +79,37 @@ def test_external_function_is_rejected_naming_https() -> None:
         "$externalFunction calls AWS Lambda, which a self-hosted mqlflow cannot reach; "
         "call your function over HTTP with the $https stage instead"
     )
+
+
+def test_meta_in_a_window_reads_what_set_stream_meta_set_there() -> None:
+    """Inside a window's pipeline ``$meta`` reads the window's bounds and what a
+    ``$setStreamMeta`` of that pipeline set; metadata set before the window is each
+    input document's, seen before the ``$group`` and not by the window's results."""
+    r = run_pipeline([
+        {"$source": {"documents": [{"_id": i, "g": i % 2, "ts": datetime(2024, 1, 1, 0, 0, i, tzinfo=UTC)} for i in range(4)],
+                     "timeField": {"$toDate": "$ts"}}},
+        {"$setStreamMeta": {"stream.before": {"$multiply": ["$_id", 10]}}},
+        {"$tumblingWindow": {
+            "interval": {"size": 10, "unit": "second"},
+            "pipeline": [
+                {"$setStreamMeta": {"stream.tag": {"$concat": ["g", {"$toString": "$g"}]}}},
+                {"$match": {"$expr": {"$and": [{"$eq": [{"$meta": "stream.tag"}, "g1"]},
+                                               {"$gte": [{"$meta": "stream.before"}, 0]}]}}},
+                {"$group": {"_id": "$g", "n": {"$sum": 1}, "tags": {"$push": {"$meta": "stream.tag"}},
+                            "before": {"$push": {"$meta": "stream.before"}}}},
+                {"$setStreamMeta": {"stream.label": {"$concat": ["n=", {"$toString": "$n"}]}}},
+                {"$addFields": {"label": {"$meta": "stream.label"},
+                              "start": {"$meta": "stream.window.start"},
+                              "seenBefore": {"$ifNull": [{"$meta": "stream.before"}, "missing"]},
+                              "tag": {"$ifNull": [{"$meta": "stream.tag"}, "missing"]}}},
+            ],
+        }},
+    ], options={"name": "w"})
+    assert r.dlq == []
+    assert [{k: v for k, v in d.items() if k not in ("_stream_meta", "_ts")} for d in r.output] == [
+        {"_id": 1, "n": 2, "tags": ["g1", "g1"], "before": [10, 30], "label": "n=2",
+         "start": datetime(2024, 1, 1, tzinfo=UTC), "seenBefore": "missing", "tag": "missing"},
+    ]
+    assert r.output[0]["_stream_meta"] == {
+        "label": "n=2", "window": {"start": datetime(2024, 1, 1, tzinfo=UTC), "end": datetime(2024, 1, 1, 0, 0, 10, tzinfo=UTC)},
+    }
