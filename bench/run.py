@@ -43,15 +43,17 @@ ENGINE_NAMES = {
     "ka0": "(ka) with the fast JSON decoder off (MQLFLOW_FAST_JSON=0)",
     "ks0": "(ks) with the fast JSON decoder off (MQLFLOW_FAST_JSON=0)",
     "kb": "hand-written Bytewax, bytewax.connectors.kafka",
+    "kf": "PyFlink SQL, Kafka table connector + TUMBLE",
 }
-KAFKA_ENGINES = ("kd", "ka", "ka0", "kb", "ks", "ks0", "kj")  # workload K only; (kd) first: the reference
+KAFKA_ENGINES = ("kd", "ka", "ka0", "kb", "kf", "ks", "ks0", "kj")  # workload K only; (kd) first: the reference
 SOURCE_ONLY = frozenset({"gen", "ks", "ks0", "kj"})  # no results to check: they count messages
 # Engine -> (python, number of cores it may use)
-CORES = {"a": 1, "b": 2, "bx": 2, "c": 1, "d": 1, "e": 1, "f": 1, "gen": 1, "ka": 1, "ks": 1, "kd": 1, "kj": 1, "ka0": 1, "ks0": 1, "kb": 1}
-PEER_VENV = {"e": "flink", "f": "pathway"}
+CORES = {"a": 1, "b": 2, "bx": 2, "c": 1, "d": 1, "e": 1, "f": 1, "gen": 1, "ka": 1, "ks": 1, "kd": 1, "kj": 1, "ka0": 1, "ks0": 1, "kb": 1, "kf": 1}
+PEER_VENV = {"e": "flink", "f": "pathway", "kf": "flink"}
 PEER_INSTALL = {
     "e": "python3.11 -m venv .cache/bench-venvs/flink && .cache/bench-venvs/flink/bin/pip install apache-flink (needs Java 17)",
     "f": "python3.11 -m venv .cache/bench-venvs/pathway && .cache/bench-venvs/pathway/bin/pip install pathway",
+    "kf": "(e)'s virtualenv, and the jar bench/engines/flink_kafka.py names (JAR_URL) in .cache/bench-venvs/jars",
 }
 
 
@@ -63,7 +65,7 @@ def python_for(engine: str) -> tuple[str | None, str | None]:
     py = VENVS / venv / "bin" / "python"
     if not py.exists():
         return None, f"no virtualenv {py.parent.parent}; install with: {PEER_INSTALL[engine]}"
-    mod = {"e": "pyflink", "f": "pathway"}[engine]
+    mod = {"e": "pyflink", "f": "pathway", "kf": "pyflink"}[engine]
     probe = subprocess.run([str(py), "-c", f"import {mod}"], capture_output=True, text=True, timeout=120)
     if probe.returncode != 0:
         return None, f"'import {mod}' fails: {probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}"

@@ -405,3 +405,55 @@ def test_fast_decoder_and_reference_give_the_same_records(kafka_bootstrap: str, 
     monkeypatch.setattr(kafka_mod, "FAST_JSON", False)
     assert fast == read()
     assert "Int64" not in fast and "123456789012345678901234" in fast and "'ok': 1.0" in fast
+
+
+def test_fast_paths_false_gives_the_same_documents_and_stream_meta(kafka_bootstrap: str) -> None:
+    """The processor option ``fastPaths`` both ways on the same two partitions: every
+    record (document, ``_stream_meta.source`` with its shared timestamps, keys, headers,
+    DLQ records) is identical, types included, and the decoder counters show which path
+    ran: with the fast path only the messages orjson cannot decode like the reference
+    fall back; with ``fastPaths: false`` orjson decodes nothing."""
+    import sources.kafka as kafka_mod
+
+    topic = new_topic(kafka_bootstrap, 2)
+    plain = [{"partition": p, "value": f'{{"i": {i}, "f": {i / 7}, "s": "é{i}", "o": {{"l": [1, null]}}}}'.encode(),
+              "timestamp": TS + i // 5} for p in (0, 1) for i in range(40)]
+    # Partition 0 stays a plain batch (no marker): these go through the inline orjson
+    # path and its fallbacks (orjson refuses NaN; a list is not a document).
+    odd0 = [{"partition": 0, "value": b'{"nan": NaN}', "timestamp": TS},
+            {"partition": 0, "value": b"[1]", "timestamp": TS},
+            {"partition": 0, "value": b"not json", "timestamp": TS + 1},
+            {"partition": 0, "value": None, "key": b"k0", "timestamp": TS + 1},
+            {"partition": 0, "value": b'{"keyed": 1}', "key": b"k1", "headers": [("h", b"v")], "timestamp": TS + 2},
+            {"partition": 0, "value": b'{"hdr": 2}', "headers": [("a", b"1"), ("b", None)], "timestamp": TS + 2}]
+    # Partition 1 has markers: the per-message choice.
+    odd1 = [{"partition": 1, "value": b'{"big": 1234567890123456789012}', "timestamp": TS},
+            {"partition": 1, "value": b'{"d": {"$date": "2024-01-01T00:00:00Z"}}', "timestamp": TS + 3}]
+    produce(kafka_bootstrap, topic, plain + odd0 + odd1)
+    counts = {0: 40 + len(odd0), 1: 40 + len(odd1)}
+
+    def read(fast: bool) -> tuple[str, dict[str, int]]:
+        options = ProcessorOptions(name="fastpaths", fast_paths=fast)
+        reg = registry(kafka_bootstrap)
+        p = compile_pipeline([{"$source": {"connectionName": CONN, "topic": topic,
+                                           "config": {"auto_offset_reset": "earliest"}}}], reg, options)
+        src = build_kafka_source(p, reg.get(CONN, "t"), options)
+        before = dict(kafka_mod.DECODE_COUNTS)
+        out = []
+        for n in (0, 1):
+            part = src.build_part("in", f"{topic}-{n}", None)
+            try:
+                out.append(records(part, counts[n]))
+            finally:
+                part.close()
+        return repr(out), {k: kafka_mod.DECODE_COUNTS[k] - before[k] for k in before}
+
+    fast, fast_counts = read(True)
+    slow, slow_counts = read(False)
+    assert fast == slow
+    assert "'nan': nan" in fast and "'big': 1234567890123456789012" in fast and "'keyed': 1" in fast
+    assert fast.count(SOURCE_DLQ_KEY) == 3  # [1], not json, the tombstone
+    decoded = 80 + len(odd0) - 1 + len(odd1)  # every message with a value
+    # Fallbacks: NaN, [1], not json (partition 0); the big int and $date (partition 1).
+    assert fast_counts == {"fast": decoded - 5, "reference": 5}
+    assert slow_counts == {"fast": 0, "reference": decoded}
