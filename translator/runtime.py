@@ -49,8 +49,9 @@ class Plan:
             return  # the reference path only (see ProcessorOptions.fast_paths)
         src = self.pipeline.source
         self.fast_time = time_getter(src) if src.time_field is not None else None
-        if self.window is not None and not self.pre:
-            self.fast_fold = FastGroupFold.build(self.window, src)
+        if self.window is not None:
+            wi = next(i for i, s in enumerate(self.pipeline.stages) if isinstance(s, ir.WindowStage))
+            self.fast_fold = FastGroupFold.build(self.window, src, self.pre, self.pipeline.stages[:wi])
 
     @staticmethod
     def compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
