@@ -338,6 +338,8 @@ class FastGroupFold:
                     return FALLBACK_PRE
                 docs, ms = got_pre
                 if not docs:
+                    if t0:
+                        metrics.record(self.path, self.name, 0, 0, 0, time.perf_counter() - t0)
                     return new_wm
                 lo, hi = min(ms), max(ms)
             if self.earliest(lo) + self.close_after <= new_wm:
@@ -355,7 +357,7 @@ class FastGroupFold:
         p_hi = hi - (hi - off) % pane
         if gids is not None and self._rows(gids, cols, ms, p_lo, p_hi, into):
             if t0:
-                metrics.record(self.path, self.name, len(batch), 0, 0, time.perf_counter() - t0)
+                metrics.record(self.path, self.name, len(docs), 0, 0, time.perf_counter() - t0)
             return new_wm
         if p_lo == p_hi:
             by_pane = {p_lo: self._groups(gids, cols, len(ms))}
@@ -377,7 +379,7 @@ class FastGroupFold:
         elif not self._apply(by_pane, into):
             return FALLBACK_VALUE
         if t0:
-            metrics.record(self.path, self.name, len(batch), 0, 0, time.perf_counter() - t0)
+            metrics.record(self.path, self.name, len(docs), 0, 0, time.perf_counter() - t0)
         return new_wm
 
     def _run_pre(self, docs: list[Any], ms: list[int]) -> tuple[list[Any], list[int]] | None:
