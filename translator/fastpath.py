@@ -170,9 +170,8 @@ class DateCache:
             return list(map(cache.__getitem__, ms))
         except KeyError:
             pass
-        for t in ms:
-            if t not in cache:
-                cache[t] = EPOCH + timedelta(milliseconds=t)
+        for t in set(ms).difference(cache):  # only the new milliseconds, found in C
+            cache[t] = EPOCH + timedelta(milliseconds=t)
         return list(map(cache.__getitem__, ms))
 
 
@@ -755,7 +754,9 @@ _COUNT = "e[K] += 1"  # $count: the state is the int count, whatever the value
 # ``from_int`` (the state of one plain int).
 _NEW: dict[tuple[str, str], str] = {
     **{(op, c): "V" for op in ("$min", "$max") for c in (INT, FLOAT, STR)},
-    **{(op, INT): "F(V)" for op in ("$sum", "$avg", "$stdDevPop", "$stdDevSamp")},
+    # _sum_from_int and _sd_from_int, written out (DZ: Decimal 0, E0: the double scale).
+    **{(op, INT): "[0 if -2147483648 <= V <= 2147483647 else 1, V, 0, DZ, 0, 0, 0, 1, E0]" for op in ("$sum", "$avg")},
+    **{(op, INT): "[1, V, V * V, 0, 0, 0, E0]" for op in ("$stdDevPop", "$stdDevSamp")},
     **{("$push", c): "[V]" for c in (INT, FLOAT, STR)},
     ("$addToSet", INT): "{V: V}",
     ("$addToSet", STR): "{V: V}",
@@ -798,7 +799,9 @@ class RowFold:
         return fn  # type: ignore[return-value]
 
     def _generate(self, classes: tuple[str | None, ...]) -> Callable[..., None] | None:
-        ns: dict[str, Any] = {"__builtins__": _ROW_BUILTINS}
+        from translator.accumulators import DOUBLE_SCALE, ZERO_DECIMAL
+
+        ns: dict[str, Any] = {"__builtins__": _ROW_BUILTINS, "DZ": ZERO_DECIMAL, "E0": DOUBLE_SCALE}
         for i, value in self.consts.items():
             ns[f"v{i}"] = value
         adds: list[str] = []
