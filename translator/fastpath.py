@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import functools
 import re
-from math import isnan
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from itertools import compress, repeat
+from math import isnan
 from operator import add, call, contains, itemgetter
 from typing import Any
 
@@ -354,7 +354,8 @@ class FastGroupFold:
         off = self.offset
         p_lo = lo - (lo - off) % pane
         p_hi = hi - (hi - off) % pane
-        if gids is not None and self._rows(gids, cols, ms, p_lo, p_hi, into):
+        classes = tuple(map(column_class, cols))
+        if gids is not None and self._rows(gids, cols, classes, ms, p_lo, p_hi, into):
             if t0:
                 metrics.record(self.path, self.name, len(docs), 0, 0, time.perf_counter() - t0)
             return new_wm
@@ -373,7 +374,7 @@ class FastGroupFold:
                         [c if isinstance(c, _Const) else list(compress(c, mask)) for c in cols],
                         n,
                     )
-        if self.from_ints and all(_all_ints(c) for c in cols):
+        if self.from_ints and all(c is INT for c in classes):
             self._apply_ints(by_pane, into)
         elif not self._apply(by_pane, into):
             return FALLBACK_VALUE
@@ -387,7 +388,7 @@ class FastGroupFold:
         metrics on, each stage's figures are recorded as ``run_chain`` would."""
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
         try:
-            recs = self.chain(list(zip(docs, ms)), EMPTY_VARS)
+            recs = self.chain(list(zip(docs, ms, strict=True)), EMPTY_VARS)
         except Exception:
             return None
         if t0:
@@ -398,12 +399,13 @@ class FastGroupFold:
                 metrics.record(step.path, step.name, n_in if k == 0 else n_out, n_out, 0, share)
         return [d for d, _ in recs], [t for _, t in recs]
 
-    def _rows(self, gids: list[Any], cols: list[Any], ms: list[int], p_lo: int, p_hi: int, into: dict[int, Any]) -> bool:
+    def _rows(
+        self, gids: list[Any], cols: list[Any], classes: tuple[str | None, ...], ms: list[int], p_lo: int, p_hi: int, into: dict[int, Any]
+    ) -> bool:
         """Fold the batch row by row (:class:`RowFold`) when that is the faster way and
         every argument column has one plain type; False (nothing changed) otherwise.
         Plain int columns of a few groups fold faster column-wise (one IntColumn summary
         per group), so those keep the column path."""
-        classes = tuple(map(column_class, cols))
         if None in classes:
             return False
         if all(c is INT for c in classes):
@@ -587,13 +589,6 @@ def _fold_new(acc: AccSpec, col: IntColumn) -> Any:
     return acc.fold_ints(acc.init(), col)
 
 
-def _all_ints(col: Any) -> bool:
-    """A batch column (or constant) of plain ints only: no value can make an accumulator fail."""
-    if isinstance(col, _Const):
-        return type(col.value) is int
-    return set(map(type, col)) == _INT_ONLY
-
-
 def _summaries(cols: list[list[Any]]) -> list[IntColumn | None]:
     """Each column's :class:`IntColumn` when it holds only plain ints, else None."""
     out: list[IntColumn | None] = []
@@ -691,14 +686,14 @@ def _to_string(inner: Getter, docs: list[Any]) -> list[str]:
     types = set(map(type, col))
     if types == {str}:
         return col
-    if types == {int} and -(2**63) <= min(col) and max(col) < 2**63:  # BSON ints
+    if types == {int} and min(col) >= -(2**63) and max(col) < 2**63:  # BSON ints
         return list(map(str, col))
     raise TypeError("not all ints or strings")
 
 
 def _concat(parts: list[Getter | str], docs: list[Any]) -> list[str]:
     cols = [repeat(p) if isinstance(p, str) else _strings(p(docs)) for p in parts]
-    return list(map("".join, zip(*cols)))
+    return list(map("".join, zip(*cols, strict=False)))  # constant parts repeat forever
 
 
 def _getter_or_const(spec: Any) -> Any:
@@ -791,12 +786,11 @@ class RowFold:
         self.fns: dict[tuple[str | None, ...], Callable[..., None] | None] = {}
 
     def get(self, classes: tuple[str | None, ...]) -> Callable[..., None] | None:
-        """The fold for these argument classes (None for a constant argument's slot is
-        given as the constant's class); None when some accumulator has no safe fold."""
-        fn = self.fns.get(classes, MISSING)
-        if fn is MISSING:
-            fn = self.fns[classes] = self._generate(classes)
-        return fn  # type: ignore[return-value]
+        """The fold for these argument classes (a constant argument's slot holds the
+        constant's class); None when some accumulator has no safe fold."""
+        if classes not in self.fns:
+            self.fns[classes] = self._generate(classes)
+        return self.fns[classes]
 
     def _generate(self, classes: tuple[str | None, ...]) -> Callable[..., None] | None:
         from translator.accumulators import DOUBLE_SCALE, ZERO_DECIMAL
@@ -813,10 +807,11 @@ class RowFold:
             ns[f"F{k}"] = acc.from_int
             new = "1" if acc.name == "$count" else _NEW.get((acc.name, cls or ""), "A(I(), V)")
             inits.append(new.replace("A(", f"A{k}(").replace("I(", f"I{k}(").replace("F(", f"F{k}(").replace("V", f"v{i}"))
+            inline = _INLINE.get((acc.name, cls or ""))
             if acc.name == "$count":
                 tmpl = _COUNT
-            elif (acc.name, cls) in _INLINE:
-                tmpl = _INLINE[(acc.name, cls)]
+            elif inline is not None:
+                tmpl = inline
             elif acc.name in _SAFE_ADD and cls is not None:
                 tmpl = "e[K] = A(e[K], V)"
             else:
@@ -850,7 +845,7 @@ class RowFold:
             *("        " + ln for ln in body.splitlines()),
         ]
         code = compile("\n".join(lines) + "\n", "<mqlflow row fold>", "exec")
-        exec(code, ns)  # noqa: S102 - fixed templates, see the class docstring
+        exec(code, ns)  # fixed templates, see the class docstring
         fn: Callable[..., None] = ns["fold"]
         return fn
 

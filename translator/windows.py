@@ -25,10 +25,10 @@ import dataclasses
 import functools
 import time
 import zlib
-from operator import call
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import call
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -378,7 +378,7 @@ class WindowPlan:
             d = {"_id": entry[0]}
             try:
                 # In C: a failing final leaves the fields before it in ``d``, as a loop would.
-                d.update(zip(names, map(call, finals, entry[1:])))
+                d.update(zip(names, map(call, finals, entry[1:]), strict=True))
             except Exception as exc:
                 dlq(failure_reason("$group", self.stage.path, exc), d)
                 continue
