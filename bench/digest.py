@@ -70,9 +70,17 @@ class Digest:
         return None
 
 
-def window_row(d: Digest, start_ms: int, group: int, mn: int, mx: int, avg: float, std: float) -> None:
-    """One window result: ``(window start, group_id) -> min, max, avg, stdDevPop of temp``."""
-    d.add((int(start_ms), int(group), int(mn), int(mx)), (float(avg), float(std)))
+def window_row(d: Digest, start_ms: int, group: int | str, mn: int, mx: int, avg: float, std: float) -> None:
+    """One window result: ``(window start, group) -> min, max, avg, stdDevPop of temp``.
+    The group is a ``group_id`` (engines may return it as text) or a ``device_id``."""
+    g = group if isinstance(group, str) and not group.lstrip("-").isdigit() else int(group)
+    d.add((int(start_ms), g, int(mn), int(mx)), (float(avg), float(std)))
+
+
+def offpath_row(d: Digest, start_ms: int, key: str, n: int, max_pct: float, temps: list[int], watts: list[int]) -> None:
+    """One workload-E window result. ``$addToSet`` has no order (sorted here); ``$push``
+    keeps arrival order, which every engine must reproduce."""
+    d.add((int(start_ms), key, int(n), tuple(sorted(temps)), tuple(watts)), (float(max_pct),))
 
 
 def stateless_row(

@@ -32,6 +32,7 @@ class GenSpec:
     rate: float = 10_000.0  # events per second of event time
     seed: int = 42
     partitions: int = 1  # event i goes to partition i % partitions
+    devices: int = DEVICES  # distinct device_id values (workload D: 10,000)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,8 +42,9 @@ class GenSpec:
         return GenSpec(**d)
 
 
-_DEVICE_IDS = [f"device_{i}" for i in range(DEVICES)]
-_MAX_WATTS = [450 if i % 2 == 0 else 250 for i in range(DEVICES)]
+def _devices(n: int) -> tuple[list[str], list[int]]:
+    """Device ids and their ``max_watts`` (even devices 450, odd 250)."""
+    return [f"device_{i}" for i in range(n)], [450 if i % 2 == 0 else 250 for i in range(n)]
 
 
 class _Clock:
@@ -73,7 +75,8 @@ def iter_docs(spec: GenSpec, partition: int = 0) -> Iterator[dict[str, Any]]:
     clock = _Clock()
     fmt = clock.fmt
     parts = spec.partitions
-    devices, max_watts = _DEVICE_IDS, _MAX_WATTS
+    ndev = spec.devices
+    devices, max_watts = _devices(ndev)
     for i in range(spec.n):
         r = bits(64)  # one draw per event, whatever the partition: partitions split one stream
         if i % parts != partition:
@@ -81,7 +84,7 @@ def iter_docs(spec: GenSpec, partition: int = 0) -> Iterator[dict[str, Any]]:
         ms = START_MS + int(i * step)
         if (r >> 8) % 1_000_000 < ooo_cut:
             ms -= 1 + (r >> 28) % ooo_max
-        dev = (r >> 40) % DEVICES
+        dev = (r >> 40) % ndev
         mw = max_watts[dev]
         fault = (r >> 46) & 63 == 0
         yield {

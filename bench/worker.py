@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.digest import Digest, stateless_row, window_row
+from bench.digest import Digest, offpath_row, stateless_row, window_row
 from bench.gen import GenSpec, iter_batches, materialize
 from bench.workloads import WORKLOADS, Workload
 
@@ -52,7 +52,10 @@ def rss_now_kb() -> int:
 
 def digest_of(wl: Workload, rows: list[Any]) -> Digest:
     d = Digest()
-    if wl.windowed:
+    if wl.shape == "offpath":
+        for r in rows:
+            offpath_row(d, *r)
+    elif wl.windowed:
         for r in rows:
             window_row(d, *r)
     else:

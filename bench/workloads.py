@@ -4,6 +4,11 @@ A: the seed — ``$dateFromString`` timeField, 3 s ``$tumblingWindow``, ``$group
    ``group_id`` with ``$min``/``$max``/``$avg``/``$stdDevPop`` of ``obs.temp``.
 B: the same ``$group`` in a ``$hoppingWindow`` of 10 s advancing by 2 s (Nexmark q5-like).
 C: stateless ``$match`` + ``$addFields`` + ``$project``.
+D: many devices: A's window grouped by ``device_id``, 10,000 devices at 100,000 events per
+   second of event time (about 30 events per device per 3 s window).
+E: a pipeline off the seed's shape: ``$match`` and ``$addFields`` before the window, a
+   computed ``_id`` (``$concat`` of ``device_id`` and ``$toString`` of ``group_id``),
+   ``$sum: 1``, ``$max`` of the added field, ``$addToSet`` and ``$push``.
 K: A read from a real Kafka topic with 4 partitions, results to ``$emit``.
 
 Stdlib only (the peer-engine virtualenvs import it).
@@ -54,16 +59,46 @@ C_STAGES: list[dict[str, Any]] = [
 ]
 
 
+# Workload D: the seed's accumulators, one group per device.
+D_GROUP: dict[str, Any] = {"$group": {**GROUP["$group"], "_id": "$device_id"}}
+
+# Workload E: stages before the window, a computed _id, array accumulators.
+E_PRE: list[dict[str, Any]] = [
+    {"$match": {"event_type": 0}},
+    {"$addFields": {"wattsPct": {"$divide": ["$obs.watts", "$max_watts"]}}},
+]
+E_GROUP: dict[str, Any] = {
+    "$group": {
+        "_id": {"$concat": ["$device_id", "-", {"$toString": "$group_id"}]},
+        "n": {"$sum": 1},
+        "maxPct": {"$max": "$wattsPct"},
+        "temps": {"$addToSet": "$obs.temp"},
+        "watts": {"$push": "$obs.watts"},
+    }
+}
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
     kind: str  # "tumbling" | "hopping" | "stateless"
     size_ms: int = 0
     hop_ms: int = 0
+    shape: str = "seed"  # "seed" (A, B, K), "devices" (D), "offpath" (E)
+    # Generator settings this workload always uses (over the command line's).
+    gen: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The document field the windows group by (E's ``_id`` is computed)."""
+        return "device_id" if self.shape == "devices" else "group_id"
 
     def pipeline(self) -> list[dict[str, Any]]:
         if self.kind == "tumbling":
-            w = {"$tumblingWindow": {"interval": {"size": self.size_ms // 1000, "unit": "second"}, "pipeline": [GROUP]}}
+            group = {"devices": D_GROUP, "offpath": E_GROUP}.get(self.shape, GROUP)
+            w = {"$tumblingWindow": {"interval": {"size": self.size_ms // 1000, "unit": "second"}, "pipeline": [group]}}
+            if self.shape == "offpath":
+                return [SOURCE, *E_PRE, w]
             return [SOURCE, w]
         if self.kind == "hopping":
             w = {
@@ -90,6 +125,8 @@ WORKLOADS: dict[str, Workload] = {
     "A": Workload("A", "tumbling", 3000, 3000),
     "B": Workload("B", "hopping", 10_000, 2000),
     "C": Workload("C", "stateless"),
+    "D": Workload("D", "tumbling", 3000, 3000, "devices", (("devices", 10_000), ("rate", 100_000.0))),
+    "E": Workload("E", "tumbling", 3000, 3000, "offpath"),
     # A's pipeline from a real Kafka topic (bench/kafka_topic.py, bench/engines/kafka_engines.py)
     "K": Workload("K", "tumbling", 3000, 3000),
 }

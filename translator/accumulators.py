@@ -216,6 +216,8 @@ _DZERO = decimal.Decimal(0)
 # Decimal128.
 _E0 = 64
 _TWO_E0 = 2.0**_E0  # v * 2**64 is exact; when it is integral, int() of it is v's numerator
+# For code that writes the sum and stdDev states out (translator/fastpath.py RowFold).
+ZERO_DECIMAL, DOUBLE_SCALE = _DZERO, _E0
 
 
 def _sum_init() -> list[Any]:
@@ -390,6 +392,8 @@ def _avg_final(s: list[Any]) -> Any:
     n = s[7]
     if n == 0:
         return None
+    if s[0] < 2 and not (s[2] or s[4] or s[5] or s[6]):
+        return s[1] / n  # ints only: the same quotient as below without the 2**e scale
     sp = _special(s)
     if s[0] == 3:
         if sp is not None:
@@ -778,6 +782,13 @@ def _variance(s: list[int], sample: bool) -> float | None:
         return None
     if s[5]:
         return math.nan
+    if not (s[3] or s[4]):
+        # Ints only: the same exact quotient as below without the 2**(2e) scale.
+        num = n * s[2] - s[1] * s[1]
+        try:
+            return num / (n * (n - 1) if sample else n * n)
+        except OverflowError:
+            return math.inf
     e = s[6]
     s1 = (s[1] << e) + s[3]
     s2 = (s[2] << (2 * e)) + s[4]

@@ -24,13 +24,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from itertools import compress, repeat
+from math import isnan
 from operator import add, call, contains, itemgetter
 from typing import Any
 
 from translator import ir, metrics
 from translator.accumulators import AccSpec, IntColumn
 from translator.contracts import SOURCE_DLQ_KEY
-from translator.mql.expr import const_value
+from translator.mql.expr import EMPTY_VARS, const_value
 from translator.mql.values import EPOCH, MISSING, datetime_to_ms
 
 Getter = Callable[[list[Any]], list[Any]]
@@ -169,9 +170,8 @@ class DateCache:
             return list(map(cache.__getitem__, ms))
         except KeyError:
             pass
-        for t in ms:
-            if t not in cache:
-                cache[t] = EPOCH + timedelta(milliseconds=t)
+        for t in set(ms).difference(cache):  # only the new milliseconds, found in C
+            cache[t] = EPOCH + timedelta(milliseconds=t)
         return list(map(cache.__getitem__, ms))
 
 
@@ -201,6 +201,7 @@ FALLBACK_LATE = "late document"
 FALLBACK_FIELD = "missing field or not a document"
 FALLBACK_GROUP_ID = "group id not a string, int or null"
 FALLBACK_VALUE = "value an accumulator rejects"
+FALLBACK_PRE = "a stage before the window raised"
 
 
 class FastGroupFold:
@@ -224,6 +225,9 @@ class FastGroupFold:
         self.earliest: Callable[[int], int] = plan.earliest_start
         self._bucket_cache: dict[Any, int] = {}
         self.check_markers = True
+        # The stages before the window, as one generated chain (see _pre_chain).
+        self.pre: tuple[Any, ...] = ()
+        self.chain: Any = None
         fi = [a.from_int for a in self.accs]
         self.from_ints: list[Callable[[int], Any]] | None = None if None in fi else fi
         # Per accumulator, in order: add one value, fold a fresh / an existing state from
@@ -231,15 +235,20 @@ class FastGroupFold:
         self._adds = [a.add for a in self.accs]
         self._news = [functools.partial(_fold_new, a) for a in self.accs]
         self._folds = [a.fold_ints for a in self.accs]
+        self.rows = RowFold(self.accs, plan.slot, values, self.buckets)
         slot = list(self.slot)
         self._pick: Callable[[list[Any]], Any] = (
             (lambda xs: xs) if slot == list(range(len(slot))) else itemgetter(*slot) if len(slot) > 1 else (lambda xs: (xs[slot[0]],))
         )
 
     @staticmethod
-    def build(plan: Any, src: ir.SourceStage) -> FastGroupFold | None:
-        """``None`` unless the window's shape is one the fast path covers exactly."""
+    def build(plan: Any, src: ir.SourceStage, pre: tuple[Any, ...] = (), pre_stages: tuple[ir.Stage, ...] = ()) -> FastGroupFold | None:
+        """``None`` unless the window's shape is one the fast path covers exactly.
+        ``pre``/``pre_stages``: the compiled and IR stages before the window."""
         st = plan.stage
+        chain = _pre_chain(pre, pre_stages, src)
+        if chain is MISSING:
+            return None
         if st.boundary != "eventTime" or plan.pre or plan.group_id is None:
             return None
         if not plan.panes or not plan.kind.gapless:  # sessions have no panes
@@ -259,7 +268,9 @@ class FastGroupFold:
                 return None
         gid = _getter_or_const(group.id)
         if gid is MISSING:
-            return None
+            gid = batch_expr(group.id)
+            if gid is None:
+                return None
         values: list[Any] = []
         for ex in plan.extracts:
             c = const_value(ex)
@@ -281,9 +292,11 @@ class FastGroupFold:
         if any(v is None for v in values):
             return None
         fast = FastGroupFold(plan, times, gid, values)
+        fast.pre = pre if chain is not None else ()
+        fast.chain = chain
         # A source's undecodable record ({SOURCE_DLQ_KEY: ...}) fails every field getter;
         # with no field read at all it must be looked for explicitly.
-        fast.check_markers = times is None and not callable(gid) and all(isinstance(v, _Const) for v in values)
+        fast.check_markers = (times is None and not callable(gid) and all(isinstance(v, _Const) for v in values)) or chain is not None
         return fast
 
     def run(self, batch: list[tuple[dict[str, Any], int]], wm: int, into: dict[int, Any]) -> int | None:
@@ -318,6 +331,16 @@ class FastGroupFold:
             # end + allowedLateness is at or below the watermark before it. The oldest
             # window of the oldest document closes first: if even it is open at the
             # batch's final watermark, no document of the batch is late.
+            if self.chain is not None:
+                got_pre = self._run_pre(docs, ms)
+                if got_pre is None:
+                    return FALLBACK_PRE
+                docs, ms = got_pre
+                if not docs:
+                    if t0:
+                        metrics.record(self.path, self.name, 0, 0, 0, time.perf_counter() - t0)
+                    return new_wm
+                lo, hi = min(ms), max(ms)
             if self.earliest(lo) + self.close_after <= new_wm:
                 return FALLBACK_LATE
             gid = self.gid
@@ -331,6 +354,11 @@ class FastGroupFold:
         off = self.offset
         p_lo = lo - (lo - off) % pane
         p_hi = hi - (hi - off) % pane
+        classes = tuple(map(column_class, cols))
+        if gids is not None and self._rows(gids, cols, classes, ms, p_lo, p_hi, into):
+            if t0:
+                metrics.record(self.path, self.name, len(docs), 0, 0, time.perf_counter() - t0)
+            return new_wm
         if p_lo == p_hi:
             by_pane = {p_lo: self._groups(gids, cols, len(ms))}
         else:
@@ -346,13 +374,63 @@ class FastGroupFold:
                         [c if isinstance(c, _Const) else list(compress(c, mask)) for c in cols],
                         n,
                     )
-        if self.from_ints and all(_all_ints(c) for c in cols):
+        if self.from_ints and all(c is INT for c in classes):
             self._apply_ints(by_pane, into)
         elif not self._apply(by_pane, into):
             return FALLBACK_VALUE
         if t0:
-            metrics.record(self.path, self.name, len(batch), 0, 0, time.perf_counter() - t0)
+            metrics.record(self.path, self.name, len(docs), 0, 0, time.perf_counter() - t0)
         return new_wm
+
+    def _run_pre(self, docs: list[Any], ms: list[int]) -> tuple[list[Any], list[int]] | None:
+        """The stages before the window over the batch (their generated chain), or None
+        when it raises: the general path then runs them and DLQs what fails. With
+        metrics on, each stage's figures are recorded as ``run_chain`` would."""
+        t0 = time.perf_counter() if metrics.ENABLED else 0.0
+        try:
+            recs = self.chain(list(zip(docs, ms, strict=True)), EMPTY_VARS)
+        except Exception:
+            return None
+        if t0:
+            # Only a leading $match drops documents (see _pre_chain): in, out per stage.
+            n_in, n_out = len(docs), len(recs)
+            share = (time.perf_counter() - t0) / len(self.pre)
+            for k, step in enumerate(self.pre):
+                metrics.record(step.path, step.name, n_in if k == 0 else n_out, n_out, 0, share)
+        return [d for d, _ in recs], [t for _, t in recs]
+
+    def _rows(
+        self, gids: list[Any], cols: list[Any], classes: tuple[str | None, ...], ms: list[int], p_lo: int, p_hi: int, into: dict[int, Any]
+    ) -> bool:
+        """Fold the batch row by row (:class:`RowFold`) when that is the faster way and
+        every argument column has one plain type; False (nothing changed) otherwise.
+        Plain int columns of a few groups fold faster column-wise (one IntColumn summary
+        per group), so those keep the column path."""
+        if None in classes:
+            return False
+        if all(c is INT for c in classes):
+            n = min(64, len(gids))
+            if len(set(gids[:64])) * 2 <= n:
+                return False
+        fn = self.rows.get(classes)
+        if fn is None:
+            return False
+        bcache = self._bucket_cache
+        if len(bcache) > _CACHE_LIMIT:
+            bcache.clear()
+        from translator.windows import bucket_of
+
+        data = [c for c in cols if not isinstance(c, _Const)]
+        nb = self.buckets
+        if p_lo == p_hi:
+            fn(gids, *data, into, p_lo, bcache, bucket_of, nb)
+            return True
+        pane = self.pane
+        for p in range(p_lo, p_hi + 1, pane):
+            mask = list(map(range(p, p + pane).__contains__, ms))
+            if any(mask):
+                fn(list(compress(gids, mask)), *[list(compress(c, mask)) for c in data], into, p, bcache, bucket_of, nb)
+        return True
 
     @staticmethod
     def _plain_keys(gids: list[Any]) -> bool:
@@ -511,13 +589,6 @@ def _fold_new(acc: AccSpec, col: IntColumn) -> Any:
     return acc.fold_ints(acc.init(), col)
 
 
-def _all_ints(col: Any) -> bool:
-    """A batch column (or constant) of plain ints only: no value can make an accumulator fail."""
-    if isinstance(col, _Const):
-        return type(col.value) is int
-    return set(map(type, col)) == _INT_ONLY
-
-
 def _summaries(cols: list[list[Any]]) -> list[IntColumn | None]:
     """Each column's :class:`IntColumn` when it holds only plain ints, else None."""
     out: list[IntColumn | None] = []
@@ -545,6 +616,86 @@ _ONE, _INTS, _STATES = 0, 1, 2  # how _apply folds a group: one int row, int sum
 _CONSTANT_ARG: dict[str, Any] = {"$count": 1}  # accumulators whose argument is implied
 
 
+def _pre_chain(pre: tuple[Any, ...], stages: tuple[ir.Stage, ...], src: ir.SourceStage) -> Any:
+    """The generated chain (:class:`translator.codegen.Chain`) running every stage before
+    the window; None without such stages; MISSING when they are not of a shape the fast
+    path can run: one chain over all of them, a ``$match`` only first (so per-stage
+    counts are known), and nothing that reads ``_ts`` (which the fast path does not
+    stamp) or the whole document (whose key order the stamping changes)."""
+    if not pre:
+        return None
+    from translator.stages import FILTER, MAP
+
+    first = pre[0]
+    if first.chain is None or first.chain_len != len(pre) or first.chain.fns != tuple(st.fn for st in pre):
+        return MISSING
+    if any(st.kind != MAP for st in pre[1:]) or first.kind not in (MAP, FILTER):
+        return MISSING
+    text = repr(stages)
+    if src.ts_field_name in text or "$$ROOT" in text or "$$CURRENT" in text:
+        return MISSING
+    return first.chain
+
+
+def batch_expr(spec: Any) -> Getter | None:
+    """A batch evaluator for a computed ``_id`` made of field paths, string constants,
+    ``$concat`` and ``$toString`` of ints or strings (the usual composite key), else
+    None. It raises TypeError for any value outside those types (null, missing, a
+    number in ``$concat``...), so the caller hands the batch to the general path, whose
+    rules and error texts apply."""
+    if isinstance(spec, str):
+        if spec.startswith("$"):
+            return field_getter(spec)
+        return None
+    if not isinstance(spec, dict) or len(spec) != 1:
+        return None
+    (op, arg), = spec.items()
+    if op == "$toString":
+        if isinstance(arg, list):
+            if len(arg) != 1:
+                return None
+            arg = arg[0]
+        inner = batch_expr(arg)
+        if inner is None:
+            return None
+        return functools.partial(_to_string, inner)
+    if op == "$concat" and isinstance(arg, list) and arg:
+        parts: list[Getter | str] = []
+        for a in arg:
+            if isinstance(a, str) and not a.startswith("$"):
+                parts.append(a)
+                continue
+            g = batch_expr(a)
+            if g is None:
+                return None
+            parts.append(g)
+        if all(isinstance(p, str) for p in parts):
+            return None  # a constant: not worth a getter
+        return functools.partial(_concat, parts)
+    return None
+
+
+def _strings(col: list[Any]) -> list[str]:
+    if set(map(type, col)) != {str}:
+        raise TypeError("not all strings")
+    return col
+
+
+def _to_string(inner: Getter, docs: list[Any]) -> list[str]:
+    col = inner(docs)
+    types = set(map(type, col))
+    if types == {str}:
+        return col
+    if types == {int} and min(col) >= -(2**63) and max(col) < 2**63:  # BSON ints
+        return list(map(str, col))
+    raise TypeError("not all ints or strings")
+
+
+def _concat(parts: list[Getter | str], docs: list[Any]) -> list[str]:
+    cols = [repeat(p) if isinstance(p, str) else _strings(p(docs)) for p in parts]
+    return list(map("".join, zip(*cols, strict=False)))  # constant parts repeat forever
+
+
 def _getter_or_const(spec: Any) -> Any:
     """A batch getter for a field-path ``_id``, a :class:`_Const` for a literal one, else MISSING."""
     if isinstance(spec, str):
@@ -558,3 +709,158 @@ def _getter_or_const(spec: Any) -> Any:
 
 
 __all__ = ["DateCache", "FastGroupFold", "IsoMillis", "field_getter", "time_getter"]
+
+
+# ---- many groups: one generated loop over the batch's rows -------------------------------
+
+# Column classes (every value of a batch column has this exact type; floats hold no NaN).
+INT, FLOAT, STR = "int", "float", "str"
+_CLASS_OF: dict[type, str] = {int: INT, float: FLOAT, str: STR}
+
+# Inline folds of one value ``v`` into the state ``e[k]``, per accumulator and column
+# class. Each is exactly the accumulator's ``add`` for that value type (see
+# translator/accumulators.py) and keeps a guard on the state's type: a state built by the
+# general path from another type (a group that saw a double, an Int64...) goes through
+# ``A(state, v)``, the accumulator's own add. Accumulators and classes not listed here are
+# written as ``e[k] = A(e[k], v)``, only for ops whose add cannot raise (_SAFE_ADD).
+_INLINE: dict[tuple[str, str], str] = {
+    ("$min", INT): "s = e[K]\nif type(s) is int:\n    if V < s:\n        e[K] = V\nelse:\n    e[K] = A(s, V)",
+    ("$max", INT): "s = e[K]\nif type(s) is int:\n    if V > s:\n        e[K] = V\nelse:\n    e[K] = A(s, V)",
+    ("$min", FLOAT): "s = e[K]\nif type(s) is float and s == s:\n    if V < s:\n        e[K] = V\nelse:\n    e[K] = A(s, V)",
+    ("$max", FLOAT): "s = e[K]\nif type(s) is float and s == s:\n    if V > s:\n        e[K] = V\nelse:\n    e[K] = A(s, V)",
+    ("$min", STR): "s = e[K]\nif type(s) is str:\n    if V < s:\n        e[K] = V\nelse:\n    e[K] = A(s, V)",
+    ("$max", STR): "s = e[K]\nif type(s) is str:\n    if V > s:\n        e[K] = V\nelse:\n    e[K] = A(s, V)",
+    # _sum_add of a plain int: total, count, and "a long was seen" beyond int32.
+    ("$sum", INT): "s = e[K]\ns[1] += V\ns[7] += 1\nif (V > 2147483647 or V < -2147483648) and s[0] < 1:\n    s[0] = 1",
+    ("$avg", INT): "s = e[K]\ns[1] += V\ns[7] += 1\nif (V > 2147483647 or V < -2147483648) and s[0] < 1:\n    s[0] = 1",
+    ("$stdDevPop", INT): "s = e[K]\ns[0] += 1\ns[1] += V\ns[2] += V * V",
+    ("$stdDevSamp", INT): "s = e[K]\ns[0] += 1\ns[1] += V\ns[2] += V * V",
+    # $push appends every value (a field getter never yields MISSING).
+    ("$push", INT): "e[K].append(V)",
+    ("$push", FLOAT): "e[K].append(V)",
+    ("$push", STR): "e[K].append(V)",
+    # $addToSet keys ints and strings by themselves (_set_key).
+    ("$addToSet", INT): "s = e[K]\nif V not in s:\n    s[V] = V",
+    ("$addToSet", STR): "s = e[K]\nif V not in s:\n    s[V] = V",
+}
+_COUNT = "e[K] += 1"  # $count: the state is the int count, whatever the value
+# A new group's state from its first value, where it is simpler than ``A(I(), V)``:
+# $min/$max of a first non-null value is that value; ``F`` is the accumulator's
+# ``from_int`` (the state of one plain int).
+_NEW: dict[tuple[str, str], str] = {
+    **{(op, c): "V" for op in ("$min", "$max") for c in (INT, FLOAT, STR)},
+    # _sum_from_int and _sd_from_int, written out (DZ: Decimal 0, E0: the double scale).
+    **{(op, INT): "[0 if -2147483648 <= V <= 2147483647 else 1, V, 0, DZ, 0, 0, 0, 1, E0]" for op in ("$sum", "$avg")},
+    **{(op, INT): "[1, V, V * V, 0, 0, 0, E0]" for op in ("$stdDevPop", "$stdDevSamp")},
+    **{("$push", c): "[V]" for c in (INT, FLOAT, STR)},
+    ("$addToSet", INT): "{V: V}",
+    ("$addToSet", STR): "{V: V}",
+}
+# Accumulators whose ``add`` cannot raise for an int, float or string value.
+_SAFE_ADD = frozenset(
+    {"$min", "$max", "$sum", "$avg", "$count", "$stdDevPop", "$stdDevSamp", "$push", "$addToSet", "$first", "$last"}
+)
+
+_ROW_BUILTINS = {"type": type, "zip": zip, "int": int, "float": float, "str": str}
+
+
+class RowFold:
+    """Folds a pane's rows into its group tables one document at a time, with each
+    accumulator's add written inline for the batch's column types.
+
+    Why: with many groups most groups of a batch hold one or two documents, so the
+    column-wise fold's per-group costs (building columns, one call per accumulator) are
+    paid per document; the plain loop (benchmark engine (d)) pays one dict lookup and a
+    few additions. One function per combination of column classes is generated from the
+    fixed templates above (identifiers and small int literals only, nothing from the
+    pipeline's text) and cached.
+    """
+
+    def __init__(self, accs: tuple[AccSpec, ...], slot: list[int], values: list[Any], nb: int) -> None:
+        self.accs = accs
+        self.slot = slot
+        # Argument slots read from columns (zipped), and constant ones (bound by name).
+        self.cols = [i for i, v in enumerate(values) if not isinstance(v, _Const)]
+        self.consts = {i: v.value for i, v in enumerate(values) if isinstance(v, _Const)}
+        self.nb = nb
+        self.fns: dict[tuple[str | None, ...], Callable[..., None] | None] = {}
+
+    def get(self, classes: tuple[str | None, ...]) -> Callable[..., None] | None:
+        """The fold for these argument classes (a constant argument's slot holds the
+        constant's class); None when some accumulator has no safe fold."""
+        if classes not in self.fns:
+            self.fns[classes] = self._generate(classes)
+        return self.fns[classes]
+
+    def _generate(self, classes: tuple[str | None, ...]) -> Callable[..., None] | None:
+        from translator.accumulators import DOUBLE_SCALE, ZERO_DECIMAL
+
+        ns: dict[str, Any] = {"__builtins__": _ROW_BUILTINS, "DZ": ZERO_DECIMAL, "E0": DOUBLE_SCALE}
+        for i, value in self.consts.items():
+            ns[f"v{i}"] = value
+        adds: list[str] = []
+        inits: list[str] = []
+        for k, (acc, i) in enumerate(zip(self.accs, self.slot, strict=True), 1):
+            cls = classes[i]
+            ns[f"A{k}"] = acc.add
+            ns[f"I{k}"] = acc.init
+            ns[f"F{k}"] = acc.from_int
+            new = "1" if acc.name == "$count" else _NEW.get((acc.name, cls or ""), "A(I(), V)")
+            inits.append(new.replace("A(", f"A{k}(").replace("I(", f"I{k}(").replace("F(", f"F{k}(").replace("V", f"v{i}"))
+            inline = _INLINE.get((acc.name, cls or ""))
+            if acc.name == "$count":
+                tmpl = _COUNT
+            elif inline is not None:
+                tmpl = inline
+            elif acc.name in _SAFE_ADD and cls is not None:
+                tmpl = "e[K] = A(e[K], V)"
+            else:
+                return None
+            adds.append(tmpl.replace("A(", f"A{k}(").replace("K", str(k)).replace("V", f"v{i}"))
+        body = "\n".join(adds)
+        cols = "".join(f"C{i}, " for i in self.cols)
+        lines = [
+            f"def fold(G, {cols}INTO, P, BC, BO, NB):",
+            "    T = {}",
+            f"    for g, {''.join(f'v{i}, ' for i in self.cols)}in zip(G, {cols}):" if self.cols else "    for g in G:",
+        ]
+        if self.nb == 1:
+            lines += ["        b = 0"]
+        else:
+            lines += ["        b = BC.get(g)", "        if b is None:", "            b = BC[g] = BO(g, NB)"]
+        lines += [
+            "        t = T.get(b)",
+            "        if t is None:",
+            "            tb = INTO.get(b)",
+            "            if tb is None:",
+            "                tb = INTO[b] = {}",
+            "            t = tb.get(P)",
+            "            if t is None:",
+            "                t = tb[P] = {}",
+            "            T[b] = t",
+            "        e = t.get(g)",
+            "        if e is None:",
+            f"            t[g] = [g, {', '.join(inits)}]",
+            "            continue",
+            *("        " + ln for ln in body.splitlines()),
+        ]
+        code = compile("\n".join(lines) + "\n", "<mqlflow row fold>", "exec")
+        exec(code, ns)  # fixed templates, see the class docstring
+        fn: Callable[..., None] = ns["fold"]
+        return fn
+
+
+def column_class(col: Any) -> str | None:
+    """INT, FLOAT (no NaN) or STR when every value of the batch column (or the constant)
+    has that exact type; None otherwise."""
+    if isinstance(col, _Const):
+        v = col.value
+        cls = _CLASS_OF.get(type(v))
+        return None if cls is FLOAT and v != v else cls
+    types = set(map(type, col))
+    if len(types) != 1:
+        return None
+    cls = _CLASS_OF.get(types.pop())
+    if cls is FLOAT and any(map(isnan, col)):
+        return None
+    return cls

@@ -10,9 +10,12 @@ runs the stateless stages and, with a window, folds the batch into partials.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import contains, setitem
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -55,8 +58,9 @@ class Plan:
             return  # the reference path only (see ProcessorOptions.fast_paths)
         src = self.pipeline.source
         self.fast_time = time_getter(src) if src.time_field is not None else None
-        if self.window is not None and not self.pre:
-            self.fast_fold = FastGroupFold.build(self.window, src)
+        if self.window is not None:
+            wi = next(i for i, s in enumerate(self.pipeline.stages) if isinstance(s, ir.WindowStage))
+            self.fast_fold = FastGroupFold.build(self.window, src, self.pre, self.pipeline.stages[:wi])
 
     @staticmethod
     def compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
@@ -257,11 +261,16 @@ class IngestLogic:
         if ms is None:
             return None
         ts_field = self.ts_field
-        for doc, value in zip(docs, self.dates.dates(ms), strict=True):
-            meta = doc.pop("_stream_meta", None)
-            doc[ts_field] = value
-            if meta is not None:
-                doc["_stream_meta"] = meta
+        dates = self.dates.dates(ms)
+        if any(map(contains, docs, repeat("_stream_meta"))):
+            for doc, value in zip(docs, dates, strict=True):
+                meta = doc.pop("_stream_meta", None)
+                doc[ts_field] = value
+                if meta is not None:
+                    doc["_stream_meta"] = meta
+        else:
+            # No envelope to move after ``_ts``: stamp every document in one C loop.
+            deque(map(setitem, docs, repeat(ts_field), dates), maxlen=0)
         wm = self.wm
         if not self.windowed:
             hi = max(ms)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import call
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -159,6 +160,7 @@ class WindowPlan:
             if key is not None:
                 seen[key] = len(self.extracts)
             self.extracts.append(acc.extract)
+        self._merges = [acc.merge for acc in self.accs]
         self.kind = window_kind(self)
         self.panes, self._pane = self.kind.panes, self.kind.pane_ms
         if self.kind.one_bucket:
@@ -313,14 +315,14 @@ class WindowPlan:
         if self.group_id is None:
             a.extend(b)
             return a
-        accs = self.accs
+        merges = self._merges
         for hk, eb in b.items():
             ea = a.get(hk)
             if ea is None:
                 a[hk] = eb
             else:
-                for i, acc in enumerate(accs, 1):
-                    ea[i] = acc.merge(ea[i], eb[i])
+                # One C-level loop over the accumulators (many groups: one merge per entry).
+                ea[1:] = map(call, merges, ea[1:], eb[1:])
         return a
 
     def merge_pane(self, a: dict[Any, Any], b: dict[Any, Any], owned: bool) -> None:
@@ -369,13 +371,13 @@ class WindowPlan:
     def _finalize_groups(self, payload: Any, meta: dict[str, Any], dlq: DlqFn) -> list[dict[str, Any]]:
         """:meth:`finalize` when ``$group`` ends the window pipeline (the usual case):
         each result is built once, ``_stream_meta`` last, as the general loop orders it."""
-        fields = tuple(zip(self.fields, (a.final for a in self.accs), strict=True))
+        names, finals = self.fields, [a.final for a in self.accs]
         out = []
         for entry in payload.values():
             d = {"_id": entry[0]}
             try:
-                for (f, final), state in zip(fields, entry[1:], strict=True):
-                    d[f] = final(state)
+                # In C: a failing final leaves the fields before it in ``d``, as a loop would.
+                d.update(zip(names, map(call, finals, entry[1:]), strict=True))
             except Exception as exc:
                 dlq(failure_reason("$group", self.stage.path, exc), d)
                 continue

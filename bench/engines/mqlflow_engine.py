@@ -43,6 +43,11 @@ def run(wl: Workload, batches: Iterator[list[dict[str, Any]]]) -> tuple[list[Any
 
 
 def to_rows(wl: Workload, out: list[dict[str, Any]]) -> list[Any]:
+    if wl.shape == "offpath":
+        return [
+            (_ms(d["_stream_meta"]["window"]["start"]), d["_id"], d["n"], d["maxPct"], d["temps"], d["watts"])
+            for d in out
+        ]
     if wl.windowed:
         return [
             (_ms(d["_stream_meta"]["window"]["start"]), d["_id"], d["minTemp"], d["maxTemp"], d["avgTemp"], d["stdevPTemp"])

@@ -42,13 +42,14 @@ def run_windows(wl: Workload, batches: Iterable[list[dict[str, Any]]]) -> tuple[
     next_close = 2**62  # smallest open window's end + lateness
     late = 0
     fromiso = datetime.fromisoformat
+    key = wl.key
     for batch in batches:
         for doc in batch:
             dt = fromiso(doc["timestamp"])
             t = int(dt.timestamp()) * 1000 + dt.microsecond // 1000
             last = t - t % step
             s = last
-            g = doc["group_id"]
+            g = doc[key]
             temp = doc["obs"]["temp"]
             # every window [s, s + size) holding t, newest first
             while s + size > t:
@@ -90,6 +91,68 @@ def run_windows(wl: Workload, batches: Iterable[list[dict[str, Any]]]) -> tuple[
     return out, first
 
 
+OffpathRow = tuple[int, str, int, float, list[int], list[int]]
+
+
+def run_offpath(wl: Workload, batches: Iterable[list[dict[str, Any]]]) -> tuple[list[OffpathRow], float | None]:
+    """Workload E: ``$match {event_type: 0}``, ``wattsPct = watts / max_watts``, then per
+    3 s window and ``"<device_id>-<group_id>"``: count, max of wattsPct, the set of temps
+    and the list of watts in arrival order. The watermark moves with every document,
+    matched or not (it comes from the source's timeField, before any stage)."""
+    size = wl.size_ms
+    lateness = LATENESS_MS
+    windows: dict[int, dict[str, list[Any]]] = {}
+    out: list[OffpathRow] = []
+    first: float | None = None
+    wm = -(2**62)
+    next_close = 2**62
+    late = 0
+    fromiso = datetime.fromisoformat
+    for batch in batches:
+        for doc in batch:
+            dt = fromiso(doc["timestamp"])
+            t = int(dt.timestamp()) * 1000 + dt.microsecond // 1000
+            if doc["event_type"] == 0:
+                s = t - t % size
+                if s + size + lateness <= wm:
+                    late += 1
+                else:
+                    table = windows.get(s)
+                    if table is None:
+                        table = windows[s] = {}
+                        if s + size + lateness < next_close:
+                            next_close = s + size + lateness
+                    obs = doc["obs"]
+                    pct = obs["watts"] / doc["max_watts"]
+                    temp = obs["temp"]
+                    k = f"{doc['device_id']}-{doc['group_id']}"
+                    acc = table.get(k)
+                    if acc is None:
+                        table[k] = [1, pct, {temp: None}, [obs["watts"]]]
+                    else:
+                        acc[0] += 1
+                        if pct > acc[1]:
+                            acc[1] = pct
+                        acc[2][temp] = None
+                        acc[3].append(obs["watts"])
+            if t > wm:
+                wm = t
+                if wm >= next_close:
+                    for start in sorted(windows):
+                        if start + size + lateness > wm:
+                            break
+                        out.extend((start, k, a[0], a[1], list(a[2]), a[3]) for k, a in windows.pop(start).items())
+                        if first is None:
+                            first = time.perf_counter()
+                    next_close = min(windows) + size + lateness if windows else 2**62
+    for start in sorted(windows):
+        out.extend((start, k, a[0], a[1], list(a[2]), a[3]) for k, a in windows.pop(start).items())
+        if first is None:
+            first = time.perf_counter()
+    Stats.late = late
+    return out, first
+
+
 StatelessRow = tuple[str, int, int, int, bool, float]
 
 
@@ -118,6 +181,8 @@ def run_stateless(wl: Workload, batches: Iterable[list[dict[str, Any]]]) -> tupl
 
 
 def run(wl: Workload, batches: Iterable[list[dict[str, Any]]]) -> tuple[list[Any], float | None]:
+    if wl.shape == "offpath":
+        return run_offpath(wl, batches)
     if wl.windowed:
         return run_windows(wl, batches)
     return run_stateless(wl, batches)

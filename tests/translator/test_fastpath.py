@@ -461,3 +461,230 @@ def test_accumulator_int_hooks_equal_add(op: str, spec: Any, values: list[int]) 
         for x in values:
             assert repr(spec.from_int(x)) == repr(spec.add(spec.init(), x)), x
             assert repr(spec.final(spec.from_int(x))) == repr(spec.final(spec.add(spec.init(), x)))
+
+
+# ---- the row-wise fold (many groups, float/string/array accumulators) --------------------
+
+ROW_OPS = ["$min", "$max", "$sum", "$avg", "$count", "$stdDevPop", "$stdDevSamp", "$push", "$addToSet", "$first", "$last"]
+ROW_SAMPLES: dict[str, list[Any]] = {
+    fastpath.INT: [0, 5, -3, 2**31, -(2**31) - 1, 7, 5],
+    fastpath.FLOAT: [0.5, -1.25, 3.0, 1e300, -0.0, 0.0, 2.5],
+    fastpath.STR: ["b", "a", "", "zz", "a"],
+}
+ROW_PREFIXES: list[list[Any]] = [[], [3], [2.5], [Decimal128("1.5")], [Int64(4)], [float("nan")], ["s"], [None]]
+
+
+@pytest.mark.parametrize("op", ROW_OPS)
+@pytest.mark.parametrize("cls", list(ROW_SAMPLES))
+def test_row_fold_templates_equal_add(op: str, cls: str) -> None:
+    """Each inline template (new state and add) gives the state the accumulator's own
+    ``add`` gives, from a fresh group and from groups whose state other types built."""
+    from translator.accumulators import compile_accumulator
+    from translator.mql.expr import Ctx
+
+    spec = compile_accumulator(op, {} if op == "$count" else "$v", Ctx(f"g.{op}"))
+    rows = fastpath.RowFold((spec,), [0], [None], 1)
+    fn = rows.get((cls,))
+    assert fn is not None
+    values = ROW_SAMPLES[cls]
+    for prefix in ROW_PREFIXES:
+        expected: dict[Any, Any] = {}
+        into: dict[int, Any] = {}
+        for key, pre in (("old", prefix), ("new", None)):
+            if pre is not None:
+                state = spec.init()
+                for x in pre:
+                    state = spec.add(state, x)
+                into.setdefault(0, {}).setdefault(7, {})[key] = [key, state]
+        gids = [("old" if i % 2 else "new") for i in range(len(values))]
+        for g, x in zip(gids, values, strict=True):
+            entry = expected.get(g)
+            if entry is None:
+                base = into.get(0, {}).get(7, {}).get(g)
+                state = spec.init() if base is None else _replay(spec, prefix)
+                entry = expected[g] = [g, state]
+            entry[1] = spec.add(entry[1], x)
+        fn(gids, values, into, 7, {}, None, 1)
+        got = into[0][7]
+        assert repr({g: got[g] for g in sorted(got)}) == repr({g: expected[g] for g in sorted(expected)}), prefix
+
+
+def _replay(spec: Any, xs: list[Any]) -> Any:
+    state = spec.init()
+    for x in xs:
+        state = spec.add(state, x)
+    return state
+
+
+def test_row_fold_refuses_unsafe_accumulators() -> None:
+    from translator.accumulators import compile_accumulator
+    from translator.mql.expr import Ctx
+
+    spec = compile_accumulator("$mergeObjects", "$v", Ctx("g.m"))
+    assert fastpath.RowFold((spec,), [0], [None], 1).get((fastpath.INT,)) is None
+
+
+def test_column_class() -> None:
+    cc = fastpath.column_class
+    assert cc([1, 2]) == fastpath.INT and cc([1.5]) == fastpath.FLOAT and cc(["a"]) == fastpath.STR
+    assert cc([1, 1.5]) is None and cc([True]) is None and cc([float("nan"), 1.0]) is None and cc([Int64(1)]) is None
+
+
+ARRAY_GROUP = {
+    "$group": {
+        "_id": "$group_id",
+        "n": {"$sum": 1},
+        "maxW": {"$max": "$obs.watts"},
+        "minW": {"$min": "$obs.watts"},
+        "sumW": {"$sum": "$obs.watts"},
+        "temps": {"$addToSet": "$obs.temp"},
+        "watts": {"$push": "$obs.watts"},
+        "firstDev": {"$first": "$device_id"},
+        "lastDev": {"$last": "$device_id"},
+        "maxDev": {"$max": "$device_id"},
+        "sd": {"$stdDevSamp": "$obs.temp"},
+    }
+}
+
+
+ORDER_FREE_GROUP = {"$group": {k: v for k, v in ARRAY_GROUP["$group"].items() if k in ("_id", "n", "maxW", "minW", "sumW", "maxDev", "sd")}}
+
+
+def _float_watts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(d, obs=dict(d["obs"], watts=float(d["obs"]["watts"]) + 0.25)) for d in docs]
+
+
+def _count_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    used = [0]
+    real = FastGroupFold._rows
+
+    def counting(self: FastGroupFold, *a: Any) -> bool:
+        got = real(self, *a)
+        used[0] += got
+        return got
+
+    monkeypatch.setattr(FastGroupFold, "_rows", counting)
+    return used
+
+
+@pytest.mark.parametrize("groups", [3, 400])
+@pytest.mark.parametrize("spoiled", [False, True])
+@pytest.mark.parametrize("window", ["tumbling", "hopping"])
+def test_row_fold_agrees_with_the_general_path(groups: int, spoiled: bool, window: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Float, string and array accumulators fold row by row; $push keeps arrival order."""
+    rng = random.Random(groups + spoiled * 7 + len(window))
+    docs = _float_watts(clean_docs(rng, 3000, [f"g{i}" for i in range(groups)] + list(range(groups))))
+    if spoiled:
+        docs = spoil(rng, docs)
+    used = _count_rows(monkeypatch)
+    # Hopping windows fold by panes only for an order-free $group.
+    group = ARRAY_GROUP if window == "tumbling" else ORDER_FREE_GROUP
+    fast, slow, taken = run_both([source(docs), WINDOWS[window](group)], 16 if spoiled else 64, monkeypatch)
+    assert _nan_safe(by_window(fast.output)) == _nan_safe(by_window(slow.output))
+    assert _nan_safe(fast.dlq) == _nan_safe(slow.dlq)
+    assert taken > 0 and used[0] > 0
+
+
+def test_many_int_groups_fold_row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = clean_docs(random.Random(4), 3000, list(range(2000)))
+    docs = [dict(d, obs=dict(d["obs"], watts=int(d["obs"]["watts"]))) for d in docs]
+    used = _count_rows(monkeypatch)
+    fast, slow, taken = run_both([source(docs), tumbling(SEED_GROUP)], 256, monkeypatch)
+    assert by_window(fast.output) == by_window(slow.output) and len(fast.output) > 1500
+    assert used[0] == taken > 0
+
+
+# ---- stages before the window and a computed _id (benchmark workload E's shape) ------------
+
+OFFPATH_PRE: list[dict[str, Any]] = [
+    {"$match": {"event_type": 0}},
+    {"$addFields": {"wattsPct": {"$divide": ["$obs.watts", "$max_watts"]}}},
+]
+OFFPATH_GROUP = {
+    "$group": {
+        "_id": {"$concat": ["$device_id", "-", {"$toString": "$group_id"}]},
+        "n": {"$sum": 1},
+        "maxPct": {"$max": "$wattsPct"},
+        "temps": {"$addToSet": "$obs.temp"},
+        "watts": {"$push": "$obs.watts"},
+    }
+}
+
+
+def offpath_docs(rng: random.Random, n: int, spoiled: bool) -> list[dict[str, Any]]:
+    docs = clean_docs(rng, n, list(range(7)))
+    for d in docs:
+        d["obs"]["watts"] = int(d["obs"]["watts"])
+        d["max_watts"] = rng.choice([250, 450])
+        d["event_type"] = 1 if rng.random() < 0.1 else 0
+    if spoiled:
+        for d in rng.sample(docs, k=n // 20):
+            kind = rng.randrange(5)
+            if kind == 0:
+                d["max_watts"] = 0  # $divide by zero: the $addFields DLQs it
+            elif kind == 1:
+                d["group_id"] = rng.choice([1.5, None, "x", Int64(2)])  # $toString rules, a null _id
+            elif kind == 2:
+                del d["device_id"]  # $concat of a missing field: null
+            elif kind == 3:
+                d["device_id"] = 5  # $concat of a number: an error, the DLQ
+            else:
+                d["obs"]["watts"] = rng.choice([1.5, None, "w"])
+    return docs
+
+
+@pytest.mark.parametrize("spoiled", [False, True])
+@pytest.mark.parametrize("batch_size", [16, 256])
+def test_stages_before_the_window_and_computed_id_agree(spoiled: bool, batch_size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = offpath_docs(random.Random(batch_size + spoiled), 4000, spoiled)
+    fast, slow, taken = run_both([source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP)], batch_size, monkeypatch)
+    assert _nan_safe(by_window(fast.output)) == _nan_safe(by_window(slow.output))
+    assert _nan_safe(fast.dlq) == _nan_safe(slow.dlq)
+    assert fast.output
+    if not spoiled or batch_size < 64:  # big spoiled batches all hold a bad document
+        assert taken > 0
+    if spoiled:
+        assert any("$divide" in d["errInfo"]["reason"] for d in fast.dlq)
+
+
+def test_stages_before_the_window_reading_ts_keep_the_general_path() -> None:
+    from translator.compile import compile_pipeline
+    from translator.options import ProcessorOptions
+
+    opts = ProcessorOptions(name="p")
+
+    def fast_fold(pre: list[dict[str, Any]], group: dict[str, Any] = OFFPATH_GROUP) -> Any:
+        pipeline = compile_pipeline([source([]), *_copy(pre), tumbling(group)], options=opts)
+        return Plan.compile(pipeline, opts).fast_fold
+
+    assert fast_fold(OFFPATH_PRE) is not None
+    assert fast_fold([{"$addFields": {"t": "$_ts"}}]) is None
+    assert fast_fold([{"$addFields": {"r": "$$ROOT"}}]) is None
+    assert fast_fold([*OFFPATH_PRE, {"$match": {"n": 1}}]) is None  # a $match after a map stage
+    assert fast_fold(OFFPATH_PRE, {"$group": {"_id": {"$toUpper": "$device_id"}}}) is None
+
+
+def test_stages_before_the_window_count_as_on_the_general_path() -> None:
+    """operatorStats of the stages before the window are the same on both paths; a
+    batch whose $addFields raises is counted as a fallback of the window."""
+    from translator import metrics
+
+    docs = offpath_docs(random.Random(11), 256, False)
+    docs[100]["max_watts"] = 0
+    docs[100]["event_type"] = 0
+    pipeline = [source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP, lateness=10)]
+    stats = []
+    for on in (True, False):
+        metrics.reset()
+        metrics.enable()
+        try:
+            result = run_pipeline(_copy(pipeline), _opts({"batchSize": 64}, fast_paths=on))
+            stats.append(metrics.operator_stats(result.pipeline))
+        finally:
+            metrics.disable()
+            metrics.reset()
+    keys = ("name", "inputMessageCount", "outputMessageCount", "dlqMessageCount")
+    fast, slow = ([{k: e.get(k) for k in keys} for e in s] for s in stats)
+    assert fast == slow
+    window = next(e for e in stats[0] if e["name"] == "$tumblingWindow")
+    assert window["fastPathFallbacks"] == {fastpath.FALLBACK_PRE: 1}
