@@ -239,3 +239,40 @@ def wait_for(pred: Callable[[], bool], timeout_s: float, proc: RecoveringRun, wh
         assert proc.alive(), f"processor died while waiting for {what}:\n{proc.log.read_text()[-3000:]}"
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}:\n{proc.log.read_text()[-3000:]}")
+
+
+# ---- reading what JSON-lines flows wrote ----------------------------------------------------
+
+JSON_LINES_OPTS = json_util.JSONOptions(tz_aware=True)
+
+
+def read_docs(directory: Path, prefix: str) -> list[dict[str, Any]]:
+    """JSON lines of every worker file; a line torn by ``kill -9`` is cut at the last
+    complete document it holds (the restarted process appends after it)."""
+    out: list[dict[str, Any]] = []
+    for f in sorted(directory.glob(f"{prefix}-*.jsonl")):
+        for line in f.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                out.append(json_util.loads(line, json_options=JSON_LINES_OPTS))
+            except ValueError:
+                cut = line.rfind('{"_id"')
+                if cut > 0:
+                    out.append(json_util.loads(line[cut:], json_options=JSON_LINES_OPTS))
+    return out
+
+
+def window_results(docs: list[dict[str, Any]], fields: tuple[str, ...]) -> tuple[dict[tuple[Any, Any], dict[str, Any]], int]:
+    """Window results deduplicated by (_id, window start) as ``$merge`` would, checking
+    that every replayed copy carries the same ``fields``. Returns (results, duplicates)."""
+    out: dict[tuple[Any, Any], dict[str, Any]] = {}
+    dups = 0
+    for d in docs:
+        key = (d["_id"], d["_stream_meta"]["window"]["start"])
+        vals = {f: d[f] for f in fields}
+        if key in out:
+            dups += 1
+            assert out[key] == vals, f"a replayed window result differs: {key}: {out[key]} vs {vals}"
+        out[key] = vals
+    return out, dups

@@ -35,7 +35,17 @@ from bson import json_util
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from kafka_flows import CONN, RecoveringRun, consume_all, new_topic, produce, wait_for, write_spec
+from kafka_flows import (
+    CONN,
+    RecoveringRun,
+    consume_all,
+    new_topic,
+    produce,
+    read_docs,
+    wait_for,
+    window_results,
+    write_spec,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -102,36 +112,10 @@ def Processor(spec: Path, recovery: Path, log: Path) -> RecoveringRun:
     return RecoveringRun(f"kafka_flows:flow_from_spec('{spec}')", recovery, log)
 
 
-def read_docs(directory: Path, prefix: str) -> list[dict[str, Any]]:
-    """JSON lines of every worker file; a line torn by ``kill -9`` is split at the last
-    complete document it holds (the restarted process appends after it)."""
-    out: list[dict[str, Any]] = []
-    for f in sorted(directory.glob(f"{prefix}-*.jsonl")):
-        for line in f.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                out.append(json_util.loads(line, json_options=JSON_OPTS))
-            except ValueError:
-                cut = line.rfind('{"_id"')
-                if cut > 0:
-                    out.append(json_util.loads(line[cut:], json_options=JSON_OPTS))
-    return out
 
-
-def results(docs: list[dict[str, Any]]) -> tuple[dict[tuple[Any, datetime], dict[str, Any]], int]:
-    """Deduplicate window results by (_id, window start) as $merge would; check that every
-    replayed copy carries the same values. Returns (results, number of duplicates)."""
-    out: dict[tuple[Any, datetime], dict[str, Any]] = {}
-    dups = 0
-    for d in docs:
-        key = (d["_id"], d["_stream_meta"]["window"]["start"])
-        vals = {"n": d["n"], "total": d["total"]}
-        if key in out:
-            dups += 1
-            assert out[key] == vals, f"a replayed window result differs: {key}: {out[key]} vs {vals}"
-        out[key] = vals
-    return out, dups
+def results(docs: list[dict[str, Any]]) -> tuple[dict[tuple[Any, Any], dict[str, Any]], int]:
+    """Deduplicated by (_id, window start) as ``$merge`` would; replays must be identical."""
+    return window_results(docs, ("n", "total"))
 
 
 def check_dlq(dlq: list[dict[str, Any]]) -> int:

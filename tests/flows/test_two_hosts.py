@@ -36,7 +36,7 @@ from bson import json_util
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from kafka_flows import new_topic, produce
+from kafka_flows import new_topic, produce, read_docs, window_results
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -47,7 +47,6 @@ T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
 N = 4000  # events 10 ms apart: 40 one-second windows
 KEYS = 8
 STEP_MS = 10
-JSON_OPTS = json_util.JSONOptions(tz_aware=True)
 
 
 def event(i: int) -> dict[str, Any]:
@@ -178,35 +177,10 @@ class Cluster:
         return [read_docs(h.out, prefix) for h in self.hosts]
 
 
-def read_docs(directory: Path, prefix: str) -> list[dict[str, Any]]:
-    """JSON lines of a host's worker files; a line torn by ``kill -9`` is cut at the last
-    complete document it holds (the restarted process appends after it)."""
-    out: list[dict[str, Any]] = []
-    for f in sorted(directory.glob(f"{prefix}-*.jsonl")):
-        for line in f.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                out.append(json_util.loads(line, json_options=JSON_OPTS))
-            except ValueError:
-                cut = line.rfind('{"_id"')
-                if cut > 0:
-                    out.append(json_util.loads(line[cut:], json_options=JSON_OPTS))
-    return out
 
-
-def results(docs: list[dict[str, Any]]) -> tuple[dict[tuple[str, datetime], dict[str, Any]], int]:
+def results(docs: list[dict[str, Any]]) -> tuple[dict[tuple[Any, Any], dict[str, Any]], int]:
     """Deduplicated by (_id, window start) as ``$merge`` would; replays must be identical."""
-    out: dict[tuple[str, datetime], dict[str, Any]] = {}
-    dups = 0
-    for d in docs:
-        key = (d["_id"], d["_stream_meta"]["window"]["start"])
-        vals = {"n": d["n"], "total": d["total"], "max": d["max"]}
-        if key in out:
-            dups += 1
-            assert out[key] == vals, f"a replayed window result differs: {key}: {out[key]} vs {vals}"
-        out[key] = vals
-    return out, dups
+    return window_results(docs, ("n", "total", "max"))
 
 
 def all_results(c: Cluster) -> dict[tuple[str, datetime], dict[str, Any]]:
