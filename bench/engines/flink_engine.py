@@ -25,8 +25,8 @@ from pyflink.table import EnvironmentSettings, TableEnvironment
 from bench.engines.files import write_jsonl
 from bench.workloads import C_HOT_TEMP, C_MIN_TEMP, LATENESS_MS, Workload
 
-SOURCE_DDL = """
-CREATE TABLE src (
+# The seed-shaped columns and event-time watermark every Flink peer reads (files or Kafka).
+COLUMNS_DDL = """
   device_id STRING,
   group_id BIGINT,
   `timestamp` STRING,
@@ -35,8 +35,11 @@ CREATE TABLE src (
   obs ROW<watts INT, temp INT>,
   ts AS TO_TIMESTAMP(`timestamp`, 'yyyy-MM-dd''T''HH:mm:ss.SSSXXX'),
   WATERMARK FOR ts AS ts - INTERVAL '{lateness}' SECOND
-) WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json')
 """
+
+SOURCE_DDL = (
+    "CREATE TABLE src (" + COLUMNS_DDL + ") WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json')"
+)
 
 
 def prepare(wl: Workload, batches: Iterator[list[dict[str, Any]]]) -> tuple[TableEnvironment, str]:

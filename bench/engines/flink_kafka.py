@@ -18,7 +18,7 @@ from typing import Any
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
-from bench.engines.flink_engine import _query
+from bench.engines.flink_engine import COLUMNS_DDL, _query
 from bench.kafka_topic import END_GROUP, bootstrap
 from bench.workloads import LATENESS_MS, Workload
 
@@ -30,17 +30,7 @@ JAR_URL = (
     f"{JAR_VERSION}/flink-sql-connector-kafka-{JAR_VERSION}.jar"
 )
 
-SOURCE_DDL = """
-CREATE TABLE src_all (
-  device_id STRING,
-  group_id BIGINT,
-  `timestamp` STRING,
-  max_watts INT,
-  event_type INT,
-  obs ROW<watts INT, temp INT>,
-  ts AS TO_TIMESTAMP(`timestamp`, 'yyyy-MM-dd''T''HH:mm:ss.SSSXXX'),
-  WATERMARK FOR ts AS ts - INTERVAL '{lateness}' SECOND
-) WITH (
+SOURCE_DDL = "CREATE TABLE src_all (" + COLUMNS_DDL + """) WITH (
   'connector' = 'kafka',
   'topic' = '{topic}',
   'properties.bootstrap.servers' = '{bootstrap}',

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from bson import Decimal128, Int64
 
+from bench.workloads import E_GROUP, E_PRE
 from translator import fastpath
 from translator.fastpath import FastGroupFold, IsoMillis, field_getter
 from translator.mql.operators.dates import parse_date_string
@@ -596,19 +597,8 @@ def test_many_int_groups_fold_row_by_row(monkeypatch: pytest.MonkeyPatch) -> Non
 
 # ---- stages before the window and a computed _id (benchmark workload E's shape) ------------
 
-OFFPATH_PRE: list[dict[str, Any]] = [
-    {"$match": {"event_type": 0}},
-    {"$addFields": {"wattsPct": {"$divide": ["$obs.watts", "$max_watts"]}}},
-]
-OFFPATH_GROUP = {
-    "$group": {
-        "_id": {"$concat": ["$device_id", "-", {"$toString": "$group_id"}]},
-        "n": {"$sum": 1},
-        "maxPct": {"$max": "$wattsPct"},
-        "temps": {"$addToSet": "$obs.temp"},
-        "watts": {"$push": "$obs.watts"},
-    }
-}
+OFFPATH_PRE = E_PRE  # the benchmark's workload E, so the test covers exactly its shape
+OFFPATH_GROUP = E_GROUP
 
 
 def offpath_docs(rng: random.Random, n: int, spoiled: bool) -> list[dict[str, Any]]:
