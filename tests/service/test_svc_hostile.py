@@ -138,8 +138,10 @@ def _run(svc: RealService) -> None:
             sock.close()
 
     def idle_sockets() -> None:
-        socks = [socket.create_connection(("127.0.0.1", svc.port), timeout=10) for _ in range(200)]
+        # Taken before the first connect: each socket's idle clock starts after this, and
+        # creating 200 sockets can take a second or more on a loaded machine.
         t = time.monotonic()
+        socks = [socket.create_connection(("127.0.0.1", svc.port), timeout=10) for _ in range(200)]
         try:
             time.sleep(0.5)
             refused = {i for i, s in enumerate(socks) if closed_by_peer(s, 0.01)}  # over the cap
