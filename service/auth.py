@@ -14,7 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,6 +33,75 @@ if TYPE_CHECKING:
 
 ITERATIONS = 15000
 MECHANISM = "SCRAM-SHA-256"
+
+log = logging.getLogger(__name__)
+
+
+class LoginThrottle:
+    """Slows password guessing from one address without refusing anyone.
+
+    Only a failed proof counts (a wrong password or unknown user at the last SCRAM step,
+    or a wrong HTTP Basic login on the metrics port): a malformed message tests no
+    password. After ``free`` failures from one host within ``window_s``, every further
+    login from that host is answered only after a delay that doubles per failure, from
+    ``first_delay_s`` up to ``max_delay_s``. The wire port waits with an asyncio sleep,
+    so other clients are served meanwhile. A success does not clear the record: a
+    guesser who owns one account could otherwise reset its own. Hosts and failures
+    kept are bounded, so a flood of addresses cannot grow memory without limit."""
+
+    MAX_HOSTS = 4096
+
+    def __init__(self, free: int = 5, window_s: float = 60.0, first_delay_s: float = 0.25,
+                 max_delay_s: float = 8.0) -> None:
+        self.free, self.window_s = free, window_s
+        self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
+        self._fails: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()  # the metrics port checks logins on its own threads
+
+    def _recent(self, host: str, now: float) -> int:
+        times = self._fails.get(host)
+        if times is None:
+            return 0
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        if not times:
+            del self._fails[host]
+            return 0
+        return len(times)
+
+    def delay(self, host: str, now: float | None = None) -> float:
+        """Seconds to wait before answering a login from ``host``."""
+        with self._lock:
+            n = self._recent(host, time.monotonic() if now is None else now)
+        if n < self.free:
+            return 0.0
+        return float(min(self.first_delay_s * 2 ** (n - self.free), self.max_delay_s))
+
+    def failed(self, host: str, now: float | None = None) -> None:
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            n = self._recent(host, t)
+            if n == 0 and len(self._fails) >= self.MAX_HOSTS:
+                for old in [h for h in self._fails if self._recent(h, t) == 0]:
+                    self._fails.pop(old, None)
+                while len(self._fails) >= self.MAX_HOSTS:  # all recent: forget the oldest
+                    self._fails.pop(next(iter(self._fails)))
+            times = self._fails.setdefault(host, deque(maxlen=self.free + 32))
+            times.append(t)
+        if n + 1 == self.free:
+            log.warning(
+                "%d failed logins from %s within %.0f s: its logins are now answered after a "
+                "delay (up to %.0f s)", self.free, host, self.window_s, self.max_delay_s,
+            )
+
+
+# Per service process: the wire port and the metrics port share it.
+THROTTLE = LoginThrottle()
+
+
+def peer_host(peer: str) -> str:
+    """``host`` of a ``host:port`` peer string (an IPv6 host keeps its colons)."""
+    return peer.rpartition(":")[0] or peer
 
 
 @dataclass

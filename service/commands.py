@@ -12,6 +12,7 @@ drivers nest them under ``options`` (docs/semantics.md#commands). :func:`_option
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import logging
 import os
@@ -320,16 +321,25 @@ async def _free_monitoring(conn: Connection, cmd: dict[str, Any]) -> dict[str, A
 
 @command("saslStart")
 async def _sasl_start(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
-    from service.auth import sasl_start
+    from service.auth import THROTTLE, peer_host, sasl_start
 
+    wait = THROTTLE.delay(peer_host(conn.peer))
+    if wait:
+        await asyncio.sleep(wait)  # this connection waits; the loop serves the others
     return sasl_start(conn, cmd)
 
 
 @command("saslContinue")
 async def _sasl_continue(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
-    from service.auth import sasl_continue
+    from service.auth import THROTTLE, peer_host, sasl_continue
 
-    return sasl_continue(conn, cmd)
+    had_proof = conn.sasl is not None and not conn.sasl.done
+    try:
+        return sasl_continue(conn, cmd)
+    except CommandError:
+        if had_proof:
+            THROTTLE.failed(peer_host(conn.peer))
+        raise
 
 
 # --- stream commands -------------------------------------------------------------

@@ -12,6 +12,7 @@ import base64
 import binascii
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service.auth import check_password
+from service.auth import THROTTLE, check_password
 from service.protocol import COUNTERS
 
 if TYPE_CHECKING:
@@ -65,8 +66,12 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def basic_auth_user(header: str, users: dict[str, str]) -> str | None:
-    """The user an ``Authorization: Basic`` header logs in as, or None."""
+def basic_auth_user(header: str, users: dict[str, str], host: str = "") -> str | None:
+    """The user an ``Authorization: Basic`` header logs in as, or None.
+
+    A wrong user or password counts against ``host`` in the shared login throttle
+    (service/auth.py ``LoginThrottle``), and a throttled host waits on this request's
+    own thread before its check."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -74,14 +79,23 @@ def basic_auth_user(header: str, users: dict[str, str]) -> str | None:
         user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return user if sep and check_password(users, user, password) else None
+    if not sep:
+        return None
+    wait = THROTTLE.delay(host)
+    if wait:
+        time.sleep(wait)
+    if check_password(users, user, password):
+        return user
+    THROTTLE.failed(host)
+    return None
 
 
 def with_login(app: WsgiApp, users: dict[str, str]) -> WsgiApp:
     """``app`` behind HTTP Basic against ``users``; a missing or wrong login gets 401."""
 
     def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if basic_auth_user(environ.get("HTTP_AUTHORIZATION", ""), users) is None:
+        header, host = environ.get("HTTP_AUTHORIZATION", ""), environ.get("REMOTE_ADDR", "")
+        if basic_auth_user(header, users, host) is None:
             body = b"401: log in with HTTP Basic as a user of mqlflow serve --users\n"
             start_response("401 Unauthorized", [
                 ("WWW-Authenticate", REALM), ("Content-Type", "text/plain; charset=utf-8"),

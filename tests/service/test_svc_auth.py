@@ -5,13 +5,17 @@ connections file stops the start. Real ``mqlflow serve``, real pymongo, real mon
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pymongo
 import pytest
+from bson import Binary
 from svc_secure import (
     ROOT,
     RealService,
@@ -247,3 +251,63 @@ def test_non_loopback_bind_without_users_stops_the_start(tmp_path: Path) -> None
         "mqlflow: binding 127.0.0.2 (not loopback) requires users for SCRAM-SHA-256 "
         "authentication; pass --users FILE\n"
     )
+
+
+def _timed_sasl_start(svc: RealService, user: str = "alice") -> tuple[socket.socket, float]:
+    """Open a connection, send saslStart, and return it with the seconds the reply took."""
+    sock = connect(svc.port)
+    t = time.monotonic()
+    r = command(sock, {"saslStart": 1, "mechanism": "SCRAM-SHA-256",
+                       "payload": Binary(f"n,,n={user},r=abcdefghijkl".encode())})
+    took = time.monotonic() - t
+    assert r["ok"] == 1.0, r
+    return sock, took
+
+
+def test_failed_logins_slow_that_host_down_without_stalling_others(svc: RealService) -> None:
+    """After 5 failed proofs from one address its logins wait 0.25 s, then 0.5 s, ...; a
+    logged-in client is answered meanwhile, and the right password still logs in."""
+    good = connect(svc.port)
+    scram_login(good, "alice", "s3cret-Pa55")
+    for _ in range(5):
+        assert _auth_failure(svc, "alice", "wrong")[1]["code"] == 18
+    sock, took = _timed_sasl_start(svc)
+    sock.close()
+    assert took >= 0.25, took
+    assert _auth_failure(svc, "mallory", "guess")[1]["code"] == 18  # 6 failures: 0.5 s
+    assert _auth_failure(svc, "alice", "wrong")[1]["code"] == 18  # 7: 1 s
+
+    # A login now waits about 1 s on its own connection; the event loop serves others.
+    waited: list[float] = []
+    slow = threading.Thread(target=lambda: waited.append(_timed_sasl_start(svc)[1]))
+    slow.start()
+    time.sleep(0.1)
+    assert command(good, {"listStreamProcessors": 1})["streamProcessors"] == []
+    assert slow.is_alive(), "the logged-in client was answered only after the throttled login"
+    slow.join(30)
+    assert waited and waited[0] >= 1.0, waited
+    good.close()
+
+    # The right password still works (after the wait), and the service says why it waited.
+    with svc.client("alice", "s3cret-Pa55") as c:
+        assert c.admin.command({"listStreamProcessors": 1})["streamProcessors"] == []
+    assert "5 failed logins from 127.0.0.1 within 60 s" in svc.log.read_text()
+
+
+def test_login_throttle_forgets_old_failures_and_bounds_hosts() -> None:
+    from service.auth import LoginThrottle
+
+    t = LoginThrottle(free=2, window_s=10, first_delay_s=1, max_delay_s=4)
+    t.failed("a", now=0)
+    t.failed("a", now=1)
+    assert t.delay("a", now=1) == 1.0 and t.delay("b", now=1) == 0.0
+    t.failed("a", now=2)
+    t.failed("a", now=3)
+    t.failed("a", now=4)
+    assert t.delay("a", now=4) == 4.0  # 1, 2, 4, capped at 4
+    assert t.delay("a", now=12.5) == 1.0  # failures at 0, 1 and 2 are out of the window
+    assert t.delay("a", now=100) == 0.0
+    t.MAX_HOSTS = 3
+    for i, h in enumerate(["h1", "h2", "h3", "h4"]):
+        t.failed(h, now=200 + i)
+    assert len(t._fails) == 3 and "h1" not in t._fails  # the oldest host is forgotten

@@ -147,6 +147,12 @@ def test_metrics_with_users_need_a_login_and_bind_loopback(tmp_path: Path) -> No
             assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
             names = {f.name for f in text_string_to_metric_families(body)}
             assert {"mqlflow_input_messages", "mqlflow_state_entries", "mqlflow_processor_running"} <= names
+        # Four wrong logins above, a fifth now: the wire port's login throttle covers this
+        # port too, so the next check from this address waits before it is answered.
+        assert get(mport, ("scraper", "wrong"))[0] == 401
+        t = time.monotonic()
+        assert get(mport, ("scraper", "s3cret-Pa55"))[0] == 200
+        assert time.monotonic() - t >= 0.25
     finally:
         svc.stop()
 
