@@ -183,9 +183,12 @@ class WhenMatchedPipeline:
         return doc
 
 
-def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str) -> WhenMatchedPipeline:
-    """Compile ``whenMatched: [...]`` into ``fn(existing_doc, {"new": incoming}) -> doc``
-    (with or without accelerators, as :func:`translator.options.fast_paths` says)."""
+def compile_when_matched_pipeline(
+    stages: tuple[dict[str, Any], ...], path: str, variables: frozenset[str] = frozenset({"new"})
+) -> WhenMatchedPipeline:
+    """Compile ``whenMatched: [...]`` into ``fn(existing_doc, vars) -> doc``, where ``vars``
+    holds ``variables`` (``new``, or the ``let`` names), with or without accelerators, as
+    :func:`translator.options.fast_paths` says."""
     from translator.parse import STAGE_PARSERS
     from translator.stages import compile_steps
 
@@ -202,7 +205,7 @@ def compile_when_matched_pipeline(stages: tuple[dict[str, Any], ...], path: str)
                 f"supported: {', '.join(PIPELINE_STAGES)}",
             )
         parsed.append(STAGE_PARSERS[name](spec, f"{spath}.{name}"))
-    steps = compile_steps(tuple(parsed), frozenset({"new"}))
+    steps = compile_steps(tuple(parsed), variables)
     runs: list[tuple[DocFn | None, tuple[DocFn, ...]]] = []
     i = 0
     while i < len(steps):
@@ -350,7 +353,24 @@ class _Pipeline(_Mode):
     def __init__(self, stage: MergeStage) -> None:
         super().__init__(stage)
         assert isinstance(stage.when_matched, tuple)
-        self.fn = compile_when_matched_pipeline(stage.when_matched, f"{stage.path}.whenMatched")
+        # Without ``let`` the pipeline sees ``$$new``; with it, only the ``let`` names, each
+        # evaluated on the incoming document (MongoDB's $merge ``let``).
+        self.let = None if stage.let is None else tuple(
+            (n, compile_expr(x, Ctx(f"{stage.path}.let.{n}"))) for n, x in stage.let
+        )
+        names = frozenset({"new"}) if stage.let is None else frozenset(n for n, _ in stage.let)
+        self.fn = compile_when_matched_pipeline(stage.when_matched, f"{stage.path}.whenMatched", names)
+
+    def variables(self, doc: Doc) -> dict[str, Any]:
+        if self.let is None:
+            return {"new": doc}
+        out = {}
+        for n, f in self.let:
+            try:
+                out[n] = f(doc, EMPTY_VARS)
+            except ExprError as exc:
+                raise ExprError("", f"$merge let variable '{n}': {exc}") from exc
+        return out
 
     def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
         for e in entries:
@@ -360,7 +380,7 @@ class _Pipeline(_Mode):
                     out.add(e, "insert")
                 continue
             try:
-                new = self.fn(old, {"new": e.doc})
+                new = self.fn(old, self.variables(e.doc))
             except ExprError as exc:
                 out.dlq.append((e, f"Failed to apply $merge whenMatched pipeline: {exc}"))
                 continue

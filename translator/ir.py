@@ -141,6 +141,9 @@ class MergeStage:
     when_matched: str | tuple[dict[str, Any], ...] = "merge"
     when_not_matched: Literal["insert", "discard"] = "insert"
     parallelism: int = 1
+    # ``let`` variables of the whenMatched pipeline, evaluated on the incoming document;
+    # None: the default ``{new: "$$ROOT"}``.
+    let: tuple[tuple[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)

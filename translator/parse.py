@@ -345,6 +345,30 @@ def _p_window(kind: str) -> StageParser:
     return parse
 
 
+def parse_let(v: Any, path: str) -> tuple[tuple[str, Any], ...]:
+    """A ``let`` document of user variables (``$lookup``, ``$merge``), names checked."""
+    d = _obj(v, path)
+    for n in d:
+        if not n or not (n[0].islower() or n[0] == "_") or not all(c.isalnum() or c == "_" for c in n):
+            raise TranslateError(f"{path}.{n}", "variable names must begin with a lowercase letter and hold letters, digits or '_'")
+    return tuple(d.items())
+
+
+def _merge_let(d: dict[str, Any], path: str) -> tuple[tuple[str, Any], ...] | None:
+    """``$merge.let``: variables for the whenMatched pipeline only, as in MongoDB's $merge
+    (https://www.mongodb.com/docs/manual/reference/operator/aggregation/merge/); ``new``
+    is reserved and may only be ``"$$ROOT"``."""
+    if "let" not in d:
+        return None
+    if not isinstance(d.get("whenMatched"), list):
+        raise TranslateError(f"{path}.let", "'let' is only allowed when whenMatched is a pipeline, which reads its variables")
+    let = parse_let(d["let"], f"{path}.let")
+    for n, x in let:
+        if n == "new" and x != "$$ROOT":
+            raise TranslateError(f"{path}.let.new", "'let' may not define a value for the reserved 'new' variable other than '$$ROOT'")
+    return let
+
+
 def _p_merge(v: Any, path: str) -> ir.MergeStage:
     d = _obj(v, path)
     _check_keys(d, path, {"into", "on", "whenMatched", "whenNotMatched", "parallelism", "let"}, ("into",))
@@ -376,6 +400,7 @@ def _p_merge(v: Any, path: str) -> ir.MergeStage:
         when_matched=when_matched,
         when_not_matched=cast(Literal["insert", "discard"], wnm),
         parallelism=_int(d.get("parallelism", 1), f"{path}.parallelism", 1),
+        let=_merge_let(d, path),
     )
 
 

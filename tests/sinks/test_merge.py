@@ -517,3 +517,32 @@ def _outage_mid_stream(ferretdb: PrivateFerretDB) -> None:
         assert sink.dlq_count == 0 and sink.dlq_dropped == 0
     finally:
         client.close()
+
+
+def test_whenmatched_pipeline_reads_let_variables(mongodb_uri: str, mongo_db: Any) -> None:
+    """``let`` variables are evaluated on the incoming document; with ``let``, ``$$new``
+    exists only when ``let`` binds it to ``$$ROOT`` (MongoDB's $merge ``let``)."""
+    coll = mongo_db["c"]
+    coll.insert_many([{"_id": 1, "n": 1}, {"_id": 2, "n": 5}])
+    st = stage(
+        mongo_db.name,
+        when_matched=({"$set": {"n": {"$add": ["$n", "$$inc"]}, "by": "$$who", "src": "$$new.src"}},),
+        let=(("inc", "$n"), ("who", {"$toUpper": "$src"}), ("new", "$$ROOT")),
+    )
+    run(make_sink(mongodb_uri, st, mongo_db), [[{"_id": 1, "n": 2, "src": "a"}, {"_id": 2, "n": 1, "src": "b"}]])
+    assert contents(coll) == [{"_id": 1, "n": 3, "by": "A", "src": "a"}, {"_id": 2, "n": 6, "by": "B", "src": "b"}]
+
+
+def test_whenmatched_let_failure_goes_to_the_dlq(mongodb_uri: str, mongo_db: Any) -> None:
+    mongo_db["c"].insert_many([{"_id": 1, "n": 1}, {"_id": 2, "n": 2}])
+    st = stage(mongo_db.name, when_matched=({"$set": {"n": "$$q"}},), let=(("q", {"$divide": [10, "$d"]}),))
+    run(make_sink(mongodb_uri, st, mongo_db), [[{"_id": 1, "d": 5}, {"_id": 2, "d": 0}]])
+    assert contents(mongo_db["c"]) == [{"_id": 1, "n": 2.0}, {"_id": 2, "n": 2}]
+    assert dlq_entries(mongo_db) == [("Failed to apply $merge whenMatched pipeline: $merge let variable 'q': $divide: can't $divide by zero", {"_id": 2, "d": 0})]
+
+
+def test_whenmatched_let_hides_new(mongodb_uri: str, mongo_db: Any) -> None:
+    st = stage(mongo_db.name, when_matched=({"$set": {"a": "$$new.a"}},), let=(("x", 1),))
+    with pytest.raises(TranslateError) as ei:
+        make_sink(mongodb_uri, st, mongo_db)
+    assert str(ei.value).startswith("pipeline[3].$merge.whenMatched[0].$set.a: use of undefined variable '$$new'")

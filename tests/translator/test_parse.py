@@ -166,3 +166,33 @@ def test_ir_is_typed_and_frozen() -> None:
 def test_default_allowed_lateness_is_three_seconds() -> None:
     p = parse_pipeline([SRC, window()])
     assert p.window is not None and p.window.allowed_lateness_ms == 3000
+
+
+def _merge(**kw: Any) -> list[dict[str, Any]]:
+    return [SRC, {"$merge": {"into": {"connectionName": "c", "db": "d", "coll": "c"}, **kw}}]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"let": {"x": 1}}, "pipeline[1].$merge.let: 'let' is only allowed when whenMatched is a pipeline, which reads its variables"),
+        ({"let": {"x": 1}, "whenMatched": "replace"}, "pipeline[1].$merge.let: 'let' is only allowed when whenMatched is a pipeline, which reads its variables"),
+        ({"let": {"new": "$n"}, "whenMatched": [{"$set": {"a": 1}}]},
+         "pipeline[1].$merge.let.new: 'let' may not define a value for the reserved 'new' variable other than '$$ROOT'"),
+        ({"let": {"Bad": 1}, "whenMatched": [{"$set": {"a": 1}}]},
+         "pipeline[1].$merge.let.Bad: variable names must begin with a lowercase letter and hold letters, digits or '_'"),
+        ({"let": [1], "whenMatched": [{"$set": {"a": 1}}]}, "pipeline[1].$merge.let: expected an object, got array"),
+    ],
+)
+def test_merge_let_errors(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(TranslateError) as info:
+        parse_pipeline(_merge(**kw))
+    assert str(info.value) == message
+
+
+def test_merge_let_is_kept_in_the_ir() -> None:
+    p = parse_pipeline(_merge(let={"inc": "$n", "new": "$$ROOT"}, whenMatched=[{"$set": {"a": "$$inc"}}]))
+    assert isinstance(p.sink, ir.MergeStage)
+    assert p.sink.let == (("inc", "$n"), ("new", "$$ROOT"))
+    plain = parse_pipeline(_merge()).sink
+    assert isinstance(plain, ir.MergeStage) and plain.let is None

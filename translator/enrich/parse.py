@@ -107,14 +107,6 @@ def _lookup_pipeline(v: Any, path: str) -> tuple[dict[str, Any], ...]:
     return tuple(v)
 
 
-def _let(v: Any, path: str) -> tuple[tuple[str, Any], ...]:
-    d = p._obj(v, path)
-    for n in d:
-        if not n or not (n[0].islower() or n[0] == "_") or not all(c.isalnum() or c == "_" for c in n):
-            raise TranslateError(f"{path}.{n}", "variable names must begin with a lowercase letter and hold letters, digits or '_'")
-    return tuple(d.items())
-
-
 def parse_lookup(v: Any, path: str, nested: bool = False) -> LookupStage:
     d = p._obj(v, path)
     allowed = {"from", "localField", "foreignField", "let", "pipeline", "as"} | (set() if nested else {"parallelism"})
@@ -123,7 +115,7 @@ def parse_lookup(v: Any, path: str, nested: bool = False) -> LookupStage:
     pipeline = _lookup_pipeline(d["pipeline"], f"{path}.pipeline") if "pipeline" in d else None
     if "local_field" not in common and pipeline is None:
         raise TranslateError(path, "needs 'localField' and 'foreignField', or 'pipeline' (with 'let'), or both")
-    let = _let(d["let"], f"{path}.let") if "let" in d else ()
+    let = p.parse_let(d["let"], f"{path}.let") if "let" in d else ()
     if let and pipeline is None:
         raise TranslateError(f"{path}.let", "'let' needs a 'pipeline' that uses its variables")
     par = p._int(d.get("parallelism", 1), f"{path}.parallelism", 1)

@@ -1,0 +1,56 @@
+"""``$merge`` with a whenMatched pipeline and ``let`` in a pipeline file, run as users run
+it: ``python -m bytewax.run "flows.pipeline:from_file(...)"`` against the real FerretDB."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from bson import json_util
+
+pytestmark = [pytest.mark.mongodb, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_merge_let_variables_in_a_bytewax_run_flow(tmp_path: Path, mongodb_uri: str) -> None:
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
+    dbname = f"mergelet_{uuid.uuid4().hex[:10]}"
+    db = client[dbname]
+    try:
+        db.totals.insert_many([{"_id": "a", "total": 10}, {"_id": "b", "total": 20}])
+        events = [{"_id": "a", "n": 1, "tag": "x"}, {"_id": "b", "n": 2, "tag": "y"}, {"_id": "c", "n": 3, "tag": "z"}]
+        pipeline = {
+            "name": "mergelet",
+            "pipeline": [
+                {"$source": {"documents": events}},
+                {"$project": {"n": 1, "tag": 1}},
+                {"$merge": {
+                    "into": {"connectionName": "db", "db": dbname, "coll": "totals"},
+                    "let": {"inc": "$n", "src": {"$concat": ["run-", "$tag"]}},
+                    "whenMatched": [{"$set": {"total": {"$add": ["$total", "$$inc"]}, "last": "$$src"}}],
+                    "whenNotMatched": "insert",
+                }},
+            ],
+        }
+        pfile = tmp_path / "mergelet.json"
+        pfile.write_text(json_util.dumps(pipeline))
+        conns = tmp_path / "connections.toml"
+        conns.write_text(f'[connections.db]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
+        r = subprocess.run(
+            [sys.executable, "-m", "bytewax.run", f"flows.pipeline:from_file({str(pfile)!r}, connections={str(conns)!r})"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-4000:]
+        assert sorted(db.totals.find(), key=lambda d: d["_id"]) == [
+            {"_id": "a", "total": 11, "last": "run-x"},
+            {"_id": "b", "total": 22, "last": "run-y"},
+            {"_id": "c", "n": 3, "tag": "z"},
+        ]
+    finally:
+        client.drop_database(dbname)
+        client.close()
