@@ -36,8 +36,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, cast
 
 import bson
 import pymongo
@@ -68,7 +68,7 @@ from sinks.mongo_io import (
 from translator.connections import Connection, ConnectionRegistry, mask_uri
 from translator.contracts import coll_name_problem, db_name_problem, dlq_document
 from translator.errors import TranslateError, did_you_mean
-from translator.ir import MergeStage
+from translator.ir import MergeStage, ModeExpr
 from translator.mql.expr import (
     EMPTY_VARS,
     Ctx,
@@ -79,7 +79,7 @@ from translator.mql.expr import (
     const_value,
     get_path,
 )
-from translator.mql.values import MISSING
+from translator.mql.values import MISSING, bson_type
 from translator.options import fast_paths
 
 log = logging.getLogger("mqlflow.merge")
@@ -397,9 +397,75 @@ MODES: dict[str, Callable[[MergeStage], _Mode]] = {
     "delete": _Delete,
     "fail": _Fail,
 }
+# What a whenMatched / whenNotMatched expression may evaluate to (ASP's $merge page).
+DYNAMIC_CHOICES = {
+    "whenMatched": ("merge", "replace", "keepExisting", "delete"),
+    "whenNotMatched": ("insert", "discard"),
+}
+
+
+class _Dynamic(_Mode):
+    """whenMatched and/or whenNotMatched given as expressions (ASP's $merge,
+    https://www.mongodb.com/docs/atlas/atlas-stream-processing/sp-agg-merge/): each
+    document's pair is evaluated on it, and the document is planned by the same mode
+    class the constant pair uses (built once per pair). A failing expression or a value
+    outside the allowed names sends the document to the DLQ. The matching documents are
+    read first, since some pairs (delete + insert) need to know which exist."""
+
+    needs_existing = True
+
+    def __init__(self, stage: MergeStage) -> None:
+        super().__init__(stage)
+        self.stage = stage
+        self.existing_full = isinstance(stage.when_matched, tuple)  # a constant pipeline
+        self.choose = tuple(
+            self._chooser(value, field) for value, field in
+            ((stage.when_matched, "whenMatched"), (stage.when_not_matched, "whenNotMatched"))
+        )
+        # Every pair's mode is built now, under the create-time fastPaths setting.
+        wms: tuple[str | tuple[dict[str, Any], ...], ...] = (
+            DYNAMIC_CHOICES["whenMatched"] if isinstance(stage.when_matched, ModeExpr) else (stage.when_matched,)
+        )
+        wnms = (
+            cast(tuple[Literal["insert", "discard"], ...], DYNAMIC_CHOICES["whenNotMatched"])
+            if isinstance(stage.when_not_matched, ModeExpr) else (stage.when_not_matched,)
+        )
+        self.modes: dict[tuple[Any, Any], _Mode] = {
+            (wm, wnm): make_mode(replace(stage, when_matched=wm, when_not_matched=wnm)) for wm in wms for wnm in wnms
+        }
+
+    def _chooser(self, value: Any, field: str) -> Callable[[Doc], Any]:
+        if not isinstance(value, ModeExpr):
+            return lambda doc: value
+        fn = compile_expr(value.spec, Ctx(f"{self.stage.path}.{field}"))
+        choices = DYNAMIC_CHOICES[field]
+
+        def choose(doc: Doc) -> Any:
+            v = fn(doc, EMPTY_VARS)
+            if not (isinstance(v, str) and v in choices):
+                shown = "missing" if v is MISSING else f"{bson_type(v)} {v!r}"
+                allowed = ", ".join(f"'{c}'" for c in choices)
+                raise ExprError("", f"$merge {field} must evaluate to one of {allowed}, but resulting value was: {shown}")
+            return v
+
+        return choose
+
+    def plan(self, entries: list[_Entry], existing: dict[Any, Doc], out: _Planned) -> None:
+        by_pair: dict[tuple[Any, Any], list[_Entry]] = {}
+        for e in entries:
+            try:
+                pair = (self.choose[0](e.doc), self.choose[1](e.doc))
+            except ExprError as exc:
+                out.dlq.append((e, str(exc)))
+                continue
+            by_pair.setdefault(pair, []).append(e)
+        for pair, group in by_pair.items():
+            self.modes[pair].plan(group, existing, out)
 
 
 def make_mode(stage: MergeStage) -> _Mode:
+    if isinstance(stage.when_matched, ModeExpr) or isinstance(stage.when_not_matched, ModeExpr):
+        return _Dynamic(stage)
     if isinstance(stage.when_matched, tuple):
         return _Pipeline(stage)
     ctor = MODES.get(stage.when_matched)

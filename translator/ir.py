@@ -132,14 +132,23 @@ class WindowStage:
 
 
 @dataclass(frozen=True)
+class ModeExpr:
+    """A ``$merge`` whenMatched/whenNotMatched given as an expression, evaluated per
+    document to one of the mode names (ASP's $merge,
+    https://www.mongodb.com/docs/atlas/atlas-stream-processing/sp-agg-merge/)."""
+
+    spec: Any
+
+
+@dataclass(frozen=True)
 class MergeStage:
     path: str
     connection_name: str
     db: Any  # str or expression spec
     coll: Any  # str or expression spec
     on: tuple[str, ...] = ("_id",)
-    when_matched: str | tuple[dict[str, Any], ...] = "merge"
-    when_not_matched: Literal["insert", "discard"] = "insert"
+    when_matched: str | tuple[dict[str, Any], ...] | ModeExpr = "merge"
+    when_not_matched: Literal["insert", "discard"] | ModeExpr = "insert"
     parallelism: int = 1
     # ``let`` variables of the whenMatched pipeline, evaluated on the incoming document;
     # None: the default ``{new: "$$ROOT"}``.

@@ -369,6 +369,11 @@ def _merge_let(d: dict[str, Any], path: str) -> tuple[tuple[str, Any], ...] | No
     return let
 
 
+def _is_mode_expr(v: Any) -> bool:
+    """An operator object or a ``$field`` path: a whenMatched/whenNotMatched chosen per document."""
+    return isinstance(v, dict) or (isinstance(v, str) and v.startswith("$"))
+
+
 def _p_merge(v: Any, path: str) -> ir.MergeStage:
     d = _obj(v, path)
     _check_keys(d, path, {"into", "on", "whenMatched", "whenNotMatched", "parallelism", "let"}, ("into",))
@@ -385,12 +390,19 @@ def _p_merge(v: Any, path: str) -> ir.MergeStage:
     else:
         raise TranslateError(f"{path}.on", "expected a field name or a non-empty array of field names")
     wm = d.get("whenMatched", "merge")
-    when_matched: str | tuple[dict[str, Any], ...]
+    when_matched: str | tuple[dict[str, Any], ...] | ir.ModeExpr
     if isinstance(wm, list):
         when_matched = tuple(_obj(s, f"{path}.whenMatched[{i}]", "a stage") for i, s in enumerate(wm))
+    elif _is_mode_expr(wm):  # per document, resolved by the sink
+        when_matched = ir.ModeExpr(wm)
     else:
         when_matched = _enum(wm, f"{path}.whenMatched", ("replace", "keepExisting", "merge", "delete", "fail"))
-    wnm = _enum(d.get("whenNotMatched", "insert"), f"{path}.whenNotMatched", ("insert", "discard"))
+    raw_wnm = d.get("whenNotMatched", "insert")
+    wnm: Literal["insert", "discard"] | ir.ModeExpr
+    if _is_mode_expr(raw_wnm):
+        wnm = ir.ModeExpr(raw_wnm)
+    else:
+        wnm = cast(Literal["insert", "discard"], _enum(raw_wnm, f"{path}.whenNotMatched", ("insert", "discard")))
     return ir.MergeStage(
         path=path,
         connection_name=_str(into["connectionName"], f"{path}.into.connectionName"),
@@ -398,7 +410,7 @@ def _p_merge(v: Any, path: str) -> ir.MergeStage:
         coll=into["coll"],
         on=on_t,
         when_matched=when_matched,
-        when_not_matched=cast(Literal["insert", "discard"], wnm),
+        when_not_matched=wnm,
         parallelism=_int(d.get("parallelism", 1), f"{path}.parallelism", 1),
         let=_merge_let(d, path),
     )

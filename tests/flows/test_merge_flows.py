@@ -51,6 +51,30 @@ def test_merge_let_variables_in_a_bytewax_run_flow(tmp_path: Path, mongodb_uri: 
             {"_id": "b", "total": 22, "last": "run-y"},
             {"_id": "c", "n": 3, "tag": "z"},
         ]
+
+        # ASP's modes as expressions: per document, "replace" or "keepExisting"; new
+        # documents are inserted only when they ask for it.
+        events2 = [{"_id": "a", "n": 5, "mode": "replace"}, {"_id": "b", "n": 6, "mode": "keepExisting"},
+                   {"_id": "d", "n": 7, "mode": "merge", "new": True}, {"_id": "e", "n": 8, "mode": "merge"}]
+        pipeline2 = {"name": "mergemodes", "pipeline": [
+            {"$source": {"documents": events2}},
+            {"$project": {"n": 1, "mode": 1, "new": 1}},
+            {"$merge": {"into": {"connectionName": "db", "db": dbname, "coll": "totals"},
+                        "whenMatched": "$mode",
+                        "whenNotMatched": {"$cond": [{"$eq": ["$new", True]}, "insert", "discard"]}}},
+        ]}
+        pfile.write_text(json_util.dumps(pipeline2))
+        r = subprocess.run(
+            [sys.executable, "-m", "bytewax.run", f"flows.pipeline:from_file({str(pfile)!r}, connections={str(conns)!r})"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-4000:]
+        assert sorted(db.totals.find(), key=lambda d: d["_id"]) == [
+            {"_id": "a", "n": 5, "mode": "replace"},
+            {"_id": "b", "total": 22, "last": "run-y"},
+            {"_id": "c", "n": 3, "tag": "z"},
+            {"_id": "d", "n": 7, "mode": "merge", "new": True},
+        ]
     finally:
         client.drop_database(dbname)
         client.close()

@@ -546,3 +546,40 @@ def test_whenmatched_let_hides_new(mongodb_uri: str, mongo_db: Any) -> None:
     with pytest.raises(TranslateError) as ei:
         make_sink(mongodb_uri, st, mongo_db)
     assert str(ei.value).startswith("pipeline[3].$merge.whenMatched[0].$set.a: use of undefined variable '$$new'")
+
+
+def test_whenmatched_and_whennotmatched_as_expressions(mongodb_uri: str, mongo_db: Any) -> None:
+    """ASP's $merge takes expressions for both modes, evaluated per document; a value
+    outside the allowed names sends that document to the DLQ."""
+    from translator.ir import ModeExpr
+
+    coll = mongo_db["c"]
+    coll.insert_many([{"_id": 1, "a": 1, "b": 1}, {"_id": 2, "a": 2, "b": 2}, {"_id": 3, "a": 3}, {"_id": 4, "a": 4}])
+    st = stage(
+        mongo_db.name,
+        when_matched=ModeExpr("$how"),
+        when_not_matched=ModeExpr({"$cond": [{"$eq": ["$keep", True]}, "insert", "discard"]}),
+    )
+    incoming = [
+        {"_id": 1, "a": 10, "how": "replace"},
+        {"_id": 2, "a": 20, "how": "keepExisting"},
+        {"_id": 3, "c": 30, "how": "merge"},
+        {"_id": 4, "how": "delete"},
+        {"_id": 5, "how": "merge", "keep": True},  # not matched: inserted
+        {"_id": 6, "how": "merge", "keep": False},  # not matched: discarded
+        {"_id": 7, "how": "upsert", "keep": True},
+        {"_id": 8, "keep": True},
+    ]
+    run(make_sink(mongodb_uri, st, mongo_db), [incoming])
+    assert contents(coll) == [
+        {"_id": 1, "a": 10, "how": "replace"},
+        {"_id": 2, "a": 2, "b": 2},
+        {"_id": 3, "a": 3, "c": 30, "how": "merge"},
+        {"_id": 5, "how": "merge", "keep": True},
+    ]
+    allowed = "'merge', 'replace', 'keepExisting', 'delete'"
+    assert dlq_entries(mongo_db) == [
+        (f"$merge whenMatched must evaluate to one of {allowed}, but resulting value was: missing", {"_id": 8, "keep": True}),
+        (f"$merge whenMatched must evaluate to one of {allowed}, but resulting value was: string 'upsert'",
+         {"_id": 7, "how": "upsert", "keep": True}),
+    ]

@@ -196,3 +196,15 @@ def test_merge_let_is_kept_in_the_ir() -> None:
     assert p.sink.let == (("inc", "$n"), ("new", "$$ROOT"))
     plain = parse_pipeline(_merge()).sink
     assert isinstance(plain, ir.MergeStage) and plain.let is None
+
+
+def test_merge_modes_as_expressions_are_kept_for_the_sink() -> None:
+    p = parse_pipeline(_merge(whenMatched={"$cond": ["$x", "merge", "replace"]}, whenNotMatched={"$literal": "discard"}))
+    assert isinstance(p.sink, ir.MergeStage)
+    assert p.sink.when_matched == ir.ModeExpr({"$cond": ["$x", "merge", "replace"]})
+    assert p.sink.when_not_matched == ir.ModeExpr({"$literal": "discard"})
+    with pytest.raises(TranslateError) as info:
+        parse_pipeline(_merge(whenNotMatched="fail"))
+    assert str(info.value).startswith("pipeline[1].$merge.whenNotMatched: ")
+    field = parse_pipeline(_merge(whenMatched="$mode")).sink
+    assert isinstance(field, ir.MergeStage) and field.when_matched == ir.ModeExpr("$mode")
