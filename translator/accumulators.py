@@ -37,8 +37,10 @@ numeric inputs as doubles); results are doubles, NaN inputs are ignored, no inpu
 ``$top``/``$bottom``/``$topN``/``$bottomN``: ties in ``sortBy`` keep the first document
 seen (MongoDB's documented examples); ``$bottomN`` returns its picks in ``sortBy`` order
 with tied documents in arrival order (docs: ``[[A, 1], [D, null], [E, null]]``).
-``n`` must be a constant positive integer: an ``n`` computed from the group ``_id`` is not
-supported.
+``n`` is a constant positive integer, or an expression of the group ``_id`` (evaluated
+once per group, with the ``_id`` as the document when it is an object and an empty
+document otherwise), as MongoDB allows
+(https://www.mongodb.com/docs/manual/reference/operator/aggregation/firstN/).
 """
 
 from __future__ import annotations
@@ -131,13 +133,86 @@ def accumulator(*names: str) -> Callable[[AccCompiler], AccCompiler]:
     return deco
 
 
-def compile_accumulator(op: str, arg: Any, ctx: Ctx) -> AccSpec:
+def compile_accumulator(op: str, arg: Any, ctx: Ctx, group_id: Any = MISSING) -> AccSpec:
+    """``group_id`` is the ``$group``'s ``_id`` spec, for an ``n`` computed from it."""
     fn = ACCUMULATORS.get(op)
     if fn is None:
         raise TranslateError(
             ctx.path, f"unknown group accumulator '{op}'{did_you_mean(op, ACCUMULATORS)}"
         )
+    if op in N_OPS and group_id is not MISSING and isinstance(arg, dict) and "n" in arg:
+        n_expr = compile_expr(arg["n"], ctx.at("n"))
+        if const_value(n_expr) is MISSING:
+            return _keyed_n(op, fn, arg, ctx, n_expr, compile_expr(group_id, Ctx(ctx.path.rsplit(".", 2)[0] + "._id")))
     return fn(arg, ctx)
+
+
+# Accumulators whose ``n`` may be computed from the group ``_id``.
+N_OPS = frozenset({"$firstN", "$lastN", "$maxN", "$minN", "$topN", "$bottomN"})
+KEYED_N_CACHE = 1024  # distinct n values whose accumulator stays compiled
+
+
+def _keyed_n(op: str, fn: AccCompiler, arg: dict[str, Any], ctx: Ctx, n_expr: Expr, gid: Expr) -> AccSpec:
+    """An N accumulator whose ``n`` is an expression of the group ``_id``.
+
+    Each extracted value carries its group's ``n`` (the ``_id`` is evaluated again per
+    document: only these accumulators pay for it), and the state is ``[n, inner]`` where
+    ``inner`` is the state of the same accumulator compiled with that constant ``n``
+    (compiled once per distinct ``n``). A bad ``n`` fails the document, which goes to
+    the DLQ with the reason."""
+    specs: dict[int, AccSpec] = {}
+
+    def spec_for(n: int) -> AccSpec:
+        s = specs.get(n)
+        if s is None:
+            s = fn({**arg, "n": n}, ctx)
+            if len(specs) < KEYED_N_CACHE:
+                specs[n] = s
+        return s
+
+    def n_of(key: Any) -> int:
+        value = n_expr(key if isinstance(key, dict) else {}, {})
+        t = type(value)
+        if t is int or t is Int64 or (t is float and value.is_integer()):
+            n = int(value)
+        elif t is Decimal128 and value.to_decimal().is_finite() and value.to_decimal() == value.to_decimal().to_integral_value():
+            n = int(value.to_decimal())
+        else:
+            shown = "missing" if value is MISSING else f"{bson_type(value)} {value!r}"
+            raise ExprError(op, f"'n' must evaluate to a positive integer, got {shown}")
+        if n < 1:
+            raise ExprError(op, f"'n' must evaluate to a positive integer, got {n}")
+        return n
+
+    def extract(doc: Any, v: Vars) -> Any:
+        key = gid(doc, v)
+        n = n_of(key)
+        return (n, spec_for(n).extract(doc, v))
+
+    def add(s: list[Any] | None, nv: tuple[int, Any]) -> list[Any]:
+        n, value = nv
+        spec = spec_for(n)
+        if s is None:
+            s = [n, spec.init()]
+        s[1] = spec.add(s[1], value)
+        return s
+
+    def merge(a: list[Any] | None, b: list[Any] | None) -> list[Any] | None:
+        if b is None:
+            return a
+        spec = spec_for(b[0])
+        if a is None:
+            return [b[0], spec.merge(spec.init(), b[1])]
+        a[1] = spec.merge(a[1], b[1])
+        return a
+
+    def final(s: list[Any] | None) -> Any:
+        if s is None:
+            empty = spec_for(1)
+            return empty.final(empty.init())
+        return spec_for(s[0]).final(s[1])
+
+    return AccSpec(op, extract, lambda: None, add, merge, final)
 
 
 # ---- shared helpers -------------------------------------------------------------------

@@ -192,7 +192,8 @@ class WindowPlan:
             pre=compile_steps(tuple(pre_stages)),
             group_id=compile_expr(group.id, Ctx(f"{group.path}._id")) if group else None,
             accs=tuple(
-                compile_accumulator(a.op, a.arg, Ctx(f"{group.path}.{a.field}.{a.op}")) for a in group.accumulations
+                compile_accumulator(a.op, a.arg, Ctx(f"{group.path}.{a.field}.{a.op}"), group.id)
+                for a in group.accumulations
             )
             if group
             else (),

@@ -433,3 +433,50 @@ def test_partial_for_an_already_closed_window_goes_to_dlq_not_a_second_result() 
     assert dlq[0]["errInfo"] == {"reason": LATE_REASON}
     assert dlq[0]["missedWindowStartTimes"] == [at(0)]
     assert (dlq[0]["doc"]["_id"], dlq[0]["doc"]["xs"], dlq[0]["doc"]["n"]) == ("b", [4], 1)
+
+
+# ---- n computed from the group _id -----------------------------------------------------
+
+GAMESCORES = [
+    ("PlayerA", "G1", 31), ("PlayerB", "G1", 33), ("PlayerC", "G1", 99), ("PlayerD", "G1", 1),
+    ("PlayerA", "G2", 10), ("PlayerB", "G2", 14), ("PlayerC", "G2", 66), ("PlayerD", "G2", 80),
+]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_n_computed_from_the_group_id_as_in_the_manual(fast: bool) -> None:
+    """The manual's $firstN example with ``n: {$cond: ...}`` on the ``_id`` document
+    (https://www.mongodb.com/docs/manual/reference/operator/aggregation/firstN/), and the
+    other N accumulators with the same ``n``; ``_id`` and ``n`` as in MongoDB."""
+    docs = [{"playerId": p, "gameId": g, "score": s, "t": at(i * 0.1)} for i, (p, g, s) in enumerate(GAMESCORES)]
+    n = {"$cond": {"if": {"$eq": ["$gameId", "G2"]}, "then": 1, "else": 3}}
+    group = {"$group": {
+        "_id": {"gameId": "$gameId"},
+        "gamescores": {"$firstN": {"input": "$score", "n": n}},
+        "last": {"$lastN": {"input": "$score", "n": n}},
+        "top": {"$topN": {"n": n, "sortBy": {"score": -1}, "output": "$playerId"}},
+        "bottom": {"$bottomN": {"n": n, "sortBy": {"score": -1}, "output": "$playerId"}},
+        "max": {"$maxN": {"input": "$score", "n": n}},
+        "min": {"$minN": {"input": "$score", "n": n}},
+    }}
+    r = run_pipeline([src(docs), tumbling(pipeline=[group]), {"$project": {"_stream_meta": 0}}], {"fastPaths": fast})
+    assert r.dlq == []
+    assert sorted(r.output, key=lambda d: d["_id"]["gameId"]) == [
+        {"_id": {"gameId": "G1"}, "gamescores": [31, 33, 99], "last": [33, 99, 1], "top": ["PlayerC", "PlayerB", "PlayerA"],
+         "bottom": ["PlayerB", "PlayerA", "PlayerD"], "max": [99, 33, 31], "min": [1, 31, 33]},
+        {"_id": {"gameId": "G2"}, "gamescores": [10], "last": [80], "top": ["PlayerD"], "bottom": ["PlayerA"],
+         "max": [80], "min": [10]},
+    ]
+
+
+def test_n_of_a_group_that_is_not_a_positive_integer_sends_its_documents_to_the_dlq() -> None:
+    docs = [{"g": g, "k": k, "x": i, "t": at(i * 0.1)} for i, (g, k) in enumerate([("a", 2), ("a", 2), ("a", 2), ("b", 0), ("c", "x")])]
+    group = {"$group": {"_id": {"g": "$g", "k": "$k"}, "xs": {"$firstN": {"input": "$x", "n": "$k"}}}}
+    r = run_pipeline([src(docs), tumbling(pipeline=[group]), {"$project": {"_stream_meta": 0}}])
+    assert r.output == [{"_id": {"g": "a", "k": 2}, "xs": [0, 1]}]
+    assert [(d["doc"]["x"], d["errInfo"]["reason"]) for d in r.dlq] == [
+        (3, "Failed to process input document in $group stage (pipeline[1].$tumblingWindow): "
+            "$firstN: 'n' must evaluate to a positive integer, got 0"),
+        (4, "Failed to process input document in $group stage (pipeline[1].$tumblingWindow): "
+            "$firstN: 'n' must evaluate to a positive integer, got string 'x'"),
+    ]
