@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.auth import THROTTLE
 from service.errors import CommandError
 from service.supervisor import Supervisor
 from service.web import model
@@ -186,8 +187,13 @@ def make_app(console: Console) -> web.Application:
             raise web.HTTPFound("/")
         form = await request.post()
         user, password = str(form.get("user", "")), str(form.get("password", ""))
+        host = request.remote or ""
+        wait = THROTTLE.delay(host)  # the wire port's login throttle covers the console too
+        if wait:
+            await asyncio.sleep(wait)
         if not console.check_login(user, password):
             log.warning("console: failed login for %r from %s", user, request.remote)
+            THROTTLE.failed(host)
             await asyncio.sleep(FAILED_LOGIN_DELAY)  # slows down password guessing
             raise web.HTTPFound("/login?failed=1")
         token = secrets.token_urlsafe(32)
