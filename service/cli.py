@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from service.auth import load_users
-from service.server import Limits, Server
+from service.server import LOOPBACK, Limits, Server
 from service.supervisor import Supervisor, SupervisorConfig
 
 
@@ -107,6 +107,17 @@ def _parser() -> argparse.ArgumentParser:
         type=str.upper, help="service log level on stderr (default: %(default)s)",
     )
     s.add_argument(
+        "--tls-certificate-key-file", type=Path,
+        help="PEM file with the server certificate (chain) and its private key, as mongod's "
+        "--tlsCertificateKeyFile: every port (wire, --metrics-port, --http-port) then "
+        "requires TLS (default: none, plain TCP)",
+    )
+    s.add_argument(
+        "--tls-ca-file", type=Path,
+        help="with --tls-certificate-key-file: CA certificates; clients must then present a "
+        "certificate this CA signed (mutual TLS)",
+    )
+    s.add_argument(
         "--http-port", type=int,
         help="serve the web console on this port, on --host (default: none, no console)",
     )
@@ -129,6 +140,13 @@ async def serve(args: argparse.Namespace) -> None:
             raise RuntimeError(f"connections file {connections} does not exist")
         connections = str(Path(connections).resolve())
     users = load_users(args.users) if args.users is not None else {}
+    tls = None
+    if args.tls_certificate_key_file is not None:
+        from service.tls import server_context
+
+        tls = server_context(args.tls_certificate_key_file, args.tls_ca_file)
+    elif args.tls_ca_file is not None:
+        raise RuntimeError("--tls-ca-file needs --tls-certificate-key-file")
     config = SupervisorConfig(
         state_dir=args.state_dir.resolve(),
         connections=connections,
@@ -145,17 +163,22 @@ async def serve(args: argparse.Namespace) -> None:
         msg = str(e)
         raise RuntimeError(msg if str(connections) in msg else f"connections file {connections}: {msg}") from e
     limits = Limits(args.max_connections, args.prelogin_max_message, args.prelogin_idle_timeout)
-    server = Server(supervisor, args.host, args.port, limits)
+    server = Server(supervisor, args.host, args.port, limits, tls)
     await server.start()
+    if tls is None and args.host not in LOOPBACK:
+        logging.getLogger("mqlflow.service").warning(
+            "serving %s without TLS: passwords and data cross the network readable; "
+            "pass --tls-certificate-key-file", args.host,
+        )
     if args.metrics_port is not None:
         from service.metrics import start_metrics
 
-        start_metrics(supervisor, args.metrics_port, args.host, users)
+        start_metrics(supervisor, args.metrics_port, args.host, users, tls)
     console = None
     if args.http_port is not None:
         from service.web import start_console
 
-        console = await start_console(supervisor, args.host, args.http_port)
+        console = await start_console(supervisor, args.host, args.http_port, tls)
     await supervisor.startup()
     print(f"mqlflow listening on {args.host}:{server.port}", flush=True)
     if console is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -116,18 +117,26 @@ class _Server6(_Server):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # A client that stalls (mid-request, or mid-TLS-handshake) holds only its own thread,
+    # and only this long.
+    timeout = 30
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would flood the service log."""
 
 
 def start_metrics(supervisor: Supervisor, port: int, host: str = "127.0.0.1",
-                  users: dict[str, str] | None = None) -> WSGIServer:
-    """Serve ``/metrics`` on ``host:port`` in a daemon thread; with ``users``, behind a login."""
+                  users: dict[str, str] | None = None, tls: ssl.SSLContext | None = None) -> WSGIServer:
+    """Serve ``/metrics`` on ``host:port`` in a daemon thread; with ``users``, behind a
+    login; with ``tls``, over HTTPS (the handshake runs in each request's own thread,
+    not in the accepting one, so a stalled client cannot hold up the others)."""
     REGISTRY.register(ProcessorCollector(supervisor))
     app: WsgiApp = make_wsgi_app(REGISTRY)
     if users:
         app = with_login(app, users)
     server_cls = _Server6 if ":" in host else _Server  # an IPv6 address has colons
     httpd = make_server(host, port, app, server_cls, handler_class=_QuietHandler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=httpd.serve_forever, name="mqlflow-metrics", daemon=True).start()
     return httpd

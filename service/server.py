@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +59,10 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 27117,
         limits: Limits | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.tls = tls
         self.host = host
         self.port = port
         self.limits = limits or Limits()
@@ -79,10 +82,14 @@ class Server:
             )
         # The default 64 KiB stream limit: readexactly() still reads larger bodies,
         # but a client cannot make us buffer more than that before we look at it.
-        self._server = await asyncio.start_server(self._on_client, self.host, self.port)
+        # With TLS, the handshake must finish within the pre-login idle timeout too.
+        self._server = await asyncio.start_server(
+            self._on_client, self.host, self.port, ssl=self.tls,
+            ssl_handshake_timeout=self.limits.prelogin_idle_timeout if self.tls is not None else None,
+        )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        log.info("listening on %s:%d", self.host, self.port)
+        log.info("listening on %s:%d%s", self.host, self.port, " (TLS)" if self.tls is not None else "")
 
     async def serve_forever(self) -> None:
         assert self._server is not None

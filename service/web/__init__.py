@@ -9,6 +9,7 @@ Served by aiohttp on the service's own asyncio loop; charts use uPlot, which
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,11 @@ class ConsoleServer:
         await self.runner.cleanup()
 
 
-async def start_console(supervisor: Supervisor, host: str, port: int) -> ConsoleServer:
-    """Bind the console; like the wire service, a non-loopback address needs users."""
+async def start_console(
+    supervisor: Supervisor, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> ConsoleServer:
+    """Bind the console; like the wire service, a non-loopback address needs users.
+    With ``tls`` it is served over HTTPS (and its session cookie is ``Secure``)."""
     require_auth = host not in LOOPBACK
     if require_auth and not supervisor.users:
         raise RuntimeError(
@@ -49,11 +53,12 @@ async def start_console(supervisor: Supervisor, host: str, port: int) -> Console
     console = Console(supervisor, require_auth=require_auth, assets=find_assets())
     runner = web.AppRunner(make_app(console), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     shown = f"[{host}]" if ":" in host else host
-    return ConsoleServer(runner, f"http://{shown}:{bound}/")
+    scheme = "https" if tls is not None else "http"
+    return ConsoleServer(runner, f"{scheme}://{shown}:{bound}/")
 
 
 __all__ = ["ConsoleServer", "find_assets", "start_console"]

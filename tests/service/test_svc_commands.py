@@ -354,6 +354,7 @@ def test_non_loopback_bind_requires_scram_sha_256(tmp_path: Any) -> None:
             bad.admin.command("ping")
         assert ei.value.code == 18
         assert ei.value.details is not None and ei.value.details["errmsg"] == "Authentication failed."
+        assert "serving 0.0.0.0 without TLS: passwords and data cross the network readable" in svc.log.read_text()
     finally:
         svc.stop()
 
