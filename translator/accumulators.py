@@ -58,6 +58,7 @@ from bson.decimal128 import create_decimal128_context
 
 from translator.errors import TranslateError, did_you_mean
 from translator.mql.expr import Ctx, Expr, ExprError, Vars, compile_expr, const_value, get_path
+from translator.mql.operators.accumulator_exprs import n_value
 from translator.mql.values import (
     INT32_MAX,
     INT32_MIN,
@@ -171,18 +172,7 @@ def _keyed_n(op: str, fn: AccCompiler, arg: dict[str, Any], ctx: Ctx, n_expr: Ex
         return s
 
     def n_of(key: Any) -> int:
-        value = n_expr(key if isinstance(key, dict) else {}, {})
-        t = type(value)
-        if t is int or t is Int64 or (t is float and value.is_integer()):
-            n = int(value)
-        elif t is Decimal128 and value.to_decimal().is_finite() and value.to_decimal() == value.to_decimal().to_integral_value():
-            n = int(value.to_decimal())
-        else:
-            shown = "missing" if value is MISSING else f"{bson_type(value)} {value!r}"
-            raise ExprError(op, f"'n' must evaluate to a positive integer, got {shown}")
-        if n < 1:
-            raise ExprError(op, f"'n' must evaluate to a positive integer, got {n}")
-        return n
+        return n_value(op, n_expr(key if isinstance(key, dict) else {}, {}))
 
     def extract(doc: Any, v: Vars) -> Any:
         key = gid(doc, v)

@@ -17,6 +17,17 @@ pytestmark = [pytest.mark.mongodb, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_file(tmp: Path, pipeline: dict[str, Any], conns: Path) -> None:
+    """``python -m bytewax.run`` of ``pipeline`` written to a file, as a user runs it."""
+    pfile = tmp / f"{pipeline['name']}.json"
+    pfile.write_text(json_util.dumps(pipeline))
+    r = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", f"flows.pipeline:from_file({str(pfile)!r}, connections={str(conns)!r})"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+
+
 def test_merge_let_variables_in_a_bytewax_run_flow(tmp_path: Path, mongodb_uri: str) -> None:
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
     dbname = f"mergelet_{uuid.uuid4().hex[:10]}"
@@ -37,15 +48,9 @@ def test_merge_let_variables_in_a_bytewax_run_flow(tmp_path: Path, mongodb_uri: 
                 }},
             ],
         }
-        pfile = tmp_path / "mergelet.json"
-        pfile.write_text(json_util.dumps(pipeline))
         conns = tmp_path / "connections.toml"
         conns.write_text(f'[connections.db]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
-        r = subprocess.run(
-            [sys.executable, "-m", "bytewax.run", f"flows.pipeline:from_file({str(pfile)!r}, connections={str(conns)!r})"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )
-        assert r.returncode == 0, r.stderr[-4000:]
+        run_file(tmp_path, pipeline, conns)
         assert sorted(db.totals.find(), key=lambda d: d["_id"]) == [
             {"_id": "a", "total": 11, "last": "run-x"},
             {"_id": "b", "total": 22, "last": "run-y"},
@@ -63,12 +68,7 @@ def test_merge_let_variables_in_a_bytewax_run_flow(tmp_path: Path, mongodb_uri: 
                         "whenMatched": "$mode",
                         "whenNotMatched": {"$cond": [{"$eq": ["$new", True]}, "insert", "discard"]}}},
         ]}
-        pfile.write_text(json_util.dumps(pipeline2))
-        r = subprocess.run(
-            [sys.executable, "-m", "bytewax.run", f"flows.pipeline:from_file({str(pfile)!r}, connections={str(conns)!r})"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )
-        assert r.returncode == 0, r.stderr[-4000:]
+        run_file(tmp_path, pipeline2, conns)
         assert sorted(db.totals.find(), key=lambda d: d["_id"]) == [
             {"_id": "a", "n": 5, "mode": "replace"},
             {"_id": "b", "total": 22, "last": "run-y"},

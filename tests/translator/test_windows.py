@@ -476,7 +476,7 @@ def test_n_of_a_group_that_is_not_a_positive_integer_sends_its_documents_to_the_
     assert r.output == [{"_id": {"g": "a", "k": 2}, "xs": [0, 1]}]
     assert [(d["doc"]["x"], d["errInfo"]["reason"]) for d in r.dlq] == [
         (3, "Failed to process input document in $group stage (pipeline[1].$tumblingWindow): "
-            "$firstN: 'n' must evaluate to a positive integer, got 0"),
+            "$firstN: 'n' must be greater than 0, found 0"),
         (4, "Failed to process input document in $group stage (pipeline[1].$tumblingWindow): "
-            "$firstN: 'n' must evaluate to a positive integer, got string 'x'"),
+            "$firstN: Value for 'n' must be of integral type, but found 'x'"),
     ]

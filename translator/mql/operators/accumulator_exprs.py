@@ -82,14 +82,16 @@ _quantile("$percentile", ("input", "p", "method"))
 # ---- $firstN / $lastN / $maxN / $minN (array forms) ------------------------------------
 
 
-def _n_value(op: str, n: Any) -> int:
+def n_value(op: str, n: Any) -> int:
+    """``n`` of the N operators as MongoDB checks it: an integral number above 0 (the
+    array forms here, and ``$group``'s ``n`` computed from the group ``_id``)."""
     t = type(n)
     if t is int or t is Int64 or (t is float and n.is_integer()):
         i = int(n)
     elif t is Decimal128 and n.to_decimal().is_finite() and n.to_decimal() == n.to_decimal().to_integral_value():
         i = int(n.to_decimal())
     else:
-        raise ExprError(op, f"Value for 'n' must be of integral type, but found {n!r}")
+        raise ExprError(op, f"Value for 'n' must be of integral type, but found {'missing' if n is MISSING else repr(n)}")
     if i <= 0:
         raise ExprError(op, f"'n' must be greater than 0, found {i}")
     return i
@@ -103,7 +105,7 @@ def _n_operator(op: str, pick: Any) -> None:
         fi = compile_expr(d["input"], ctx.at("input"))
 
         def n_op(doc: Any, v: Vars) -> Any:
-            n = _n_value(op, fn(doc, v))
+            n = n_value(op, fn(doc, v))
             a = fi(doc, v)
             if type(a) is not list:
                 if a is None or a is MISSING:
