@@ -137,11 +137,24 @@ class UsersFileError(RuntimeError):
     """The ``--users`` file cannot be used; the service does not start."""
 
 
+# Roles, from the most to the least allowed. ``owner`` may do everything; ``read`` may
+# look (list, stats, sample, connections, metrics, the console) but not change anything.
+ROLES = ("owner", "read")
+
+
 def load_users(path: Path) -> dict[str, str]:
-    """Parse ``user:password`` lines (``#`` comments and blank lines are skipped).
+    """``user -> password`` of a users file (see :func:`load_users_and_roles`)."""
+    return load_users_and_roles(path)[0]
+
+
+def load_users_and_roles(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Parse ``user:password`` lines (``#`` comments and blank lines are skipped), under
+    optional ``[owner]`` / ``[read]`` section lines that give the role of the users after
+    them (``owner`` until the first section line).
 
     Any other line stops the start: a line without ``:``, an empty user or password,
-    or a user named twice would otherwise turn into an account nobody meant."""
+    an unknown section or a user named twice would otherwise turn into an account
+    nobody meant."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
@@ -149,9 +162,19 @@ def load_users(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as e:
         raise UsersFileError(f"cannot read users file {path}: {e}") from e
     users: dict[str, str] = {}
+    roles: dict[str, str] = {}
+    role = ROLES[0]
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]") and ":" not in line:
+            role = line[1:-1].strip()
+            if role not in ROLES:
+                raise UsersFileError(
+                    f"users file {path} line {n}: unknown role section {line}; roles: "
+                    + ", ".join(f"[{r}]" for r in ROLES)
+                )
             continue
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
@@ -162,11 +185,12 @@ def load_users(path: Path) -> dict[str, str]:
         if user in users:
             raise UsersFileError(f"users file {path} line {n}: user '{user}' is listed twice")
         users[user] = password
+        roles[user] = role
     if not users:
         raise UsersFileError(f"users file {path} has no 'user:password' line")
     for user, password in users.items():  # derive keys now, not on a first login
         _keys(user, password, _SALTS.setdefault(user, secrets.token_bytes(28)))
-    return users
+    return users, roles
 
 
 def check_password(users: dict[str, str], user: str, password: str) -> bool:

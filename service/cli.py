@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from service.auth import load_users
+from service.auth import load_users_and_roles
 from service.server import LOOPBACK, Limits, Server
 from service.supervisor import Supervisor, SupervisorConfig
 
@@ -139,7 +139,7 @@ async def serve(args: argparse.Namespace) -> None:
         if not Path(connections).is_file():
             raise RuntimeError(f"connections file {connections} does not exist")
         connections = str(Path(connections).resolve())
-    users = load_users(args.users) if args.users is not None else {}
+    users, roles = load_users_and_roles(args.users) if args.users is not None else ({}, {})
     tls = None
     if args.tls_certificate_key_file is not None:
         from service.tls import server_context
@@ -155,6 +155,7 @@ async def serve(args: argparse.Namespace) -> None:
         process_max_seconds=args.process_max_seconds,
         sample_idle_timeout=args.sample_idle_timeout,
         users=users,
+        roles=roles,
     )
     supervisor = Supervisor(config)
     try:

@@ -69,6 +69,19 @@ GENERIC_FIELDS = frozenset(
     }
 )
 
+# Commands that change processors: only the ``owner`` role may run them (service/auth.py
+# ROLES). ``sp.process`` is one too: its pipeline may write to any connection.
+OWNER_ONLY = frozenset(
+    {
+        "createStreamProcessor",
+        "startStreamProcessor",
+        "stopStreamProcessor",
+        "dropStreamProcessor",
+        "modifyStreamProcessor",
+        "processStreamProcessor",
+    }
+)
+
 # Commands that run before authentication: the handshake, the SASL exchange, and the
 # harmless probes mongod also answers without a login (ping, buildInfo,
 # connectionStatus, whatsmyuri), plus the session/logout calls drivers send on close.
@@ -102,6 +115,15 @@ class Connection:
     require_auth: bool = False
     sasl: ScramConversation | None = None
 
+    @property
+    def role(self) -> str:
+        """``owner`` without logins (loopback, no ``--users``); else the user's role."""
+        if not self.require_auth:
+            return "owner"
+        if self.user is None:
+            return ""
+        return self.supervisor.roles.get(self.user, "owner")
+
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any]]]
 COMMANDS: dict[str, Handler] = {}
@@ -128,6 +150,12 @@ async def dispatch(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
     if conn.require_auth and conn.user is None and name not in UNAUTHENTICATED_OK:
         return CommandError(
             UNAUTHORIZED, f"command {name} requires authentication"
+        ).to_reply()
+    if name in OWNER_ONLY and conn.role != "owner":
+        return CommandError(
+            UNAUTHORIZED,
+            f"not authorized to execute command {name}: user '{conn.user}' has the role "
+            f"'{conn.role}', and only 'owner' may change processors",
         ).to_reply()
     try:
         reply = await handler(conn, cmd)
@@ -242,7 +270,7 @@ async def _cmd_line_opts(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any
 @command("connectionStatus")
 async def _connection_status(conn: Connection, cmd: dict[str, Any]) -> dict[str, Any]:
     users = [{"user": conn.user, "db": "admin"}] if conn.user else []
-    roles = [{"role": "root", "db": "admin"}] if conn.user else []
+    roles = [{"role": conn.role, "db": "admin"}] if conn.user else []
     return {"authInfo": {"authenticatedUsers": users, "authenticatedUserRoles": roles}}
 
 

@@ -91,6 +91,7 @@ class SupervisorConfig:
     reap_interval: float = 2.0
     extra_pythonpath: tuple[str, ...] = ()
     users: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)  # user -> role (service/auth.py ROLES)
 
 
 @dataclass(eq=False)
@@ -458,6 +459,7 @@ class Supervisor:
         self.started = time.monotonic()
         self.connection_count = 0
         self.users = config.users
+        self.roles = config.roles
         self.final_ops: dict[str, list[Any]] = {}
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = ProcessorStore(config.state_dir / "processors.db")

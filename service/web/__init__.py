@@ -43,9 +43,10 @@ class ConsoleServer:
 async def start_console(
     supervisor: Supervisor, host: str, port: int, tls: ssl.SSLContext | None = None
 ) -> ConsoleServer:
-    """Bind the console; like the wire service, a non-loopback address needs users.
-    With ``tls`` it is served over HTTPS (and its session cookie is ``Secure``)."""
-    require_auth = host not in LOOPBACK
+    """Bind the console; like the wire service, a non-loopback address needs users, and
+    with users every page needs a login, on loopback too. With ``tls`` it is served over
+    HTTPS (and its session cookie is ``Secure``)."""
+    require_auth = host not in LOOPBACK or bool(supervisor.users)
     if require_auth and not supervisor.users:
         raise RuntimeError(
             f"serving the console on {host} (not loopback) requires a login; pass --users FILE"

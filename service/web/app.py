@@ -252,6 +252,9 @@ def make_app(console: Console) -> web.Application:
         if action is None:
             return _error(404, f"no such action: {request.match_info['action']}")
         name = request.match_info["name"]
+        user = request["session"].user
+        if console.require_auth and console.sup.roles.get(user or "", "owner") != "owner":
+            return _error(403, f"user '{user}' has the role 'read'; only 'owner' may {request.match_info['action']} processors")
         try:
             await action(console.sup, name)
         except CommandError as e:

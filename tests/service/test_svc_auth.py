@@ -214,8 +214,10 @@ def _start_fails(tmp: Path, *extra: str, connections: Path | None = None) -> sub
         (":pw\n", "line 1: expected 'user:password' with a non-empty user and password"),
         ("# only a comment\n\n", "has no 'user:password' line"),
         ("alice:a\nalice:b\n", "line 2: user 'alice' is listed twice"),
+        ("alice:a\n[read]\nbob:b\n[admin]\ncarol:c\n", "line 4: unknown role section [admin]; roles: [owner], [read]"),
+        ("[read]\nalice:a\n[owner]\nalice:b\n", "line 4: user 'alice' is listed twice"),
     ],
-    ids=["no-colon", "no-password", "no-user", "empty", "twice"],
+    ids=["no-colon", "no-password", "no-user", "empty", "twice", "unknown-role", "twice-across-roles"],
 )
 def test_bad_users_file_stops_the_start(tmp_path: Path, text: str, line: str) -> None:
     users = tmp_path / "users.txt"
