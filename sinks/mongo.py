@@ -57,7 +57,6 @@ from pymongo.errors import (
 
 from sinks.mongo_dlq import DlqWriter, DlqWriterFactory
 from sinks.mongo_io import (
-    TRANSIENT_CODES,
     Attempts,
     ServerProfile,
     bulk_size,
@@ -66,7 +65,13 @@ from sinks.mongo_io import (
     server_profile,
 )
 from translator.connections import Connection, ConnectionRegistry, mask_uri
-from translator.contracts import coll_name_problem, db_name_problem, dlq_document
+from translator.contracts import (
+    TRANSIENT_CODES,
+    coll_name_problem,
+    db_name_problem,
+    dlq_document,
+    is_transient,
+)
 from translator.errors import TranslateError, did_you_mean
 from translator.ir import MergeStage
 from translator.mql.expr import (
@@ -92,15 +97,6 @@ FAST_BULK_S = 1.0  # a bulk write answered this fast may grow back toward the ca
 MAX_BSON_SIZE = 16 * 1024 * 1024
 FATAL_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed: a configuration error
 START_HINT = "start one with scripts/services.sh up mongodb"
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Network errors, ``AutoReconnect``/``NotPrimaryError``, timeouts and server-restart codes."""
-    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, NotPrimaryError...
-        return True
-    if isinstance(exc, OperationFailure) and not isinstance(exc, BulkWriteError):
-        return exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
-    return False
 
 
 class MergeUnreachableError(RuntimeError):

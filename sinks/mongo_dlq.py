@@ -41,7 +41,6 @@ from pymongo.errors import (
 )
 
 from sinks.mongo_io import (
-    TRANSIENT_CODES,
     Attempts,
     SinkStalledError,
     bulk_size,
@@ -50,6 +49,7 @@ from sinks.mongo_io import (
     server_profile,
 )
 from translator.connections import Connection, ConnectionRegistry, mask_uri
+from translator.contracts import TRANSIENT_CODES
 from translator.ir import DlqTarget
 
 log = logging.getLogger("mqlflow.dlq")

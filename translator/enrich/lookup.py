@@ -35,6 +35,7 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from translator import metrics, partition
+from translator.contracts import is_transient
 from translator.enrich.spec import LookupStage
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, Vars, compile_expr, get_path
@@ -102,8 +103,6 @@ class LookupServer:
         return LookupServer(self.uri, self.db, coll, self.what)
 
     def find(self, query: dict[str, Any], limit: int = 0) -> list[dict[str, Any]]:
-        from sinks.mongo import is_transient
-
         delay, attempt = BACKOFF_INITIAL_S, 0
         while True:
             try:
