@@ -12,6 +12,7 @@ translator imports no ``sources``/``sinks`` module at import time).
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, Source
-from bytewax.outputs import Sink
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from translator import ir
 from translator.compiled import CompiledPipeline, ResolvedConnections, Resolver
@@ -88,7 +89,7 @@ def compile_ir(
     source_settings = _source_settings(pipeline, source_conn, options) if source_conn is not None else None
     sink_settings = SINK_SETTINGS[type(sink)](sink, sink_conn, options) if sink is not None and sink_conn is not None else None
     resolver = Resolver(registry)
-    plan = _compile_plan(pipeline, options, resolver)  # compiles every expression: errors surface now
+    plan, closers = _compile_plan(pipeline, options, resolver)  # compiles every expression: errors surface now
     return CompiledPipeline(
         pipeline.source,
         pipeline.stages,
@@ -99,14 +100,19 @@ def compile_ir(
         source_settings=source_settings,
         sink_settings=sink_settings,
         plan=plan,
+        closers=closers,
     )
 
 
-def _compile_plan(pipeline: ir.Pipeline, options: ProcessorOptions, connections: Resolver | ResolvedConnections) -> Plan:
+def _compile_plan(
+    pipeline: ir.Pipeline, options: ProcessorOptions, connections: Resolver | ResolvedConnections
+) -> tuple[Plan, tuple[Callable[[], None], ...]]:
+    """The plan, and the close hooks of its I/O stages."""
     global PLANS_COMPILED
     PLANS_COMPILED += 1
-    with enrich_steps.bound(connections):
-        return Plan.compile(pipeline, options)
+    with enrich_steps.bound(connections) as closers:
+        plan = Plan.compile(pipeline, options)
+    return plan, tuple(closers)
 
 
 def _dlq_users(stages: tuple[ir.Stage, ...]) -> list[str]:
@@ -318,10 +324,10 @@ def build_flow(
     else:
         compiled = compile_ir(pipeline, registry, options or ProcessorOptions(), check_sink_connection=False)
     options = options or compiled.options
-    plan = compiled.plan
+    plan, closers = compiled.plan, compiled.closers
     if plan is None or replace(options, dlq=None) != replace(compiled.options, dlq=None):
         # Other tuning than what was compiled (the DLQ target does not enter the plan).
-        plan = _compile_plan(compiled, options, compiled.connections)
+        plan, closers = _compile_plan(compiled, options, compiled.connections)
     plan = copy.copy(plan)  # the observer is this flow's
     plan.observer = observer
     source = source or make_source(compiled, registry, options)
@@ -351,7 +357,48 @@ def build_flow(
     if taps is not None:
         op.output("tap_out", out, taps[0])
         op.output("tap_dlq", dlq, taps[1])
+    if closers:
+        op.output("close_stages", dlq, CloseAtEnd(closers))
     return flow
+
+
+class CloseAtEnd(DynamicSink[Any]):
+    """Calls the I/O stages' close hooks (``$lookup`` clients) when the dataflow ends.
+
+    Bytewax closes a sink's partitions once everything upstream of it is done (a
+    window's close step and the stages after it included), on finite input; a processor
+    that is stopped ends its process instead. With several workers in this process, the
+    last partition to close calls the hooks. It writes nothing.
+    """
+
+    def __init__(self, closers: tuple[Callable[[], None], ...]) -> None:
+        self.closers = closers
+        self._open = 0
+        self._lock = threading.Lock()
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CloseAtEndPartition:
+        with self._lock:
+            self._open += 1
+        return _CloseAtEndPartition(self)
+
+    def release(self) -> None:
+        with self._lock:
+            self._open -= 1
+            last = self._open == 0
+        if last:
+            for close in self.closers:
+                close()
+
+
+class _CloseAtEndPartition(StatelessSinkPartition[Any]):
+    def __init__(self, sink: CloseAtEnd) -> None:
+        self.sink = sink
+
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.sink.release()
 
 
 def _payload(tag: int) -> Any:

@@ -76,17 +76,17 @@ def default_cache_bytes() -> int:
 # ---- the server ----------------------------------------------------------------------------
 
 
-class LookupServer:
-    """One lazily connected client per (connection, db, coll); transient errors are
-    retried with capped backoff forever (a batch is never dropped), others fail the
-    processor. ``queries`` counts the find commands sent (for the cache's tests/stats)."""
+class _Client:
+    """The client of one ``$lookup`` and the ``$lookup`` stages nested in its pipeline:
+    created at the first query, closed when the flow ends (:meth:`LookupOp.close`), and
+    created again if a later run of the same compiled pipeline queries."""
 
-    def __init__(self, uri: str, db: str, coll: str, what: str) -> None:
-        self.uri, self.db, self.coll, self.what = uri, db, coll, what
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
         self._client: MongoClient[dict[str, Any]] | None = None
         self._lock = threading.Lock()
 
-    def collection(self) -> Any:
+    def get(self) -> MongoClient[dict[str, Any]]:
         with self._lock:
             if self._client is None:
                 self._client = MongoClient(
@@ -96,11 +96,35 @@ class LookupServer:
                     socketTimeoutMS=QUERY_TIMEOUT_MS,
                     appname="mqlflow:lookup",
                 )
-            return self._client[self.db][self.coll]
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class LookupServer:
+    """One lazily connected client per (connection, db, coll); transient errors are
+    retried with capped backoff forever (a batch is never dropped), others fail the
+    processor. ``queries`` counts the find commands sent (for the cache's tests/stats)."""
+
+    def __init__(self, uri: str, db: str, coll: str, what: str, client: _Client | None = None) -> None:
+        self.uri, self.db, self.coll, self.what = uri, db, coll, what
+        self.client = client or _Client(uri)
+
+    def collection(self) -> Any:
+        return self.client.get()[self.db][self.coll]
 
     def sibling(self, coll: str) -> LookupServer:
-        """The same connection and database, another collection (nested ``$lookup``)."""
-        return LookupServer(self.uri, self.db, coll, self.what)
+        """The same connection and database, another collection (nested ``$lookup``): the
+        same client."""
+        return LookupServer(self.uri, self.db, coll, self.what, self.client)
+
+    def close(self) -> None:
+        """Close the client (the nested stages' too); a later query opens a new one."""
+        self.client.close()
 
     def find(self, query: dict[str, Any], limit: int = 0) -> list[dict[str, Any]]:
         delay, attempt = BACKOFF_INITIAL_S, 0
@@ -155,11 +179,27 @@ class LookupServer:
 
 class Pool:
     """The threads of one ``$lookup`` with ``parallelism`` > 1: its queries of a batch
-    run at once on them (pymongo's client is thread-safe and pools its connections)."""
+    run at once on them (pymongo's client is thread-safe and pools its connections).
+    Started at the first batch, stopped when the flow ends (:meth:`LookupOp.close`)."""
 
     def __init__(self, size: int, what: str) -> None:
         self.size = size
-        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"mqlflow-lookup {what}")
+        self.what = what
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=f"mqlflow-lookup {self.what}")
+            return self._executor
+
+    def close(self) -> None:
+        with self._lock:
+            ex, self._executor = self._executor, None
+        if ex is not None:
+            ex.shutdown()
 
 
 # ---- MongoDB's equality, on keys -------------------------------------------------------------
@@ -409,6 +449,12 @@ class LookupOp:
     def step(self) -> Step:
         return Step(BATCH, self.run, self.name, self.stage.path)
 
+    def close(self) -> None:
+        """When the flow ends: close the client (nested stages share it) and the threads."""
+        self.server.close()
+        if self.pool is not None:
+            self.pool.close()
+
     # -- the batch
     def run(self, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
         if not recs:
@@ -575,7 +621,7 @@ def _check_names(stage: LookupStage, path: str) -> None:
             raise TranslateError(where, f"the {'database' if what == 'db' else 'collection'} name {name!r} {problem}")
 
 
-def compile_lookup(stage: LookupStage, conn: Any) -> Step:
+def compile_lookup(stage: LookupStage, conn: Any) -> LookupOp:
     """Create time: ``conn`` is the stage's MongoDB connection, resolved by the compiler
     (:mod:`translator.enrich.steps`), or None when no registry is bound."""
     if conn is None:
@@ -583,5 +629,5 @@ def compile_lookup(stage: LookupStage, conn: Any) -> Step:
     assert stage.db is not None
     _check_names(stage, f"{stage.path}.from")
     server = LookupServer(conn.uri or "", stage.db, stage.coll, f"{stage.path} ({conn.name})")
-    return LookupOp(stage, server).step()
+    return LookupOp(stage, server)
 
