@@ -64,7 +64,7 @@ from sinks.mongo_io import (
     make_client,
     server_profile,
 )
-from translator.connections import Connection, ConnectionRegistry, mask_uri
+from translator.connections import Connection, mask_uri
 from translator.contracts import (
     TRANSIENT_CODES,
     coll_name_problem,
@@ -418,10 +418,9 @@ class MergeSettings:
 class MergeSink(DynamicSink[list[Doc]]):
     """Bytewax sink for ``$merge``; stream items are lists of documents (one batch each).
 
-    It gets :class:`MergeSettings`, checked at create time (connection kind, constant
-    names, whenMatched pipeline); given a stage and a registry instead (tools, tests) it
-    checks them itself. The server is contacted when the dataflow starts (:meth:`build`),
-    which fails fast when it does not answer.
+    It gets :class:`MergeSettings`, checked at create time by ``compile_pipeline``
+    (connection kind, constant names, whenMatched pipeline). The server is contacted when
+    the dataflow starts (:meth:`build`), which fails fast when it does not answer.
     """
 
     server_timeout_ms = 5000
@@ -430,17 +429,12 @@ class MergeSink(DynamicSink[list[Doc]]):
 
     def __init__(
         self,
-        settings: MergeSettings | MergeStage,
-        registry: ConnectionRegistry | None = None,
+        settings: MergeSettings,
         processor_name: str = "",
         dlq: DlqWriterFactory | None = None,
         batch_size: int = 1000,
         flush_interval_s: float = 1.0,
     ) -> None:
-        if isinstance(settings, MergeStage):
-            assert registry is not None, "a $merge stage needs the registry to resolve its connection"
-            where = f"{settings.path}.into.connectionName"
-            settings = MergeSettings.from_stage(settings, registry.get_mongodb(settings.connection_name, where))
         self.settings = settings
         self.stage = settings.stage
         self.processor_name = processor_name

@@ -190,24 +190,18 @@ SOURCE_BUILDERS: dict[str, Callable[[Any], Source[Any]]] = {
 }
 
 
-def make_source(
-    pipeline: ir.Pipeline, registry: ConnectionRegistry | None = None, options: ProcessorOptions | None = None
-) -> Source[Any]:
-    """The Bytewax source for ``$source``, built from the compiled settings (a bare IR
-    pipeline is resolved through ``registry`` first)."""
-    compiled = pipeline if isinstance(pipeline, CompiledPipeline) else None
-    options = options or (compiled.options if compiled is not None else ProcessorOptions())
-    src = pipeline.source
+def make_source(compiled: CompiledPipeline, options: ProcessorOptions | None = None) -> Source[Any]:
+    """The Bytewax source for ``$source``, built from the settings compiled by
+    :func:`compile_pipeline` (its connection resolved then)."""
+    options = options or compiled.options
+    src = compiled.source
     if src.documents is not None:
         from sources.documents import DocumentsSource
 
         return DocumentsSource(src.documents, options.batch_size)
-    if compiled is not None and compiled.connections.source is not None:
-        conn, settings = compiled.connections.source, compiled.source_settings
-    else:
-        conn = (registry or ConnectionRegistry()).get(src.connection_name, f"{src.path}.connectionName")
-        settings = _source_settings(pipeline, conn, options)
-    return SOURCE_BUILDERS[conn.type](settings)
+    conn = compiled.connections.source
+    assert conn is not None, "compile_pipeline resolves every $source connection"
+    return SOURCE_BUILDERS[conn.type](compiled.source_settings)
 
 
 # ---- sinks ------------------------------------------------------------------------------------
@@ -260,47 +254,44 @@ SINK_BUILDERS: dict[type, Callable[[Any, ProcessorOptions, Any], Sink[Any]]] = {
 }
 
 
-def make_sinks(
-    pipeline: ir.Pipeline, registry: ConnectionRegistry | None = None, options: ProcessorOptions | None = None
-) -> tuple[Sink[Any], Sink[Any]]:
+def make_sinks(compiled: CompiledPipeline, options: ProcessorOptions | None = None) -> tuple[Sink[Any], Sink[Any]]:
     """The output sink ($merge, $emit, or the console) and the DLQ sink, built from the
-    compiled settings (what was not resolved at compile time is resolved through ``registry``)."""
+    settings and connections compiled by :func:`compile_pipeline`."""
     from sinks.console import ConsoleSink
 
-    compiled = pipeline if isinstance(pipeline, CompiledPipeline) else None
-    options = options or (compiled.options if compiled is not None else ProcessorOptions())
-    registry = registry or ConnectionRegistry()
+    options = options or compiled.options
     dlq_sink: Sink[Any]
     dlq_factory = None
     if options.dlq is not None:
         from sinks.mongo_dlq import DlqWriter, MongoDlqSink
 
         target = options.dlq
-        dlq_conn = compiled.connections.dlq if compiled is not None else None
+        dlq_conn = compiled.connections.dlq
         if dlq_conn is None or dlq_conn.name != target.connection_name:
-            dlq_conn = registry.get_mongodb(target.connection_name, "options.dlq.connectionName")
+            raise TranslateError(
+                "options.dlq.connectionName",
+                f"connection '{target.connection_name}' was not resolved when the pipeline was compiled",
+            )
         dlq_sink = MongoDlqSink(target, dlq_conn, options.name)
         dlq_factory = lambda: DlqWriter(target, dlq_conn, options.name)  # noqa: E731
     else:
         import sys
 
-        dlq_sink = ConsoleSink(dlq=True, stream=sys.stderr if pipeline.sink is not None else None)
-    sink = pipeline.sink
+        dlq_sink = ConsoleSink(dlq=True, stream=sys.stderr if compiled.sink is not None else None)
+    sink = compiled.sink
     if sink is None:
         return ConsoleSink(), dlq_sink
-    settings = compiled.sink_settings if compiled is not None else None
-    if settings is None:  # not checked at compile time (check_sink_connection=False)
-        settings = SINK_SETTINGS[type(sink)](sink, _sink_connection(sink, registry), options)
-    return SINK_BUILDERS[type(sink)](settings, options, dlq_factory), dlq_sink
+    if compiled.sink_settings is None:  # compiled with check_sink_connection=False
+        raise TranslateError(sink.path, "the sink's connection was not resolved when the pipeline was compiled")
+    return SINK_BUILDERS[type(sink)](compiled.sink_settings, options, dlq_factory), dlq_sink
 
 
 # ---- the dataflow -----------------------------------------------------------------------------
 
 
 def build_flow(
-    pipeline: ir.Pipeline,
+    compiled: CompiledPipeline,
     options: ProcessorOptions | None = None,
-    registry: ConnectionRegistry | None = None,
     *,
     source: Source[Any] | None = None,
     output_sink: Sink[Any] | None = None,
@@ -310,19 +301,15 @@ def build_flow(
     observer: Observer | None = None,
 ) -> Dataflow:
     """Wire the compiled pipeline: source -> ingest (per partition) [-> close (per group
-    bucket)] -> sinks. The plan compiled by :func:`compile_pipeline` is used as is (a bare
-    IR pipeline is compiled here; ``registry`` is only for that and for a sink that was not
-    resolved at compile time).
+    bucket)] -> sinks. The plan compiled by :func:`compile_pipeline` is used as is (with
+    other ``options`` than it was compiled with, but the DLQ target, it is compiled again).
 
     Both sinks receive *batches* (lists of documents). ``taps`` are extra (output, DLQ)
     sinks fed the same batches (the service's ``sample()`` and stats side channel);
     ``observer(raw_batch, watermark_ms)`` sees every ingested batch (for stats).
     """
-    registry = registry or ConnectionRegistry()
-    if isinstance(pipeline, CompiledPipeline):
-        compiled = pipeline
-    else:
-        compiled = compile_ir(pipeline, registry, options or ProcessorOptions(), check_sink_connection=False)
+    if not isinstance(compiled, CompiledPipeline):
+        raise TypeError("build_flow wires what compile_pipeline returns, not a bare IR pipeline")
     options = options or compiled.options
     plan, closers = compiled.plan, compiled.closers
     if plan is None or replace(options, dlq=None) != replace(compiled.options, dlq=None):
@@ -330,9 +317,9 @@ def build_flow(
         plan, closers = _compile_plan(compiled, options, compiled.connections)
     plan = copy.copy(plan)  # the observer is this flow's
     plan.observer = observer
-    source = source or make_source(compiled, registry, options)
+    source = source or make_source(compiled, options)
     if output_sink is None or dlq_sink is None:
-        default_out, default_dlq = make_sinks(compiled, registry, options)
+        default_out, default_dlq = make_sinks(compiled, options)
         output_sink = output_sink or default_out
         dlq_sink = dlq_sink or default_dlq
 

@@ -27,6 +27,7 @@ from translator.connections import Connection, ConnectionRegistry
 from translator.errors import TranslateError
 from translator.ir import DlqTarget
 from translator.options import ProcessorOptions
+from translator.parse import parse_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,6 +143,25 @@ def test_compile_pipeline_builds_no_source_or_sink(built: list[str]) -> None:
     make_sinks(merge)
     make_source(sample)
     assert built == ["KafkaSource", "MongoDlqSink", "KafkaEmitSink", "ChangeStreamSource", "MongoDlqSink", "MergeSink", "SolarSource"]
+
+
+def test_only_a_compiled_pipeline_is_wired() -> None:
+    """One path from a pipeline to a flow: ``compile_pipeline`` resolves and checks, then
+    ``build_flow`` / ``make_sinks`` wire what it resolved (no registry, no bare IR)."""
+    with pytest.raises(TypeError) as e:
+        build_flow(parse_pipeline(PIPELINE))
+    assert str(e.value) == "build_flow wires what compile_pipeline returns, not a bare IR pipeline"
+    # run_pipeline's compilation leaves the sink unresolved; it replaces both sinks.
+    unchecked = compile_pipeline([*PIPELINE, {"$merge": {"into": {"connectionName": "m", "db": "d", "coll": "c"}}}],
+                                 check_sink_connection=False)
+    with pytest.raises(TranslateError) as te:
+        make_sinks(unchecked)
+    assert str(te.value) == "pipeline[3].$merge: the sink's connection was not resolved when the pipeline was compiled"
+    # A DLQ target other than the compiled one has no resolved connection.
+    p = compile_pipeline(PIPELINE, reg(), ProcessorOptions(name="p"))
+    with pytest.raises(TranslateError) as te:
+        make_sinks(p, ProcessorOptions(name="p", dlq=DlqTarget("m", "db", "dlq")))
+    assert str(te.value) == "options.dlq.connectionName: connection 'm' was not resolved when the pipeline was compiled"
 
 
 def test_io_stage_connections_are_resolved_once_and_carried() -> None:
