@@ -6,7 +6,7 @@
 :class:`translator.compiled.Resolver` around it with :func:`bound`: each I/O stage's
 connection is resolved once, at create time, recorded in the compiled pipeline, and
 handed to the stage compiler as a resolved ``Connection`` (the running flow gets a
-client for that connection). A bare registry may be bound too (tools, tests).
+client for that connection). A bare registry may be bound too (tests that compile steps alone).
 """
 
 from __future__ import annotations
