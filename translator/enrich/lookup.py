@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import bson
 from pymongo import MongoClient
@@ -52,6 +52,7 @@ from translator.stages import (
 )
 
 log = logging.getLogger("mqlflow.lookup")
+T = TypeVar("T")
 
 SERVER_TIMEOUT_MS = 5000  # server selection and connect
 QUERY_TIMEOUT_MS = 30_000  # socket read and the server's maxTimeMS
@@ -76,33 +77,42 @@ def default_cache_bytes() -> int:
 # ---- the server ----------------------------------------------------------------------------
 
 
-class _Client:
-    """The client of one ``$lookup`` and the ``$lookup`` stages nested in its pipeline:
-    created at the first query, closed when the flow ends (:meth:`LookupOp.close`), and
-    created again if a later run of the same compiled pipeline queries."""
+class _Lazy(Generic[T]):
+    """A resource made at its first use and released by :meth:`close` when the flow ends
+    (:meth:`LookupOp.close`); made again if a later run of the same compiled pipeline
+    uses it."""
 
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self._client: MongoClient[dict[str, Any]] | None = None
+    def __init__(self, make: Callable[[], T], release: Callable[[T], None]) -> None:
+        self._make, self._release = make, release
+        self._value: T | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> MongoClient[dict[str, Any]]:
+    def get(self) -> T:
         with self._lock:
-            if self._client is None:
-                self._client = MongoClient(
-                    self.uri,
-                    serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
-                    connectTimeoutMS=SERVER_TIMEOUT_MS,
-                    socketTimeoutMS=QUERY_TIMEOUT_MS,
-                    appname="mqlflow:lookup",
-                )
-            return self._client
+            if self._value is None:
+                self._value = self._make()
+            return self._value
 
     def close(self) -> None:
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+            value, self._value = self._value, None
+        if value is not None:
+            self._release(value)
+
+
+def _client(uri: str) -> _Lazy[MongoClient[dict[str, Any]]]:
+    """The client of one ``$lookup`` and the ``$lookup`` stages nested in its pipeline."""
+
+    def make() -> MongoClient[dict[str, Any]]:
+        return MongoClient(
+            uri,
+            serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
+            connectTimeoutMS=SERVER_TIMEOUT_MS,
+            socketTimeoutMS=QUERY_TIMEOUT_MS,
+            appname="mqlflow:lookup",
+        )
+
+    return _Lazy(make, MongoClient.close)
 
 
 class LookupServer:
@@ -110,9 +120,11 @@ class LookupServer:
     retried with capped backoff forever (a batch is never dropped), others fail the
     processor. ``queries`` counts the find commands sent (for the cache's tests/stats)."""
 
-    def __init__(self, uri: str, db: str, coll: str, what: str, client: _Client | None = None) -> None:
+    def __init__(
+        self, uri: str, db: str, coll: str, what: str, client: _Lazy[MongoClient[dict[str, Any]]] | None = None
+    ) -> None:
         self.uri, self.db, self.coll, self.what = uri, db, coll, what
-        self.client = client or _Client(uri)
+        self.client = client or _client(uri)
 
     def collection(self) -> Any:
         return self.client.get()[self.db][self.coll]
@@ -184,22 +196,17 @@ class Pool:
 
     def __init__(self, size: int, what: str) -> None:
         self.size = size
-        self.what = what
-        self._executor: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._threads = _Lazy(
+            lambda: ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"mqlflow-lookup {what}"),
+            ThreadPoolExecutor.shutdown,
+        )
 
     @property
     def executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=f"mqlflow-lookup {self.what}")
-            return self._executor
+        return self._threads.get()
 
     def close(self) -> None:
-        with self._lock:
-            ex, self._executor = self._executor, None
-        if ex is not None:
-            ex.shutdown()
+        self._threads.close()
 
 
 # ---- MongoDB's equality, on keys -------------------------------------------------------------
