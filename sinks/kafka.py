@@ -45,7 +45,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sources.kafka import kafka_client_config
 from translator import ir, metrics
-from translator.connections import Connection, ConnectionRegistry
+from translator.connections import Connection
 from translator.contracts import dlq_document
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, compile_expr, const_value
@@ -314,16 +314,15 @@ class EmitSettings:
 class KafkaEmitSink(DynamicSink[list[dict[str, Any]]]):
     """``$emit: {connectionName, topic, config}`` to Kafka. Items are batches of documents.
 
-    It gets :class:`EmitSettings`, checked at create time; given a stage and a registry
-    instead (tools, tests) it checks them itself. ``dlq_factory()`` returns an object with
+    It gets :class:`EmitSettings`, checked at create time by ``compile_pipeline``.
+    ``dlq_factory()`` returns an object with
     ``write(docs: list[dict]) -> None``; without one, DLQ documents are printed to stderr
     with a ``[dlq]`` prefix.
     """
 
     def __init__(
         self,
-        settings: EmitSettings | ir.EmitStage,
-        registry: ConnectionRegistry | None = None,
+        settings: EmitSettings,
         processor_name: str = "",
         dlq_factory: Callable[[], Any] | None = None,
         *,
@@ -332,9 +331,6 @@ class KafkaEmitSink(DynamicSink[list[dict[str, Any]]]):
         delivery_timeout_ms: int = 60_000,
         producer_config: dict[str, Any] | None = None,
     ) -> None:
-        if isinstance(settings, ir.EmitStage):
-            assert registry is not None, "an $emit stage needs the registry to resolve its connection"
-            settings = EmitSettings.from_stage(settings, registry.get(settings.connection_name, f"{settings.path}.connectionName"))
         self.settings = settings
         self.client = settings.client
         self.processor_name = processor_name

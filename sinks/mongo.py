@@ -57,7 +57,6 @@ from pymongo.errors import (
 
 from sinks.mongo_dlq import DlqWriter, DlqWriterFactory
 from sinks.mongo_io import (
-    TRANSIENT_CODES,
     Attempts,
     ServerProfile,
     bulk_size,
@@ -65,8 +64,14 @@ from sinks.mongo_io import (
     make_client,
     server_profile,
 )
-from translator.connections import Connection, ConnectionRegistry, mask_uri
-from translator.contracts import coll_name_problem, db_name_problem, dlq_document
+from translator.connections import Connection, mask_uri
+from translator.contracts import (
+    TRANSIENT_CODES,
+    coll_name_problem,
+    db_name_problem,
+    dlq_document,
+    is_transient,
+)
 from translator.errors import TranslateError, did_you_mean
 from translator.ir import MergeStage, ModeExpr
 from translator.mql.expr import (
@@ -92,15 +97,6 @@ FAST_BULK_S = 1.0  # a bulk write answered this fast may grow back toward the ca
 MAX_BSON_SIZE = 16 * 1024 * 1024
 FATAL_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed: a configuration error
 START_HINT = "start one with scripts/services.sh up mongodb"
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Network errors, ``AutoReconnect``/``NotPrimaryError``, timeouts and server-restart codes."""
-    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, NotPrimaryError...
-        return True
-    if isinstance(exc, OperationFailure) and not isinstance(exc, BulkWriteError):
-        return exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
-    return False
 
 
 class MergeUnreachableError(RuntimeError):
@@ -508,10 +504,9 @@ class MergeSettings:
 class MergeSink(DynamicSink[list[Doc]]):
     """Bytewax sink for ``$merge``; stream items are lists of documents (one batch each).
 
-    It gets :class:`MergeSettings`, checked at create time (connection kind, constant
-    names, whenMatched pipeline); given a stage and a registry instead (tools, tests) it
-    checks them itself. The server is contacted when the dataflow starts (:meth:`build`),
-    which fails fast when it does not answer.
+    It gets :class:`MergeSettings`, checked at create time by ``compile_pipeline``
+    (connection kind, constant names, whenMatched pipeline). The server is contacted when
+    the dataflow starts (:meth:`build`), which fails fast when it does not answer.
     """
 
     server_timeout_ms = 5000
@@ -520,17 +515,12 @@ class MergeSink(DynamicSink[list[Doc]]):
 
     def __init__(
         self,
-        settings: MergeSettings | MergeStage,
-        registry: ConnectionRegistry | None = None,
+        settings: MergeSettings,
         processor_name: str = "",
         dlq: DlqWriterFactory | None = None,
         batch_size: int = 1000,
         flush_interval_s: float = 1.0,
     ) -> None:
-        if isinstance(settings, MergeStage):
-            assert registry is not None, "a $merge stage needs the registry to resolve its connection"
-            where = f"{settings.path}.into.connectionName"
-            settings = MergeSettings.from_stage(settings, registry.get_mongodb(settings.connection_name, where))
         self.settings = settings
         self.stage = settings.stage
         self.processor_name = processor_name

@@ -41,7 +41,6 @@ from pymongo.errors import (
 )
 
 from sinks.mongo_io import (
-    TRANSIENT_CODES,
     Attempts,
     SinkStalledError,
     bulk_size,
@@ -49,7 +48,8 @@ from sinks.mongo_io import (
     make_client,
     server_profile,
 )
-from translator.connections import Connection, ConnectionRegistry, mask_uri
+from translator.connections import Connection, mask_uri
+from translator.contracts import TRANSIENT_CODES
 from translator.ir import DlqTarget
 
 log = logging.getLogger("mqlflow.dlq")
@@ -94,15 +94,14 @@ class DlqWriter:
     def __init__(
         self,
         target: DlqTarget,
-        registry: ConnectionRegistry | Connection,
+        conn: Connection,
         processor_name: str = "",
         *,
-        path: str = "options.dlq",
         batch_size: int = 500,
         max_queue: int = 100_000,
         durable: bool | None = None,
     ) -> None:
-        conn = dlq_connection(target, registry, path)
+        """``conn`` is the DLQ's MongoDB connection, resolved by ``compile_pipeline``."""
         self._setup(conn.uri or "", target.db, target.coll, conn.name, batch_size, max_queue, durable)
         self.processor_name = processor_name
 
@@ -110,7 +109,7 @@ class DlqWriter:
     def to(
         cls, uri: str, db: str, coll: str, *, batch_size: int = 500, max_queue: int = 100_000, durable: bool | None = None
     ) -> DlqWriter:
-        """A writer for a bare URI (no registry)."""
+        """A writer for a bare URI (no connection entry)."""
         w = cls.__new__(cls)
         w._setup(uri, db, coll, "", batch_size, max_queue, durable)
         w.processor_name = ""
@@ -315,22 +314,11 @@ class DlqWriter:
 DlqWriterFactory = Callable[[], DlqWriter]
 
 
-def dlq_connection(target: DlqTarget, conn: ConnectionRegistry | Connection, path: str = "options.dlq") -> Connection:
-    """The DLQ's connection: resolved by the compiler already, or looked up in a registry
-    (tools, tests)."""
-    if isinstance(conn, Connection):
-        return conn
-    return conn.get_mongodb(target.connection_name, f"{path}.connectionName")
-
-
-def dlq_writer_factory(
-    target: DlqTarget, registry: ConnectionRegistry | Connection, path: str = "options.dlq", processor_name: str = ""
-) -> DlqWriterFactory:
-    """A per-worker writer factory; the connection is resolved now, not per worker."""
-    conn = dlq_connection(target, registry, path)
+def dlq_writer_factory(target: DlqTarget, conn: Connection, processor_name: str = "") -> DlqWriterFactory:
+    """A per-worker writer factory for the DLQ's resolved connection."""
 
     def make() -> DlqWriter:
-        return DlqWriter(target, conn, processor_name, path=path)
+        return DlqWriter(target, conn, processor_name)
 
     return make
 
@@ -358,10 +346,10 @@ class MongoDlqSink(DynamicSink[list[dict[str, Any]]]):
     ``written`` / ``lost`` sum the partitions once they close; :data:`STATS` is live.
     """
 
-    def __init__(self, target: DlqTarget, registry: ConnectionRegistry | Connection, processor_name: str) -> None:
+    def __init__(self, target: DlqTarget, conn: Connection, processor_name: str) -> None:
         self.target = target
         self.processor_name = processor_name
-        self._factory = dlq_writer_factory(target, registry, processor_name=processor_name)
+        self._factory = dlq_writer_factory(target, conn, processor_name)
         self._lock = threading.Lock()
         self.written = 0
         self.lost = 0

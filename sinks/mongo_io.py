@@ -43,10 +43,6 @@ CLIENT_TIMEOUTS_MS: dict[str, int] = {
     "connectTimeoutMS": 10_000,
     "socketTimeoutMS": 30_000,
 }
-# Server codes that mean "try again": network, shutdown, stepdown, not primary, timeouts.
-TRANSIENT_CODES = frozenset(
-    {6, 7, 50, 64, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
-)
 ENV_GIVE_UP_S = "MQLFLOW_SINK_GIVE_UP_S"
 DEFAULT_GIVE_UP_S = 300.0
 

@@ -830,15 +830,9 @@ class ChangeStreamSource(FixedPartitionedSource[SourceItem, State]):
         return _ChangeStreamPartition(self.settings, resume_state)
 
 
-def build_change_stream_source(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> ChangeStreamSource:
-    """Validate the stage and build (tools, tests; ``compile_pipeline`` parses the settings)."""
-    return ChangeStreamSource(ChangeStreamSettings.from_stage(pipeline.source, conn, options, windowed=pipeline.window is not None))
-
-
 __all__ = [
     "ChangeStreamSettings",
     "ChangeStreamSource",
-    "build_change_stream_source",
     "oplog_event",
     "ts_token",
 ]

@@ -599,16 +599,10 @@ def list_partitions(client: dict[str, Any], topics: tuple[str, ...]) -> list[str
     return parts
 
 
-def build_kafka_source(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> KafkaSource:
-    """Validate the stage and build (tools, tests; ``compile_pipeline`` parses the settings)."""
-    return KafkaSource(KafkaSourceSettings.from_stage(pipeline.source, conn, options))
-
-
 __all__ = [
     "SOURCE_DLQ_KEY",
     "KafkaSource",
     "KafkaSourceSettings",
-    "build_kafka_source",
     "kafka_client_config",
     "list_partitions",
     "parse_value",

@@ -2,10 +2,8 @@
 broker, a stoppable wrapper around a never-ending source, and a flow entry point for
 ``python -m bytewax.run "kafka_flows:flow_from_spec('<spec.json>')"``.
 
-The flow entry point builds the Kafka source and sinks explicitly through
-``build_flow(..., source=..., output_sink=...)``; once ``translator/compile.py``
-registers ``SOURCE_BUILDERS["kafka"]`` and the ``$emit`` branch, the same pipelines
-also run through ``flows.pipeline:from_file``.
+The flow entry point is the product path (``compile_pipeline`` then ``build_flow``, which
+builds the Kafka source and an ``$emit`` sink); other output and the DLQ go to JSON lines.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sinks.jsonl import JsonlDirSink
-from sinks.kafka import KafkaEmitSink
-from sources.kafka import build_kafka_source
 from translator import ir
 from translator.compile import build_flow, compile_pipeline
 from translator.connections import Connection, ConnectionRegistry
@@ -173,21 +169,8 @@ def flow_from_spec(spec_path: str) -> Dataflow:
     opts = options_from_mapping(o, name=name)
     pipeline = compile_pipeline(json_util.loads(json.dumps(spec["pipeline"])), reg, opts)
     out_dir = Path(spec["output_dir"])
-    output: Any
-    if isinstance(pipeline.sink, ir.EmitStage):
-        output = KafkaEmitSink(pipeline.sink, reg, opts.name, None)
-    else:
-        output = JsonlDirSink(out_dir)
-    conn = reg.get(CONN, "test")
-    return build_flow(
-        pipeline,
-        opts,
-        reg,
-        source=build_kafka_source(pipeline, conn, opts),
-        output_sink=output,
-        dlq_sink=JsonlDirSink(out_dir, "dlq"),
-        flow_id="kafkatest",
-    )
+    output = {} if isinstance(pipeline.sink, ir.EmitStage) else {"output_sink": JsonlDirSink(out_dir)}
+    return build_flow(pipeline, dlq_sink=JsonlDirSink(out_dir, "dlq"), flow_id="kafkatest", **output)
 
 
 def read_jsonl(directory: Path, prefix: str) -> list[dict[str, Any]]:

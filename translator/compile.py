@@ -12,6 +12,7 @@ translator imports no ``sources``/``sinks`` module at import time).
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, Source
-from bytewax.outputs import Sink
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from translator import ir
 from translator.compiled import CompiledPipeline, ResolvedConnections, Resolver
@@ -88,7 +89,7 @@ def compile_ir(
     source_settings = _source_settings(pipeline, source_conn, options) if source_conn is not None else None
     sink_settings = SINK_SETTINGS[type(sink)](sink, sink_conn, options) if sink is not None and sink_conn is not None else None
     resolver = Resolver(registry)
-    plan = _compile_plan(pipeline, options, resolver)  # compiles every expression: errors surface now
+    plan, closers = _compile_plan(pipeline, options, resolver)  # compiles every expression: errors surface now
     return CompiledPipeline(
         pipeline.source,
         pipeline.stages,
@@ -99,14 +100,19 @@ def compile_ir(
         source_settings=source_settings,
         sink_settings=sink_settings,
         plan=plan,
+        closers=closers,
     )
 
 
-def _compile_plan(pipeline: ir.Pipeline, options: ProcessorOptions, connections: Resolver | ResolvedConnections) -> Plan:
+def _compile_plan(
+    pipeline: ir.Pipeline, options: ProcessorOptions, connections: Resolver | ResolvedConnections
+) -> tuple[Plan, tuple[Callable[[], None], ...]]:
+    """The plan, and the close hooks of its I/O stages."""
     global PLANS_COMPILED
     PLANS_COMPILED += 1
-    with enrich_steps.bound(connections):
-        return Plan.compile(pipeline, options)
+    with enrich_steps.bound(connections) as closers:
+        plan = Plan.compile(pipeline, options)
+    return plan, tuple(closers)
 
 
 def _dlq_users(stages: tuple[ir.Stage, ...]) -> list[str]:
@@ -184,24 +190,18 @@ SOURCE_BUILDERS: dict[str, Callable[[Any], Source[Any]]] = {
 }
 
 
-def make_source(
-    pipeline: ir.Pipeline, registry: ConnectionRegistry | None = None, options: ProcessorOptions | None = None
-) -> Source[Any]:
-    """The Bytewax source for ``$source``, built from the compiled settings (a bare IR
-    pipeline is resolved through ``registry`` first)."""
-    compiled = pipeline if isinstance(pipeline, CompiledPipeline) else None
-    options = options or (compiled.options if compiled is not None else ProcessorOptions())
-    src = pipeline.source
+def make_source(compiled: CompiledPipeline, options: ProcessorOptions | None = None) -> Source[Any]:
+    """The Bytewax source for ``$source``, built from the settings compiled by
+    :func:`compile_pipeline` (its connection resolved then)."""
+    options = options or compiled.options
+    src = compiled.source
     if src.documents is not None:
         from sources.documents import DocumentsSource
 
         return DocumentsSource(src.documents, options.batch_size)
-    if compiled is not None and compiled.connections.source is not None:
-        conn, settings = compiled.connections.source, compiled.source_settings
-    else:
-        conn = (registry or ConnectionRegistry()).get(src.connection_name, f"{src.path}.connectionName")
-        settings = _source_settings(pipeline, conn, options)
-    return SOURCE_BUILDERS[conn.type](settings)
+    conn = compiled.connections.source
+    assert conn is not None, "compile_pipeline resolves every $source connection"
+    return SOURCE_BUILDERS[conn.type](compiled.source_settings)
 
 
 # ---- sinks ------------------------------------------------------------------------------------
@@ -254,47 +254,44 @@ SINK_BUILDERS: dict[type, Callable[[Any, ProcessorOptions, Any], Sink[Any]]] = {
 }
 
 
-def make_sinks(
-    pipeline: ir.Pipeline, registry: ConnectionRegistry | None = None, options: ProcessorOptions | None = None
-) -> tuple[Sink[Any], Sink[Any]]:
+def make_sinks(compiled: CompiledPipeline, options: ProcessorOptions | None = None) -> tuple[Sink[Any], Sink[Any]]:
     """The output sink ($merge, $emit, or the console) and the DLQ sink, built from the
-    compiled settings (what was not resolved at compile time is resolved through ``registry``)."""
+    settings and connections compiled by :func:`compile_pipeline`."""
     from sinks.console import ConsoleSink
 
-    compiled = pipeline if isinstance(pipeline, CompiledPipeline) else None
-    options = options or (compiled.options if compiled is not None else ProcessorOptions())
-    registry = registry or ConnectionRegistry()
+    options = options or compiled.options
     dlq_sink: Sink[Any]
     dlq_factory = None
     if options.dlq is not None:
         from sinks.mongo_dlq import DlqWriter, MongoDlqSink
 
         target = options.dlq
-        dlq_conn = compiled.connections.dlq if compiled is not None else None
+        dlq_conn = compiled.connections.dlq
         if dlq_conn is None or dlq_conn.name != target.connection_name:
-            dlq_conn = registry.get_mongodb(target.connection_name, "options.dlq.connectionName")
+            raise TranslateError(
+                "options.dlq.connectionName",
+                f"connection '{target.connection_name}' was not resolved when the pipeline was compiled",
+            )
         dlq_sink = MongoDlqSink(target, dlq_conn, options.name)
         dlq_factory = lambda: DlqWriter(target, dlq_conn, options.name)  # noqa: E731
     else:
         import sys
 
-        dlq_sink = ConsoleSink(dlq=True, stream=sys.stderr if pipeline.sink is not None else None)
-    sink = pipeline.sink
+        dlq_sink = ConsoleSink(dlq=True, stream=sys.stderr if compiled.sink is not None else None)
+    sink = compiled.sink
     if sink is None:
         return ConsoleSink(), dlq_sink
-    settings = compiled.sink_settings if compiled is not None else None
-    if settings is None:  # not checked at compile time (check_sink_connection=False)
-        settings = SINK_SETTINGS[type(sink)](sink, _sink_connection(sink, registry), options)
-    return SINK_BUILDERS[type(sink)](settings, options, dlq_factory), dlq_sink
+    if compiled.sink_settings is None:  # compiled with check_sink_connection=False
+        raise TranslateError(sink.path, "the sink's connection was not resolved when the pipeline was compiled")
+    return SINK_BUILDERS[type(sink)](compiled.sink_settings, options, dlq_factory), dlq_sink
 
 
 # ---- the dataflow -----------------------------------------------------------------------------
 
 
 def build_flow(
-    pipeline: ir.Pipeline,
+    compiled: CompiledPipeline,
     options: ProcessorOptions | None = None,
-    registry: ConnectionRegistry | None = None,
     *,
     source: Source[Any] | None = None,
     output_sink: Sink[Any] | None = None,
@@ -304,29 +301,25 @@ def build_flow(
     observer: Observer | None = None,
 ) -> Dataflow:
     """Wire the compiled pipeline: source -> ingest (per partition) [-> close (per group
-    bucket)] -> sinks. The plan compiled by :func:`compile_pipeline` is used as is (a bare
-    IR pipeline is compiled here; ``registry`` is only for that and for a sink that was not
-    resolved at compile time).
+    bucket)] -> sinks. The plan compiled by :func:`compile_pipeline` is used as is (with
+    other ``options`` than it was compiled with, but the DLQ target, it is compiled again).
 
     Both sinks receive *batches* (lists of documents). ``taps`` are extra (output, DLQ)
     sinks fed the same batches (the service's ``sample()`` and stats side channel);
     ``observer(raw_batch, watermark_ms)`` sees every ingested batch (for stats).
     """
-    registry = registry or ConnectionRegistry()
-    if isinstance(pipeline, CompiledPipeline):
-        compiled = pipeline
-    else:
-        compiled = compile_ir(pipeline, registry, options or ProcessorOptions(), check_sink_connection=False)
+    if not isinstance(compiled, CompiledPipeline):
+        raise TypeError("build_flow wires what compile_pipeline returns, not a bare IR pipeline")
     options = options or compiled.options
-    plan = compiled.plan
+    plan, closers = compiled.plan, compiled.closers
     if plan is None or replace(options, dlq=None) != replace(compiled.options, dlq=None):
         # Other tuning than what was compiled (the DLQ target does not enter the plan).
-        plan = _compile_plan(compiled, options, compiled.connections)
+        plan, closers = _compile_plan(compiled, options, compiled.connections)
     plan = copy.copy(plan)  # the observer is this flow's
     plan.observer = observer
-    source = source or make_source(compiled, registry, options)
+    source = source or make_source(compiled, options)
     if output_sink is None or dlq_sink is None:
-        default_out, default_dlq = make_sinks(compiled, registry, options)
+        default_out, default_dlq = make_sinks(compiled, options)
         output_sink = output_sink or default_out
         dlq_sink = dlq_sink or default_dlq
 
@@ -351,7 +344,48 @@ def build_flow(
     if taps is not None:
         op.output("tap_out", out, taps[0])
         op.output("tap_dlq", dlq, taps[1])
+    if closers:
+        op.output("close_stages", dlq, CloseAtEnd(closers))
     return flow
+
+
+class CloseAtEnd(DynamicSink[Any]):
+    """Calls the I/O stages' close hooks (``$lookup`` clients) when the dataflow ends.
+
+    Bytewax closes a sink's partitions once everything upstream of it is done (a
+    window's close step and the stages after it included), on finite input; a processor
+    that is stopped ends its process instead. With several workers in this process, the
+    last partition to close calls the hooks. It writes nothing.
+    """
+
+    def __init__(self, closers: tuple[Callable[[], None], ...]) -> None:
+        self.closers = closers
+        self._open = 0
+        self._lock = threading.Lock()
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CloseAtEndPartition:
+        with self._lock:
+            self._open += 1
+        return _CloseAtEndPartition(self)
+
+    def release(self) -> None:
+        with self._lock:
+            self._open -= 1
+            last = self._open == 0
+        if last:
+            for close in self.closers:
+                close()
+
+
+class _CloseAtEndPartition(StatelessSinkPartition[Any]):
+    def __init__(self, sink: CloseAtEnd) -> None:
+        self.sink = sink
+
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.sink.release()
 
 
 def _payload(tag: int) -> Any:

@@ -9,6 +9,7 @@ registry, and build no client until the dataflow starts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,8 @@ class CompiledPipeline(ir.Pipeline):
 
     ``source_settings``/``sink_settings`` are the adapters' typed settings (for example
     :class:`sources.kafka.KafkaSourceSettings`), None for a ``documents`` source, for no
-    sink, or when the sink was not checked.
+    sink, or when the sink was not checked. ``closers`` are the plan's I/O stages' close
+    hooks (``$lookup`` clients), called by the flow when it ends.
     """
 
     options: ProcessorOptions = field(default_factory=ProcessorOptions)
@@ -74,3 +76,4 @@ class CompiledPipeline(ir.Pipeline):
     source_settings: Any = None
     sink_settings: Any = None
     plan: Plan | None = field(default=None, compare=False, repr=False)
+    closers: tuple[Callable[[], None], ...] = field(default=(), compare=False, repr=False)

@@ -3,7 +3,8 @@
 They live here so the translator imports no adapter module: sources emit
 ``(partition_key, batch)`` items of :data:`RawBatch` (``IdleBatch`` for an idle
 partition), stages pass :data:`Rec` lists, window state is spread over buckets by
-:func:`bucket_of`, ``$merge`` and ``$lookup`` check names alike, and every producer of dead letters builds them with
+:func:`bucket_of`, ``$merge`` and ``$lookup`` check names alike and retry the same server errors
+(:func:`is_transient`), and every producer of dead letters builds them with
 :func:`dlq_document` (https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/).
 ``sources.base`` and ``sinks.dlq`` re-export their part for the adapters.
 """
@@ -17,6 +18,7 @@ import zlib
 from typing import Any
 
 from bson import ObjectId
+from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure
 
 # ---- what sources emit (docs/semantics.md#sources) -------------------------------------------
 
@@ -84,6 +86,23 @@ def coll_name_problem(name: str) -> str | None:
     if name.startswith("system."):
         return "names a system collection"
     return None
+
+
+# ---- MongoDB errors worth retrying ($merge, the DLQ, $lookup) ---------------------------------
+
+# Server codes that mean "try again": network, shutdown, stepdown, not primary, timeouts.
+TRANSIENT_CODES = frozenset(
+    {6, 7, 50, 64, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network errors, ``AutoReconnect``/``NotPrimaryError``, timeouts and server-restart codes."""
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, NotPrimaryError...
+        return True
+    if isinstance(exc, OperationFailure) and not isinstance(exc, BulkWriteError):
+        return exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+    return False
 
 
 # ---- dead letters (docs/semantics.md#dlq) ----------------------------------------------------

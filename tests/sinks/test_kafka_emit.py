@@ -28,8 +28,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from kafka_flows import CONN, consume_all, new_topic, registry
 
-from sinks.kafka import KafkaEmitSink
-from translator import ir
+from sinks.kafka import EmitSettings, KafkaEmitSink
 from translator.compile import build_flow, compile_pipeline
 from translator.errors import TranslateError
 from translator.options import ProcessorOptions
@@ -49,18 +48,19 @@ class ListDlq:
         self.docs.extend(docs)
 
 
-def emit_stage(topic: Any, **config: Any) -> ir.EmitStage:
+def emit_settings(bootstrap: str, topic: Any, **config: Any) -> EmitSettings:
+    """The typed settings ``compile_pipeline`` makes of an ``$emit`` stage (its errors raised there)."""
     spec: dict[str, Any] = {"connectionName": CONN, "topic": topic}
     if config:
         spec["config"] = config
-    p = compile_pipeline([{"$source": {"documents": []}}, {"$emit": spec}], check_sink_connection=False)
-    assert isinstance(p.sink, ir.EmitStage)
-    return p.sink
+    p = compile_pipeline([{"$source": {"documents": []}}, {"$emit": spec}], registry(bootstrap))
+    assert isinstance(p.sink_settings, EmitSettings)
+    return p.sink_settings
 
 
 def write(bootstrap: str, docs: list[dict[str, Any]], topic: Any, dlq: ListDlq | None = None,
           sink_kw: dict[str, Any] | None = None, **config: Any) -> None:
-    sink = KafkaEmitSink(emit_stage(topic, **config), registry(bootstrap), "emittest", (lambda: dlq) if dlq else None,
+    sink = KafkaEmitSink(emit_settings(bootstrap, topic, **config), "emittest", (lambda: dlq) if dlq else None,
                          **(sink_kw or {}))
     part = sink.build("out", 0, 1)
     part.write_batch([docs])
@@ -322,12 +322,9 @@ def test_emit_through_the_dataflow(kafka_bootstrap: str) -> None:
         {"$emit": {"connectionName": CONN, "topic": topic,
                    "config": {"key": {"g": "$g", "start": "$start"}, "keyFormat": "json", "outputFormat": "basicJson"}}},
     ]
-    options = ProcessorOptions(name="emitflow")
-    reg = registry(kafka_bootstrap)
-    p = compile_pipeline(pipeline, reg, options)
-    assert isinstance(p.sink, ir.EmitStage)
+    p = compile_pipeline(pipeline, registry(kafka_bootstrap), ProcessorOptions(name="emitflow"))
     dlq: list[list[dict[str, Any]]] = []
-    run_main(build_flow(p, options, reg, output_sink=KafkaEmitSink(p.sink, reg, options.name, None), dlq_sink=TestingSink(dlq)))
+    run_main(build_flow(p, dlq_sink=TestingSink(dlq)))  # the $emit sink build_flow makes
     got = values(kafka_bootstrap, topic, 4)
     w0, w1 = 1704067200000, 1704067205000
     assert sorted((v["start"], v["g"], v["total"]) for v in got) == [(w0, 0, 6), (w0, 1, 4), (w1, 0, 14), (w1, 1, 21)]
@@ -335,7 +332,6 @@ def test_emit_through_the_dataflow(kafka_bootstrap: str) -> None:
 
 
 def test_emit_config_errors(kafka_bootstrap: str) -> None:
-    reg = registry(kafka_bootstrap)
     cases: list[tuple[dict[str, Any], str | None]] = [
         ({"colour": 1}, "pipeline[1].$emit.config.colour: unknown $emit option 'colour'; allowed: acks, compression_type, dateFormat, headers, key, keyFormat, outputFormat, tombstoneWhen"),
         ({"outputFormat": "xml"}, "pipeline[1].$emit.config.outputFormat: must be relaxedJson, canonicalJson or basicJson; got 'xml'"),
@@ -347,7 +343,7 @@ def test_emit_config_errors(kafka_bootstrap: str) -> None:
     ]
     for config, message in cases:
         with pytest.raises(TranslateError) as exc:
-            KafkaEmitSink(emit_stage("t", **config), reg, "x")
+            emit_settings(kafka_bootstrap, "t", **config)
         if message is not None:
             assert str(exc.value) == message
         else:

@@ -16,32 +16,51 @@ from bytewax.testing import TestingSource, run_main
 from pymongo import MongoClient
 
 from sinks.mongo import MergeSink, MergeUnreachableError
-from sinks.mongo_dlq import dlq_writer_factory
 from tests.service.svc_helpers import PrivateFerretDB, private_ferretdb
+from translator.compile import compile_pipeline, make_sinks
 from translator.connections import Connection, ConnectionRegistry
 from translator.errors import TranslateError
-from translator.ir import DlqTarget, MergeStage
+from translator.ir import DlqTarget
+from translator.options import ProcessorOptions
 
 pytestmark = pytest.mark.mongodb
 
 REPO = Path(__file__).resolve().parents[2]
-PATH = "pipeline[3].$merge"
 Doc = dict[str, Any]
+# Two stages before the $merge: its path is pipeline[3], as in the messages below.
+BEFORE: list[Doc] = [{"$source": {"documents": []}}, {"$match": {}}, {"$match": {}}]
 
 
 def registry(uri: str) -> ConnectionRegistry:
     return ConnectionRegistry({"out": Connection(name="out", type="mongodb", uri=uri)})
 
 
-def stage(db: Any, coll: Any = "c", **kw: Any) -> MergeStage:
-    return MergeStage(path=PATH, connection_name="out", db=db, coll=coll, **kw)
+def stage(db: Any, coll: Any = "c", *, conn: str = "out", on: tuple[str, ...] | None = None,
+          when_matched: Any = None, when_not_matched: str | None = None) -> Doc:
+    """A ``$merge`` stage document."""
+    spec: Doc = {"into": {"connectionName": conn, "db": db, "coll": coll}}
+    if on is not None:
+        spec["on"] = list(on)
+    if when_matched is not None:
+        spec["whenMatched"] = list(when_matched) if isinstance(when_matched, tuple) else when_matched
+    if when_not_matched is not None:
+        spec["whenNotMatched"] = when_not_matched
+    return {"$merge": spec}
 
 
-def make_sink(uri: str, st: MergeStage, db: Any, **kw: Any) -> MergeSink:
-    reg = registry(uri)
-    dlq = dlq_writer_factory(DlqTarget("out", db.name, "dlq"), reg)
-    kw.setdefault("flush_interval_s", 0.05)
-    return MergeSink(st, reg, "proc1", dlq, **kw)
+def merge_sink(reg: ConnectionRegistry, st: Doc, *, dlq_db: str | None = None, batch_size: int = 1000,
+               flush_interval_s: float = 0.05) -> MergeSink:
+    """The sink the product builds: ``compile_pipeline`` checks the stage and types its
+    settings, ``make_sinks`` builds the sink (and its DLQ writer) from them."""
+    options = ProcessorOptions(name="proc1", dlq=DlqTarget("out", dlq_db, "dlq") if dlq_db else None,
+                               sink_batch_size=batch_size, sink_flush_interval_s=flush_interval_s)
+    sink, _ = make_sinks(compile_pipeline([*BEFORE, st], reg, options))
+    assert isinstance(sink, MergeSink)
+    return sink
+
+
+def make_sink(uri: str, st: Doc, db: Any, **kw: Any) -> MergeSink:
+    return merge_sink(registry(uri), st, dlq_db=db.name, **kw)
 
 
 def run(sink: MergeSink, batches: list[list[Doc]]) -> MergeSink:
@@ -210,13 +229,13 @@ def test_whenmatched_pipeline_failure_goes_to_the_dlq(mongodb_uri: str, mongo_db
 def test_whenmatched_pipeline_unsupported_stage_is_a_create_time_error(mongodb_uri: str) -> None:
     st = stage("db", when_matched=({"$set": {"a": 1}}, {"$group": {"_id": None}}))
     with pytest.raises(TranslateError) as ei:
-        MergeSink(st, registry(mongodb_uri), "p", None)
+        merge_sink(registry(mongodb_uri), st)
     assert str(ei.value) == (
         "pipeline[3].$merge.whenMatched[1].$group: stage '$group' is not supported in a $merge "
         "whenMatched pipeline; supported: $set, $addFields, $unset, $project, $replaceWith, $replaceRoot"
     )
     with pytest.raises(TranslateError) as ei:
-        MergeSink(stage("db", when_matched=({"$set": {"a": "$$old"}},)), registry(mongodb_uri), "p", None)
+        merge_sink(registry(mongodb_uri), stage("db", when_matched=({"$set": {"a": "$$old"}},)))
     assert str(ei.value).startswith("pipeline[3].$merge.whenMatched[0].$set.a: use of undefined variable '$$old'")
 
 
@@ -262,23 +281,23 @@ def test_dynamic_coll_non_string_goes_to_the_dlq(mongodb_uri: str, mongo_db: Any
 
 def test_constant_non_string_coll_is_a_create_time_error(mongodb_uri: str) -> None:
     with pytest.raises(TranslateError) as ei:
-        MergeSink(stage("db", coll={"$literal": 3}), registry(mongodb_uri), "p", None)
+        merge_sink(registry(mongodb_uri), stage("db", coll={"$literal": 3}))
     assert str(ei.value) == "pipeline[3].$merge.into.coll: expected a string or an expression, got int"
     with pytest.raises(TranslateError) as ei:
-        MergeSink(stage("a.b"), registry(mongodb_uri), "p", None)
+        merge_sink(registry(mongodb_uri), stage("a.b"))
     assert str(ei.value) == "pipeline[3].$merge.into.db: invalid database name 'a.b': it contains '.'"
 
 
 def test_unknown_or_wrong_kind_of_connection(mongodb_uri: str) -> None:
     reg = ConnectionRegistry({"k": Connection(name="k", type="kafka", bootstrap_servers="h:1")})
     with pytest.raises(TranslateError) as ei:
-        MergeSink(MergeStage(PATH, "k", "db", "c"), reg, "p", None)
+        merge_sink(reg, stage("db", conn="k"))
     assert str(ei.value) == (
         "pipeline[3].$merge.into.connectionName: connection 'k' is of type 'kafka'; "
         "a MongoDB connection (type 'atlas' or 'mongodb') is needed"
     )
     with pytest.raises(TranslateError) as ei:
-        MergeSink(MergeStage(PATH, "nope", "db", "c"), reg, "p", None)
+        merge_sink(reg, stage("db", conn="nope"))
     assert str(ei.value) == (
         "pipeline[3].$merge.into.connectionName: unknown connection 'nope'; known connections: k, sample_stream_solar"
     )
@@ -410,7 +429,7 @@ def test_unreachable_server_fails_fast_with_the_documented_message() -> None:
     port = _closed_port()
     uri = f"mongodb://alice:s3cret@127.0.0.1:{port}/?authSource=admin"
     reg = ConnectionRegistry({"MyOutputGoesHere": Connection(name="MyOutputGoesHere", type="mongodb", uri=uri)})
-    sink = MergeSink(MergeStage(PATH, "MyOutputGoesHere", "db", "c"), reg, "p", None)
+    sink = merge_sink(reg, stage("db", conn="MyOutputGoesHere"))
     sink.server_timeout_ms = 1000
     expected = (
         f"pipeline[3].$merge: cannot reach MongoDB for $merge connection 'MyOutputGoesHere' at "
@@ -484,8 +503,7 @@ def _outage_mid_stream(ferretdb: PrivateFerretDB) -> None:
         replays = windows[10:15]  # an at-least-once source replays some windows
         batches = windows[:30] + replays + windows[30:]
         reg = ConnectionRegistry({"out": Connection(name="out", type="mongodb", uri=uri)})
-        st = MergeStage(PATH, "out", "outage_test", "w", on=("group", "start"), when_matched="replace")
-        sink = MergeSink(st, reg, "p", None, batch_size=10, flush_interval_s=0.05)
+        sink = merge_sink(reg, stage("outage_test", "w", on=("group", "start"), when_matched="replace"), batch_size=10)
         sink.backoff_max_s = 0.5
         flow = Dataflow("outage")
         op.output("out", op.input("in", flow, PacedSource(batches, 0.05)), sink)

@@ -15,15 +15,24 @@ from bytewax.testing import TestingSource, run_main
 from sinks.dlq import LATE_REASON, dlq_document
 from sinks.mongo_dlq import STATS, DlqWriter, MongoDlqSink, dlq_writer_factory
 from sinks.mongo_io import SinkStalledError
+from translator.compile import compile_pipeline
 from translator.connections import Connection, ConnectionRegistry
 from translator.errors import TranslateError
 from translator.ir import DlqTarget
+from translator.options import ProcessorOptions
 
 Doc = dict[str, Any]
 
 
 def registry(uri: str) -> ConnectionRegistry:
     return ConnectionRegistry({"dlqConn": Connection(name="dlqConn", type="atlas", uri=uri)})
+
+
+def dlq_conn(reg: ConnectionRegistry, target: DlqTarget) -> Connection:
+    """The DLQ's connection as the product resolves it: ``compile_pipeline``, from ``options.dlq``."""
+    p = compile_pipeline([{"$source": {"documents": []}}], reg, ProcessorOptions(name="p", dlq=target))
+    assert p.connections.dlq is not None
+    return p.connections.dlq
 
 
 @pytest.mark.mongodb
@@ -35,7 +44,8 @@ def test_dlq_sink_writes_shaped_documents_and_counts_them(mongodb_uri: str, mong
         [dlq_document(LATE_REASON, d, "proc", missedWindowStartTimes=[dt.datetime(2024, 1, 1)]) for d in bad[3:]],
     ]
     before = STATS.written
-    sink = MongoDlqSink(DlqTarget("dlqConn", mongo_db.name, "theBadOnes"), registry(mongodb_uri), "proc")
+    target = DlqTarget("dlqConn", mongo_db.name, "theBadOnes")
+    sink = MongoDlqSink(target, dlq_conn(registry(mongodb_uri), target), "proc")
     flow = Dataflow("dlq")
     op.output("dlq", op.input("in", flow, TestingSource(items)), sink)
     run_main(flow)
@@ -52,7 +62,8 @@ def test_dlq_sink_writes_shaped_documents_and_counts_them(mongodb_uri: str, mong
 
 @pytest.mark.mongodb
 def test_writer_batches_and_a_replayed_batch_counts_as_written(mongodb_uri: str, mongo_db: Any) -> None:
-    make = dlq_writer_factory(DlqTarget("dlqConn", mongo_db.name, "dlq"), registry(mongodb_uri))
+    target = DlqTarget("dlqConn", mongo_db.name, "dlq")
+    make = dlq_writer_factory(target, dlq_conn(registry(mongodb_uri), target))
     w = make()
     w.batch_size = 7
     docs = [dlq_document("r", {"i": i}, "p") for i in range(20)]
@@ -121,10 +132,10 @@ def test_processors_share_a_dlq_collection_and_replays_overwrite(mongodb_uri: st
     def kafka_doc(off: int) -> Doc:
         return {"x": off, "_stream_meta": {"source": {"type": "kafka", "topic": "t1", "partition": 0, "offset": off}}}
 
-    reg = registry(mongodb_uri)
     target = DlqTarget("dlqConn", mongo_db.name, "shared")
+    conn = dlq_conn(registry(mongodb_uri), target)
     for name in ("procA", "procB", "procA"):  # procA twice: a replay after a crash
-        w = DlqWriter(target, reg, name)
+        w = DlqWriter(target, conn, name)
         w.write([dlq_document("bad", kafka_doc(off), name) for off in range(60)])  # > one FerretDB bulk
         w.close()
         assert (w.written, w.lost) == (60, 0)
@@ -137,11 +148,11 @@ def test_processors_share_a_dlq_collection_and_replays_overwrite(mongodb_uri: st
 def test_dlq_needs_a_mongodb_connection() -> None:
     reg = ConnectionRegistry({"k": Connection(name="k", type="kafka", bootstrap_servers="h:1")})
     with pytest.raises(TranslateError) as ei:
-        MongoDlqSink(DlqTarget("k", "db", "c"), reg, "p")
+        dlq_conn(reg, DlqTarget("k", "db", "c"))
     assert str(ei.value) == (
         "options.dlq.connectionName: connection 'k' is of type 'kafka'; "
         "a MongoDB connection (type 'atlas' or 'mongodb') is needed"
     )
     with pytest.raises(TranslateError) as ei:
-        MongoDlqSink(DlqTarget("nope", "db", "c"), reg, "p")
+        dlq_conn(reg, DlqTarget("nope", "db", "c"))
     assert str(ei.value) == "options.dlq.connectionName: unknown connection 'nope'; known connections: k, sample_stream_solar"

@@ -26,8 +26,8 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 from kafka_flows import CONN, Until, new_topic, produce, registry
 
 from sources.base import IdleBatch
-from sources.kafka import SOURCE_DLQ_KEY, KafkaSource, build_kafka_source
-from translator.compile import build_flow, compile_pipeline
+from sources.kafka import SOURCE_DLQ_KEY, KafkaSource
+from translator.compile import build_flow, compile_pipeline, make_source
 from translator.errors import TranslateError
 from translator.options import ProcessorOptions
 
@@ -40,9 +40,9 @@ T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
 def source_for(bootstrap: str, topic: str, batch_size: int = 1024, **stage: Any) -> KafkaSource:
     spec = {"connectionName": CONN, "topic": topic, **stage}
     options = ProcessorOptions(name="srctest", batch_size=batch_size)
-    reg = registry(bootstrap)
-    p = compile_pipeline([{"$source": spec}], reg, options)
-    return build_kafka_source(p, reg.get(CONN, "t"), options)
+    src = make_source(compile_pipeline([{"$source": spec}], registry(bootstrap), options))
+    assert isinstance(src, KafkaSource)
+    return src
 
 
 def poll(part: Any, n: int, timeout_s: float = 20.0) -> list[tuple[str, list[Any]]]:
@@ -293,11 +293,10 @@ def _window_pipeline(topic: str, idle: dict[str, Any] | None) -> list[dict[str, 
 def _run_window(bootstrap: str, topic: str, idle: dict[str, Any] | None, during: Any = None,
                  timeout_s: float = 20.0) -> tuple[list[dict[str, Any]], Until]:
     options = ProcessorOptions(name="wmtest")
-    reg = registry(bootstrap)
-    p = compile_pipeline(_window_pipeline(topic, idle), reg, options)
+    p = compile_pipeline(_window_pipeline(topic, idle), registry(bootstrap), options)
     out: list[list[dict[str, Any]]] = []
-    src = Until(build_kafka_source(p, reg.get(CONN, "t"), options), lambda: bool(out), timeout_s)
-    flow = build_flow(p, options, reg, source=src, output_sink=TestingSink(out), dlq_sink=TestingSink([]))
+    src = Until(make_source(p), lambda: bool(out), timeout_s)
+    flow = build_flow(p, source=src, output_sink=TestingSink(out), dlq_sink=TestingSink([]))
     if during is not None:
         threading.Thread(target=during, args=(out,), daemon=True).start()
     run_main(flow)
@@ -360,12 +359,12 @@ def test_unparsable_messages_reach_the_dlq_through_the_flow(kafka_bootstrap: str
         {"partition": 1, "value": {"ok": 1}, "timestamp": TS},
     ])
     options = ProcessorOptions(name="dlqflow")
-    reg = registry(kafka_bootstrap)
-    p = compile_pipeline([{"$source": {"connectionName": CONN, "topic": topic, "config": {"auto_offset_reset": "earliest"}}}], reg, options)
+    p = compile_pipeline([{"$source": {"connectionName": CONN, "topic": topic, "config": {"auto_offset_reset": "earliest"}}}],
+                         registry(kafka_bootstrap), options)
     out: list[list[dict[str, Any]]] = []
     dlq: list[list[dict[str, Any]]] = []
-    src = Until(build_kafka_source(p, reg.get(CONN, "t"), options), lambda: bool(out) and bool(dlq), 20)
-    run_main(build_flow(p, options, reg, source=src, output_sink=TestingSink(out), dlq_sink=TestingSink(dlq)))
+    src = Until(make_source(p), lambda: bool(out) and bool(dlq), 20)
+    run_main(build_flow(p, source=src, output_sink=TestingSink(out), dlq_sink=TestingSink(dlq)))
     ts = datetime.fromtimestamp(TS / 1000, UTC)
     [good] = [d for b in out for d in b]
     assert good["ok"] == 1 and good["_ts"] == ts
@@ -434,10 +433,9 @@ def test_fast_paths_false_gives_the_same_documents_and_stream_meta(kafka_bootstr
 
     def read(fast: bool) -> tuple[str, dict[str, int]]:
         options = ProcessorOptions(name="fastpaths", fast_paths=fast)
-        reg = registry(kafka_bootstrap)
         p = compile_pipeline([{"$source": {"connectionName": CONN, "topic": topic,
-                                           "config": {"auto_offset_reset": "earliest"}}}], reg, options)
-        src = build_kafka_source(p, reg.get(CONN, "t"), options)
+                                           "config": {"auto_offset_reset": "earliest"}}}], registry(kafka_bootstrap), options)
+        src = make_source(p)
         before = dict(kafka_mod.DECODE_COUNTS)
         out = []
         for n in (0, 1):

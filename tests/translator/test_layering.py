@@ -4,6 +4,7 @@ connection and parses every adapter setting once, builds no source or sink, and
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from translator.connections import Connection, ConnectionRegistry
 from translator.errors import TranslateError
 from translator.ir import DlqTarget
 from translator.options import ProcessorOptions
+from translator.parse import parse_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,6 +145,25 @@ def test_compile_pipeline_builds_no_source_or_sink(built: list[str]) -> None:
     assert built == ["KafkaSource", "MongoDlqSink", "KafkaEmitSink", "ChangeStreamSource", "MongoDlqSink", "MergeSink", "SolarSource"]
 
 
+def test_only_a_compiled_pipeline_is_wired() -> None:
+    """One path from a pipeline to a flow: ``compile_pipeline`` resolves and checks, then
+    ``build_flow`` / ``make_sinks`` wire what it resolved (no registry, no bare IR)."""
+    with pytest.raises(TypeError) as e:
+        build_flow(parse_pipeline(PIPELINE))
+    assert str(e.value) == "build_flow wires what compile_pipeline returns, not a bare IR pipeline"
+    # run_pipeline's compilation leaves the sink unresolved; it replaces both sinks.
+    unchecked = compile_pipeline([*PIPELINE, {"$merge": {"into": {"connectionName": "m", "db": "d", "coll": "c"}}}],
+                                 check_sink_connection=False)
+    with pytest.raises(TranslateError) as te:
+        make_sinks(unchecked)
+    assert str(te.value) == "pipeline[3].$merge: the sink's connection was not resolved when the pipeline was compiled"
+    # A DLQ target other than the compiled one has no resolved connection.
+    p = compile_pipeline(PIPELINE, reg(), ProcessorOptions(name="p"))
+    with pytest.raises(TranslateError) as te:
+        make_sinks(p, ProcessorOptions(name="p", dlq=DlqTarget("m", "db", "dlq")))
+    assert str(te.value) == "options.dlq.connectionName: connection 'm' was not resolved when the pipeline was compiled"
+
+
 def test_io_stage_connections_are_resolved_once_and_carried() -> None:
     p = compile_pipeline(
         [{"$source": {"documents": []}},
@@ -207,3 +228,32 @@ def test_the_translator_imports_no_adapter_module() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
     # None at import time; a run loads only the adapter it builds (its documents source).
     assert r.stdout.splitlines() == ["[]", "['sources', 'sources.base', 'sources.documents']"]
+
+
+ADAPTER_PACKAGES = ("sinks", "sources", "flows", "service")
+
+
+def _adapter_imports(path: Path) -> list[str]:
+    """Every import of an adapter package in ``path``, at any depth (a function's too)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        found += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[0] in ADAPTER_PACKAGES]
+    return found
+
+
+def test_only_the_builder_tables_import_adapters_even_at_run_time() -> None:
+    """The subprocess check above sees the imports a run makes; an import inside a
+    function the run did not reach (``$lookup`` retrying a server error) hides from it.
+    Only ``translator/compile.py`` builds adapters, so only it names them."""
+    offending = [
+        hit
+        for path in sorted((REPO / "translator").rglob("*.py"))
+        if path != REPO / "translator" / "compile.py"
+        for hit in _adapter_imports(path)
+    ]
+    assert offending == []
+    # The scan sees function-level imports (compile.py's lazy builders are some).
+    assert "translator/compile.py:" in " ".join(_adapter_imports(REPO / "translator" / "compile.py"))

@@ -28,13 +28,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import bson
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from translator import metrics, partition
+from translator.contracts import is_transient
 from translator.enrich.spec import LookupStage
 from translator.errors import TranslateError
 from translator.mql.expr import EMPTY_VARS, Ctx, Vars, compile_expr, get_path
@@ -51,6 +52,7 @@ from translator.stages import (
 )
 
 log = logging.getLogger("mqlflow.lookup")
+T = TypeVar("T")
 
 SERVER_TIMEOUT_MS = 5000  # server selection and connect
 QUERY_TIMEOUT_MS = 30_000  # socket read and the server's maxTimeMS
@@ -75,35 +77,68 @@ def default_cache_bytes() -> int:
 # ---- the server ----------------------------------------------------------------------------
 
 
+class _Lazy(Generic[T]):
+    """A resource made at its first use and released by :meth:`close` when the flow ends
+    (:meth:`LookupOp.close`); made again if a later run of the same compiled pipeline
+    uses it."""
+
+    def __init__(self, make: Callable[[], T], release: Callable[[T], None]) -> None:
+        self._make, self._release = make, release
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._make()
+            return self._value
+
+    def close(self) -> None:
+        with self._lock:
+            value, self._value = self._value, None
+        if value is not None:
+            self._release(value)
+
+
+def _client(uri: str) -> _Lazy[MongoClient[dict[str, Any]]]:
+    """The client of one ``$lookup`` and the ``$lookup`` stages nested in its pipeline."""
+
+    def make() -> MongoClient[dict[str, Any]]:
+        return MongoClient(
+            uri,
+            serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
+            connectTimeoutMS=SERVER_TIMEOUT_MS,
+            socketTimeoutMS=QUERY_TIMEOUT_MS,
+            appname="mqlflow:lookup",
+        )
+
+    return _Lazy(make, MongoClient.close)
+
+
 class LookupServer:
     """One lazily connected client per (connection, db, coll); transient errors are
     retried with capped backoff forever (a batch is never dropped), others fail the
     processor. ``queries`` counts the find commands sent (for the cache's tests/stats)."""
 
-    def __init__(self, uri: str, db: str, coll: str, what: str) -> None:
+    def __init__(
+        self, uri: str, db: str, coll: str, what: str, client: _Lazy[MongoClient[dict[str, Any]]] | None = None
+    ) -> None:
         self.uri, self.db, self.coll, self.what = uri, db, coll, what
-        self._client: MongoClient[dict[str, Any]] | None = None
-        self._lock = threading.Lock()
+        self.client = client or _client(uri)
 
     def collection(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = MongoClient(
-                    self.uri,
-                    serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
-                    connectTimeoutMS=SERVER_TIMEOUT_MS,
-                    socketTimeoutMS=QUERY_TIMEOUT_MS,
-                    appname="mqlflow:lookup",
-                )
-            return self._client[self.db][self.coll]
+        return self.client.get()[self.db][self.coll]
 
     def sibling(self, coll: str) -> LookupServer:
-        """The same connection and database, another collection (nested ``$lookup``)."""
-        return LookupServer(self.uri, self.db, coll, self.what)
+        """The same connection and database, another collection (nested ``$lookup``): the
+        same client."""
+        return LookupServer(self.uri, self.db, coll, self.what, self.client)
+
+    def close(self) -> None:
+        """Close the client (the nested stages' too); a later query opens a new one."""
+        self.client.close()
 
     def find(self, query: dict[str, Any], limit: int = 0) -> list[dict[str, Any]]:
-        from sinks.mongo import is_transient
-
         delay, attempt = BACKOFF_INITIAL_S, 0
         while True:
             try:
@@ -156,11 +191,22 @@ class LookupServer:
 
 class Pool:
     """The threads of one ``$lookup`` with ``parallelism`` > 1: its queries of a batch
-    run at once on them (pymongo's client is thread-safe and pools its connections)."""
+    run at once on them (pymongo's client is thread-safe and pools its connections).
+    Started at the first batch, stopped when the flow ends (:meth:`LookupOp.close`)."""
 
     def __init__(self, size: int, what: str) -> None:
         self.size = size
-        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"mqlflow-lookup {what}")
+        self._threads = _Lazy(
+            lambda: ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"mqlflow-lookup {what}"),
+            ThreadPoolExecutor.shutdown,
+        )
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._threads.get()
+
+    def close(self) -> None:
+        self._threads.close()
 
 
 # ---- MongoDB's equality, on keys -------------------------------------------------------------
@@ -410,6 +456,12 @@ class LookupOp:
     def step(self) -> Step:
         return Step(BATCH, self.run, self.name, self.stage.path)
 
+    def close(self) -> None:
+        """When the flow ends: close the client (nested stages share it) and the threads."""
+        self.server.close()
+        if self.pool is not None:
+            self.pool.close()
+
     # -- the batch
     def run(self, recs: list[Rec], dlq: DlqFn, vars_: Vars) -> list[Rec]:
         if not recs:
@@ -576,7 +628,7 @@ def _check_names(stage: LookupStage, path: str) -> None:
             raise TranslateError(where, f"the {'database' if what == 'db' else 'collection'} name {name!r} {problem}")
 
 
-def compile_lookup(stage: LookupStage, conn: Any) -> Step:
+def compile_lookup(stage: LookupStage, conn: Any) -> LookupOp:
     """Create time: ``conn`` is the stage's MongoDB connection, resolved by the compiler
     (:mod:`translator.enrich.steps`), or None when no registry is bound."""
     if conn is None:
@@ -584,5 +636,5 @@ def compile_lookup(stage: LookupStage, conn: Any) -> Step:
     assert stage.db is not None
     _check_names(stage, f"{stage.path}.from")
     server = LookupServer(conn.uri or "", stage.db, stage.coll, f"{stage.path} ({conn.name})")
-    return LookupOp(stage, server).step()
+    return LookupOp(stage, server)
 

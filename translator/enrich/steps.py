@@ -6,13 +6,13 @@
 :class:`translator.compiled.Resolver` around it with :func:`bound`: each I/O stage's
 connection is resolved once, at create time, recorded in the compiled pipeline, and
 handed to the stage compiler as a resolved ``Connection`` (the running flow gets a
-client for that connection). A bare registry may be bound too (tools, tests).
+client for that connection). A bare registry may be bound too (tests that compile steps alone).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,16 +28,20 @@ _bound = threading.local()
 
 
 @contextmanager
-def bound(resolver: Any) -> Iterator[None]:
+def bound(resolver: Any) -> Iterator[list[Callable[[], None]]]:
     """Make ``resolver`` (a :class:`~translator.compiled.Resolver`, the
     :class:`~translator.compiled.ResolvedConnections` of a compiled pipeline, or a
-    registry) the one enrichment stages compiled in this block get connections from."""
-    prev = getattr(_bound, "registry", None)
-    _bound.registry = resolver
+    registry) the one enrichment stages compiled in this block get connections from.
+
+    Yields the list the I/O stages compiled in the block add their close hooks to
+    (``build_flow`` calls them when the dataflow ends)."""
+    prev = getattr(_bound, "registry", None), getattr(_bound, "closers", None)
+    closers: list[Callable[[], None]] = []
+    _bound.registry, _bound.closers = resolver, closers
     try:
-        yield
+        yield closers
     finally:
-        _bound.registry = prev
+        _bound.registry, _bound.closers = prev
 
 
 def current_registry() -> Any:
@@ -60,6 +64,14 @@ def _lookup_connection(s: LookupStage) -> Connection | None:
     return _connection(s.connection_name, f"{s.path}.from.connectionName", s.path, mongodb=True)
 
 
+def _lookup_step(s: LookupStage) -> stages.Step:
+    op = compile_lookup(s, _lookup_connection(s))
+    closers = getattr(_bound, "closers", None)
+    if closers is not None:
+        closers.append(op.close)
+    return op.step()
+
+
 def _https_connection(s: HttpsStage) -> Connection | None:
     return _connection(s.connection_name, f"{s.path}.connectionName", s.path)
 
@@ -67,7 +79,7 @@ def _https_connection(s: HttpsStage) -> Connection | None:
 stages.STEP_COMPILERS.update(
     {
         SetStreamMetaStage: lambda s, v: compile_set_stream_meta(s, v),
-        LookupStage: lambda s, v: compile_lookup(s, _lookup_connection(s)),
+        LookupStage: lambda s, v: _lookup_step(s),
         ThrottleStage: lambda s, v: compile_throttle(s),
         HttpsStage: lambda s, v: compile_https(s, _https_connection(s)),
     }

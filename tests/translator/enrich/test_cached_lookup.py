@@ -58,7 +58,7 @@ def test_cached_key_skips_the_server_until_its_ttl(mongodb_uri: str, db: Any) ->
     finds = Finds(coll)
     monitoring.register(finds)  # the lookup's client is created after this
     pipeline = parse_pipeline([{"$source": {"documents": []}}, _stage(db.name, coll, ttl_s=2)])
-    with enrich_steps.bound(make_registry(mongodb_uri)):
+    with enrich_steps.bound(make_registry(mongodb_uri)) as closers:
         steps = compile_steps(pipeline.stages)
 
     def batch(*devs: str) -> list[Any]:
@@ -78,6 +78,8 @@ def test_cached_key_skips_the_server_until_its_ttl(mongodb_uri: str, db: Any) ->
     time.sleep(2.3)  # past the TTL
     out = run_chain(steps, [({"dev": "d1"}, 0)], lambda r, d: None)
     assert out[0][0]["d"] == [{"_id": "d1", "site": "changed"}]
+    for close in closers:  # what the flow does when it ends
+        close()
     assert len(finds.filters) == 3 and finds.filters[2] == {"_id": {"$in": ["d1"]}}
 
 
@@ -160,7 +162,7 @@ def test_cache_outside_a_partition_is_per_thread(mongodb_uri: str, db: Any) -> N
     finds = Finds(coll)
     monitoring.register(finds)
     pipeline = parse_pipeline([{"$source": {"documents": []}}, _stage(db.name, coll, ttl_s=600)])
-    with enrich_steps.bound(make_registry(mongodb_uri)):
+    with enrich_steps.bound(make_registry(mongodb_uri)) as closers:
         steps = compile_steps(pipeline.stages)
 
     def batch() -> None:
@@ -174,3 +176,5 @@ def test_cache_outside_a_partition_is_per_thread(mongodb_uri: str, db: Any) -> N
     t.start()
     t.join()
     assert len(finds.filters) == 2
+    for close in closers:
+        close()

@@ -3,13 +3,16 @@ create-time errors, one $in query per batch, DLQ for failing let expressions."""
 
 from __future__ import annotations
 
+import gc
 import threading
+import warnings
 from typing import Any
 
 import pytest
 from pymongo import MongoClient, monitoring
 
 from tests.translator.enrich.enrichhelpers import make_registry
+from translator.enrich.lookup import LookupServer
 from translator.errors import TranslateError
 from translator.testing import run_pipeline
 
@@ -314,3 +317,50 @@ def test_parallelism_splits_the_keys_over_concurrent_queries(mongodb_uri: str, d
     assert [sorted(d["j"]) for d in by_tag] == [sorted({f"d{i % 20:02}", f"d{(i + 10) % 20:02}"}) for i in range(40)]
     assert [d["_id"] for d in by_tag] == list(range(40))
     assert [sorted(d["j"]) for d in run(1, "tag", "tags")] == [sorted(d["j"]) for d in by_tag]
+
+
+def _unclosed_lookup_clients(seen: list[warnings.WarningMessage]) -> int:
+    """pymongo's ResourceWarning for a collected, unclosed client, with the stack that
+    opened it: those opened by the lookup module."""
+    return sum(
+        1 for w in seen
+        if issubclass(w.category, ResourceWarning) and "Unclosed MongoClient" in str(w.message)
+        and "translator/enrich/lookup.py" in str(w.message)
+    )
+
+
+def test_a_finished_flow_closes_its_lookup_clients_and_threads(mongodb_uri: str, db: Any) -> None:
+    db.devices.insert_many(DEVICES)
+    db.sites.insert_many([{"_id": "north"}, {"_id": "south"}])
+    frm = {"connectionName": "meta", "db": db.name, "coll": "devices"}
+    pipeline = [
+        _src({"_id": 1, "dev": "d1"}, {"_id": 2, "dev": "d2"}),
+        {"$lookup": {"from": frm, "localField": "dev", "foreignField": "_id", "as": "a", "parallelism": 2}},
+        {"$cachedLookup": {"from": frm, "localField": "dev", "foreignField": "_id", "as": "b",
+                           "ttl": {"size": 60, "unit": "second"}}},
+        {"$lookup": {"from": frm, "let": {"dv": "$dev"},
+                     "pipeline": [{"$match": {"$expr": {"$eq": ["$_id", "$$dv"]}}},
+                                  {"$lookup": {"from": "sites", "localField": "site", "foreignField": "_id", "as": "s"}}],
+                     "as": "c"}},
+        {"$project": {"a._id": 1, "b._id": 1, "c.s._id": 1}},
+    ]
+    gc.collect()  # clients other tests left behind warn now, not below
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        r = run_pipeline(pipeline, registry=make_registry(mongodb_uri))
+        assert r.output == [
+            {"_id": 1, "a": [{"_id": "d1"}], "b": [{"_id": "d1"}], "c": [{"s": [{"_id": "north"}]}]},
+            {"_id": 2, "a": [{"_id": "d2"}], "b": [{"_id": "d2"}], "c": [{"s": [{"_id": "south"}]}]},
+        ]
+        # The parallel $lookup's threads are stopped, not left to the interpreter's exit.
+        assert [t.name for t in threading.enumerate() if t.name.startswith("mqlflow-lookup")] == []
+        del r  # the result holds the compiled pipeline, and so the stages and their clients
+        gc.collect()
+        assert _unclosed_lookup_clients(seen) == 0
+
+        # The same check sees a lookup client that is not closed.
+        leak = LookupServer(mongodb_uri, db.name, "devices", "leak")
+        assert leak.find({"_id": "d1"}) == [DEVICES[0]]
+        del leak
+        gc.collect()
+        assert _unclosed_lookup_clients(seen) == 1
