@@ -36,7 +36,7 @@ def registry(uri: str) -> ConnectionRegistry:
 
 
 def stage(db: Any, coll: Any = "c", *, conn: str = "out", on: tuple[str, ...] | None = None,
-          when_matched: Any = None, when_not_matched: str | None = None) -> Doc:
+          when_matched: Any = None, when_not_matched: Any = None, let: Doc | None = None) -> Doc:
     """A ``$merge`` stage document."""
     spec: Doc = {"into": {"connectionName": conn, "db": db, "coll": coll}}
     if on is not None:
@@ -45,6 +45,8 @@ def stage(db: Any, coll: Any = "c", *, conn: str = "out", on: tuple[str, ...] | 
         spec["whenMatched"] = list(when_matched) if isinstance(when_matched, tuple) else when_matched
     if when_not_matched is not None:
         spec["whenNotMatched"] = when_not_matched
+    if let is not None:
+        spec["let"] = let
     return {"$merge": spec}
 
 
@@ -545,7 +547,7 @@ def test_whenmatched_pipeline_reads_let_variables(mongodb_uri: str, mongo_db: An
     st = stage(
         mongo_db.name,
         when_matched=({"$set": {"n": {"$add": ["$n", "$$inc"]}, "by": "$$who", "src": "$$new.src"}},),
-        let=(("inc", "$n"), ("who", {"$toUpper": "$src"}), ("new", "$$ROOT")),
+        let={"inc": "$n", "who": {"$toUpper": "$src"}, "new": "$$ROOT"},
     )
     run(make_sink(mongodb_uri, st, mongo_db), [[{"_id": 1, "n": 2, "src": "a"}, {"_id": 2, "n": 1, "src": "b"}]])
     assert contents(coll) == [{"_id": 1, "n": 3, "by": "A", "src": "a"}, {"_id": 2, "n": 6, "by": "B", "src": "b"}]
@@ -553,14 +555,14 @@ def test_whenmatched_pipeline_reads_let_variables(mongodb_uri: str, mongo_db: An
 
 def test_whenmatched_let_failure_goes_to_the_dlq(mongodb_uri: str, mongo_db: Any) -> None:
     mongo_db["c"].insert_many([{"_id": 1, "n": 1}, {"_id": 2, "n": 2}])
-    st = stage(mongo_db.name, when_matched=({"$set": {"n": "$$q"}},), let=(("q", {"$divide": [10, "$d"]}),))
+    st = stage(mongo_db.name, when_matched=({"$set": {"n": "$$q"}},), let={"q": {"$divide": [10, "$d"]}})
     run(make_sink(mongodb_uri, st, mongo_db), [[{"_id": 1, "d": 5}, {"_id": 2, "d": 0}]])
     assert contents(mongo_db["c"]) == [{"_id": 1, "n": 2.0}, {"_id": 2, "n": 2}]
     assert dlq_entries(mongo_db) == [("Failed to apply $merge whenMatched pipeline: $merge let variable 'q': $divide: can't $divide by zero", {"_id": 2, "d": 0})]
 
 
 def test_whenmatched_let_hides_new(mongodb_uri: str, mongo_db: Any) -> None:
-    st = stage(mongo_db.name, when_matched=({"$set": {"a": "$$new.a"}},), let=(("x", 1),))
+    st = stage(mongo_db.name, when_matched=({"$set": {"a": "$$new.a"}},), let={"x": 1})
     with pytest.raises(TranslateError) as ei:
         make_sink(mongodb_uri, st, mongo_db)
     assert str(ei.value).startswith("pipeline[3].$merge.whenMatched[0].$set.a: use of undefined variable '$$new'")
@@ -569,14 +571,12 @@ def test_whenmatched_let_hides_new(mongodb_uri: str, mongo_db: Any) -> None:
 def test_whenmatched_and_whennotmatched_as_expressions(mongodb_uri: str, mongo_db: Any) -> None:
     """ASP's $merge takes expressions for both modes, evaluated per document; a value
     outside the allowed names sends that document to the DLQ."""
-    from translator.ir import ModeExpr
-
     coll = mongo_db["c"]
     coll.insert_many([{"_id": 1, "a": 1, "b": 1}, {"_id": 2, "a": 2, "b": 2}, {"_id": 3, "a": 3}, {"_id": 4, "a": 4}])
     st = stage(
         mongo_db.name,
-        when_matched=ModeExpr("$how"),
-        when_not_matched=ModeExpr({"$cond": [{"$eq": ["$keep", True]}, "insert", "discard"]}),
+        when_matched="$how",
+        when_not_matched={"$cond": [{"$eq": ["$keep", True]}, "insert", "discard"]},
     )
     incoming = [
         {"_id": 1, "a": 10, "how": "replace"},
