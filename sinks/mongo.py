@@ -114,6 +114,7 @@ class _NameFn:
     const: str | None
     fn: Expr | None
     check: Callable[[str], str | None]
+    label: str = "$merge into."  # how DLQ reasons name the field
 
     def resolve(self, doc: Doc) -> tuple[str | None, str | None]:
         """``(name, None)`` or ``(None, dlq reason)``."""
@@ -123,27 +124,29 @@ class _NameFn:
         try:
             v = self.fn(doc, EMPTY_VARS)
         except ExprError as exc:
-            return None, f"Failed to evaluate $merge into.{self.what}: {exc}"
+            return None, f"Failed to evaluate {self.label}{self.what}: {exc}"
         if not isinstance(v, str):
             shown = "missing" if v is MISSING else type(v).__name__
-            return None, f"$merge into.{self.what} must evaluate to a string, but it evaluated to {shown}"
+            return None, f"{self.label}{self.what} must evaluate to a string, but it evaluated to {shown}"
         problem = self.check(v)
         if problem:
-            return None, f"$merge into.{self.what} evaluated to an invalid name {v!r}: it {problem}"
+            return None, f"{self.label}{self.what} evaluated to an invalid name {v!r}: it {problem}"
         return v, None
 
 
-def _compile_name(spec: Any, path: str, what: str, check: Callable[[str], str | None]) -> _NameFn:
+def _compile_name(
+    spec: Any, path: str, what: str, check: Callable[[str], str | None], label: str = "$merge into."
+) -> _NameFn:
     fn = compile_expr(spec, Ctx(path))
     c = const_value(fn)
     if c is MISSING:
-        return _NameFn(what, None, fn, check)
+        return _NameFn(what, None, fn, check, label)
     if not isinstance(c, str):
         raise TranslateError(path, f"expected a string or an expression, got {type(c).__name__}")
     problem = check(c)
     if problem:
         raise TranslateError(path, f"invalid {'database' if what == 'db' else 'collection'} name {c!r}: it {problem}")
-    return _NameFn(what, c, None, check)
+    return _NameFn(what, c, None, check, label)
 
 
 # ---- whenMatched pipelines, applied client-side ---------------------------------------------
@@ -545,8 +548,11 @@ class MergeSink(DynamicSink[list[Doc]]):
             self.dlq_dropped += dropped
             self.retries += retries
 
+    kind = "$merge"  # the stage, as log lines and errors name it
+    partition_cls: type[MergePartition]  # set below the class: MergePartition
+
     def describe_target(self) -> str:
-        return f"$merge connection '{self.conn.name}' ({mask_uri(self.conn.uri or '')})"
+        return f"{self.kind} connection '{self.conn.name}' ({mask_uri(self.conn.uri or '')})"
 
     def connect(self) -> MongoClient[Doc]:
         """A client that answered ``ping``; else :class:`MergeUnreachableError`."""
@@ -557,7 +563,7 @@ class MergeSink(DynamicSink[list[Doc]]):
         except PyMongoError as exc:
             client.close()
             raise MergeUnreachableError(
-                f"{self.stage.path}: cannot reach MongoDB for $merge connection '{self.conn.name}' "
+                f"{self.stage.path}: cannot reach MongoDB for {self.kind} connection '{self.conn.name}' "
                 f"at {mask_uri(self.conn.uri or '')} ({type(exc).__name__}); {START_HINT} "
                 f"or point the connection at a running server"
             ) from None
@@ -567,7 +573,7 @@ class MergeSink(DynamicSink[list[Doc]]):
         client = self.connect()
         profile = server_profile(client)
         writer = self.dlq_factory() if self.dlq_factory is not None else None
-        return MergePartition(self, client, writer, f"{step_id}#{worker_index}", profile)
+        return self.partition_cls(self, client, writer, f"{step_id}#{worker_index}", profile)
 
 
 class MergePartition(StatelessSinkPartition[list[Doc]]):
@@ -790,7 +796,7 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
                     raise RuntimeError(f"{sink.describe_target()}: {exc}") from None
                 else:  # the whole command was refused: every document gets the server's message
                     errmsg = str(exc.details.get("errmsg", exc)) if exc.details else str(exc)
-                    self._to_dlq([(planned.entries[i].original, f"$merge write error: {errmsg}") for i in batch])
+                    self._to_dlq([(planned.entries[i].original, f"{self.sink.kind} write error: {errmsg}") for i in batch])
                     pending = rest
                     continue
             except ConnectionFailure as exc:
@@ -835,9 +841,9 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
                     written += 1
                     continue
                 errmsg = (exc.details or {}).get("errmsg", str(exc))
-                dlq.append((planned.entries[i].original, f"$merge write error: {errmsg}"))
+                dlq.append((planned.entries[i].original, f"{self.sink.kind} write error: {errmsg}"))
             except (InvalidDocument, DocumentTooLarge, KeyError) as exc:
-                dlq.append((planned.entries[i].original, f"$merge write error: {type(exc).__name__}: {exc}"))
+                dlq.append((planned.entries[i].original, f"{self.sink.kind} write error: {type(exc).__name__}: {exc}"))
         self.sink._count(written=written)
         if dlq:
             self._to_dlq(dlq)
@@ -858,7 +864,7 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
             elif code == DUPLICATE_KEY and replayed and planned.specs[i][0] == "insert" and self._already_written(collection, planned, i):
                 self.sink._count(written=1)  # our own insert from an attempt that lost its reply
             else:
-                dlq.append((planned.entries[i].original, f"$merge write error: {err.get('errmsg', 'unknown error')}"))
+                dlq.append((planned.entries[i].original, f"{self.sink.kind} write error: {err.get('errmsg', 'unknown error')}"))
         if details.get("writeConcernErrors"):
             # Applied but not acknowledged as required: the operations are idempotent, redo them.
             retry = [i for i in pending if i not in failed or i in retry]
@@ -887,14 +893,14 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
             try:
                 size = len(bson.encode(doc))
             except (InvalidDocument, TypeError, OverflowError) as exc:
-                dlq.append((planned.entries[i].original, f"$merge write error: document cannot be encoded as BSON: {exc}"))
+                dlq.append((planned.entries[i].original, f"{self.sink.kind} write error: document cannot be encoded as BSON: {exc}"))
                 continue
             if size > limit:
-                dlq.append((planned.entries[i].original, f"$merge write error: document is {size} bytes, larger than the {limit} byte BSON limit"))
+                dlq.append((planned.entries[i].original, f"{self.sink.kind} write error: document is {size} bytes, larger than the {limit} byte BSON limit"))
                 continue
             keep.append(i)
         if not dlq:  # nothing identifiable: treat every pending document as rejected rather than loop
-            dlq = [(planned.entries[i].original, "$merge write error: batch could not be encoded") for i in pending]
+            dlq = [(planned.entries[i].original, f"{self.sink.kind} write error: batch could not be encoded") for i in pending]
             keep = []
         self._to_dlq(dlq)
         return keep
@@ -909,6 +915,8 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         self.dlq.write([dlq_document(why, doc, sink.processor_name) for doc, why in rejected])
         sink._count(dlq=len(rejected))
 
+
+MergeSink.partition_cls = MergePartition
 
 def _rounds(entries: list[_Entry]) -> list[list[_Entry]]:
     """Split so that no key repeats within a round (rounds run in order)."""

@@ -210,6 +210,8 @@ def make_source(compiled: CompiledPipeline, options: ProcessorOptions | None = N
 def _sink_connection(sink: ir.SinkStage, registry: ConnectionRegistry) -> Connection:
     if isinstance(sink, ir.MergeStage):
         return registry.get_mongodb(sink.connection_name, f"{sink.path}.into.connectionName")
+    if isinstance(sink, ir.EmitTimeSeriesStage):
+        return registry.get_mongodb(sink.connection_name, f"{sink.path}.connectionName")
     return registry.get(sink.connection_name, f"{sink.path}.connectionName")
 
 
@@ -223,6 +225,24 @@ def _emit_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> A
     from sinks.kafka import EmitSettings
 
     return EmitSettings.from_stage(stage, conn)
+
+
+def _timeseries_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> Any:
+    from sinks.timeseries import TimeSeriesSettings
+
+    return TimeSeriesSettings.from_stage(stage, conn)
+
+
+def _timeseries_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any) -> Sink[Any]:
+    from sinks.timeseries import TimeSeriesSink
+
+    return TimeSeriesSink(
+        settings,
+        processor_name=options.name,
+        dlq=dlq_factory,
+        batch_size=options.sink_batch_size,
+        flush_interval_s=options.sink_flush_interval_s,
+    )
 
 
 def _merge_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any) -> Sink[Any]:
@@ -247,10 +267,12 @@ def _emit_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any) -> Si
 SINK_SETTINGS: dict[type, Callable[[Any, Connection, ProcessorOptions], Any]] = {
     ir.MergeStage: _merge_settings,
     ir.EmitStage: _emit_settings,
+    ir.EmitTimeSeriesStage: _timeseries_settings,
 }
 SINK_BUILDERS: dict[type, Callable[[Any, ProcessorOptions, Any], Sink[Any]]] = {
     ir.MergeStage: _merge_sink,
     ir.EmitStage: _emit_sink,
+    ir.EmitTimeSeriesStage: _timeseries_sink,
 }
 
 

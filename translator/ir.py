@@ -163,6 +163,20 @@ class EmitStage:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EmitTimeSeriesStage:
+    """``$emit`` to a MongoDB time series collection (ASP's second ``$emit`` form,
+    https://www.mongodb.com/docs/atlas/atlas-stream-processing/sp-agg-emit/)."""
+
+    path: str
+    connection_name: str
+    db: Any  # str or expression spec
+    coll: Any  # str or expression spec
+    time_field: str
+    # The collection's ``timeseries`` options as given (timeField, metaField, granularity...).
+    options: tuple[tuple[str, Any], ...] = ()
+
+
 Stage = (
     ValidateStage
     | MatchStage
@@ -178,7 +192,7 @@ Stage = (
     | CountStage
     | WindowStage
 )
-SinkStage = MergeStage | EmitStage
+SinkStage = MergeStage | EmitStage | EmitTimeSeriesStage
 
 
 @dataclass(frozen=True)

@@ -416,11 +416,40 @@ def _p_merge(v: Any, path: str) -> ir.MergeStage:
     )
 
 
-def _p_emit(v: Any, path: str) -> ir.EmitStage:
+TIMESERIES_KEYS = frozenset({"timeField", "metaField", "granularity", "bucketMaxSpanSeconds", "bucketRoundingSeconds"})
+
+
+def _p_emit_timeseries(d: dict[str, Any], path: str) -> ir.EmitTimeSeriesStage:
+    """``{connectionName, db, coll, timeseries: {timeField, metaField?, granularity?, ...}}``."""
+    _check_keys(d, path, {"connectionName", "db", "coll", "timeseries"}, ("connectionName", "db", "coll", "timeseries"))
+    for k in ("db", "coll"):
+        if not isinstance(d[k], (str, dict)):
+            raise TranslateError(f"{path}.{k}", f"expected a string or an expression, got {_tname(d[k])}")
+    ts = _obj(d["timeseries"], f"{path}.timeseries", "{timeField, metaField, granularity}")
+    _check_keys(ts, f"{path}.timeseries", TIMESERIES_KEYS, ("timeField",))
+    time_field = _str(ts["timeField"], f"{path}.timeseries.timeField")
+    if "metaField" in ts:
+        _str(ts["metaField"], f"{path}.timeseries.metaField")
+    if "granularity" in ts:
+        _enum(ts["granularity"], f"{path}.timeseries.granularity", ("seconds", "minutes", "hours"))
+    for k in ("bucketMaxSpanSeconds", "bucketRoundingSeconds"):
+        if k in ts:
+            _int(ts[k], f"{path}.timeseries.{k}", 1)
+    return ir.EmitTimeSeriesStage(
+        path, _str(d["connectionName"], f"{path}.connectionName"), d["db"], d["coll"], time_field, tuple(ts.items())
+    )
+
+
+def _p_emit(v: Any, path: str) -> ir.EmitStage | ir.EmitTimeSeriesStage:
     d = _obj(v, path)
     _check_keys(d, path, {"connectionName", "topic", "config", "db", "coll", "timeseries"}, ("connectionName",))
+    if "topic" not in d and ("db" in d or "coll" in d or "timeseries" in d):
+        return _p_emit_timeseries(d, path)
     if "topic" not in d:
         raise TranslateError(path, "missing required field 'topic'")
+    for k in ("db", "coll", "timeseries"):
+        if k in d:
+            raise TranslateError(f"{path}.{k}", f"'{k}' is for $emit to a time series collection, which has no 'topic'")
     if not isinstance(d["topic"], (str, dict)):
         raise TranslateError(f"{path}.topic", f"expected a string or an expression, got {_tname(d['topic'])}")
     return ir.EmitStage(

@@ -78,3 +78,32 @@ def test_merge_let_variables_in_a_bytewax_run_flow(tmp_path: Path, mongodb_uri: 
     finally:
         client.drop_database(dbname)
         client.close()
+
+
+def test_window_results_emitted_to_a_time_series_collection_in_a_bytewax_run_flow(tmp_path: Path, mongodb_uri: str) -> None:
+    """The ASP pattern: window averages into a time series collection, keyed by the
+    window start (on FerretDB a plain collection; ``_id`` dropped so repeats are fine)."""
+    from datetime import UTC, datetime, timedelta
+
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
+    dbname = f"tsemit_{uuid.uuid4().hex[:10]}"
+    t0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
+    events = [{"device": f"d{i % 2}", "v": i, "t": t0 + timedelta(seconds=i)} for i in range(8)]
+    pipeline = {"name": "tsemit", "pipeline": [
+        {"$source": {"documents": events, "timeField": {"$toDate": "$t"}}},
+        {"$tumblingWindow": {"interval": {"size": 4, "unit": "second"},
+                             "pipeline": [{"$group": {"_id": "$device", "avg": {"$avg": "$v"}}}]}},
+        {"$project": {"_id": 0, "device": "$_id", "avg": 1, "ts": {"$meta": "stream.window.start"}}},
+        {"$emit": {"connectionName": "db", "db": dbname, "coll": "averages",
+                   "timeseries": {"timeField": "ts", "metaField": "device"}}},
+    ]}
+    conns = tmp_path / "connections.toml"
+    conns.write_text(f'[connections.db]\ntype = "mongodb"\nuri = "{mongodb_uri}"\n')
+    try:
+        run_file(tmp_path, pipeline, conns)
+        got = sorted((d["ts"], d["device"], d["avg"]) for d in client[dbname].averages.find())
+        w0, w1 = t0.replace(tzinfo=None), (t0 + timedelta(seconds=4)).replace(tzinfo=None)
+        assert got == [(w0, "d0", 1.0), (w0, "d1", 2.0), (w1, "d0", 5.0), (w1, "d1", 6.0)]
+    finally:
+        client.drop_database(dbname)
+        client.close()
