@@ -36,6 +36,7 @@ and its children, samples holding the GIL, raw collapsed stacks in ``DIR/<run>.t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -139,10 +140,8 @@ def run_once(svc: Service, client: Any, name: str, events: int, workers: int, sp
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         for pid in child_pids(svc, pid_id):
-            try:
+            with contextlib.suppress(OSError, ValueError, IndexError):  # it ended meanwhile
                 seen[pid] = sum(proc_cpu(pid))
-            except (OSError, ValueError, IndexError):
-                pass
         st = client.admin.command({"getStreamProcessorStats": name})["stats"]
         if st["status"] != "running":
             break
