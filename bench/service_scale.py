@@ -175,6 +175,8 @@ def main() -> int:
     ap.add_argument("--py-spy", type=Path, help="record each full run with py-spy (raw stacks, service and children) here")
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
+    # A run in the background ignores SIGINT; SIGTERM still stops the service it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="perf-scale-") as d:
         svc = start_service(Path(d), "--snapshot-interval", "5")
         try:
