@@ -123,7 +123,9 @@ def last_result_time(topic: str, want: int) -> float | None:
 
 def run_once(svc: Service, client: Any, name: str, events: int, workers: int, spy: Path | None = None) -> Result:
     topic = f"perf_scale_out_{name}_{time.monotonic_ns()}"
-    client.admin.command({"createStreamProcessor": name, "pipeline": pipeline(events, topic)})
+    definition = pipeline(events, topic)
+    want = events * definition[0]["$source"]["config"]["partitions"]
+    client.admin.command({"createStreamProcessor": name, "pipeline": definition})
     pid_id = client.admin.command({"getStreamProcessorStats": name})["stats"]["processorId"]
     own0, reaped0 = proc_cpu(svc.proc.pid)
     seen: dict[int, float] = {}
@@ -151,12 +153,12 @@ def run_once(svc: Service, client: Any, name: str, events: int, workers: int, sp
     if spy_proc is not None:
         spy_proc.send_signal(signal.SIGINT)
         spy_proc.wait(60)
-    if st["status"] != "stopped" or st["inputMessageCount"] != 4 * events:
+    if st["status"] != "stopped" or st["inputMessageCount"] != want:
         raise RuntimeError(f"{name}: {st}")
     outputs = int(st["outputMessageCount"])
     last = last_result_time(topic, outputs) if outputs else None
     client.admin.command({"dropStreamProcessor": name})
-    return Result(workers, 4 * events, total, None if last is None else last - wall0,
+    return Result(workers, want, total, None if last is None else last - wall0,
                   own1 - own0, reaped1 - reaped0, list(seen.values()), outputs)
 
 
