@@ -28,21 +28,24 @@ LISTEN = "0A"  # the TCP_LISTEN state in /proc/net/tcp
 POLL_S = 0.005
 WAIT_S = 30.0  # the peer may still be importing on a loaded machine
 
+Endpoint = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
+
 
 def peers_env(addresses: list[str], index: int) -> dict[str, str]:
     """The environment for process ``index`` of a cluster on ``addresses``."""
     return {ENV_CLUSTER_PEERS: ";".join(addresses[:index])} if index > 0 else {}
 
 
-def _address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None:
-    host, sep, port = text.strip().rpartition(":")
+def _address(text: str) -> Endpoint | None:
+    """``127.0.0.1:4000`` or ``[::1]:4000``; None for anything else (a host name)."""
+    host, _, port = text.strip().rpartition(":")
     try:
-        return ipaddress.ip_address(host.strip("[]")), int(port) if sep else -1
+        return ipaddress.ip_address(host.strip("[]")), int(port)
     except ValueError:
         return None
 
 
-def _decode(hex_addr: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+def _decode(hex_addr: str) -> Endpoint:
     """``0100007F:1F90`` -> (127.0.0.1, 8080): the address in 32-bit words of host order."""
     ip_hex, port_hex = hex_addr.split(":")
     raw = bytes.fromhex(ip_hex)
@@ -50,9 +53,9 @@ def _decode(hex_addr: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Addres
     return ipaddress.ip_address(words), int(port_hex, 16)
 
 
-def listening_ports() -> set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] | None:
+def listening_ports() -> set[Endpoint] | None:
     """Every (address, port) with a listening TCP socket, or None without the tables."""
-    found: set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = set()
+    found: set[Endpoint] = set()
     seen = False
     for table in TCP_TABLES:
         try:
@@ -67,8 +70,7 @@ def listening_ports() -> set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address
     return found if seen else None
 
 
-def _listens(addr: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int],
-             table: set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]) -> bool:
+def _listens(addr: Endpoint, table: set[Endpoint]) -> bool:
     ip, port = addr
     any_ip = ipaddress.ip_address("0.0.0.0" if ip.version == 4 else "::")
     return (ip, port) in table or (any_ip, port) in table
