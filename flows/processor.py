@@ -21,6 +21,7 @@ from bson.int64 import Int64
 from bytewax.dataflow import Dataflow
 
 from flows.pipeline import registry_from, tune_gc
+from service.cluster import wait_for_peers
 from service.protocol import Stats
 from sources.base import RawBatch
 from translator import metrics
@@ -93,6 +94,8 @@ def from_definition(path: str) -> Dataflow:
         metrics.enable()
         channel().add_gauge_provider(functools.partial(_gauges, pipeline))
     tune_gc()
+    # Last, once everything else is ready: join the cluster without Timely's 1 s retry.
+    wait_for_peers()
     return flow
 
 

@@ -151,9 +151,41 @@ def channel() -> Channel:
         return _channel
 
 
+SIZE_CHUNK = 32  # documents encoded together by bson_size
+
+
+def _framing(n: int) -> int:
+    """Bytes ``bson.encode({"": docs})`` adds around ``n`` documents: the outer document
+    (length, element type, empty key, terminator: 7), the array's length and terminator
+    (5), and per element its type byte, its index as a C string ("0", "1", ...)."""
+    return 12 + sum(2 + len(str(i)) for i in range(n))
+
+
+_FRAMING = [_framing(n) for n in range(SIZE_CHUNK + 1)]
+
+
 def bson_size(docs: list[dict[str, Any]]) -> int:
     """Total BSON size of ``docs``, the unit of ``stats()`` ``*MessageSize``; a document
-    BSON cannot encode still counts as a message but adds no bytes."""
+    BSON cannot encode still counts as a message but adds no bytes.
+
+    Documents are encoded ``SIZE_CHUNK`` at a time, as one array, and the array's own
+    framing taken off: the same total as one ``bson.encode`` per document at half the CPU
+    (the per-call cost is most of a small document's), with the extra memory bounded to a
+    chunk. A chunk that cannot be encoded together is sized one document at a time."""
+    size = 0
+    for i in range(0, len(docs), SIZE_CHUNK):
+        chunk = docs[i : i + SIZE_CHUNK]
+        if all(type(d) is dict for d in chunk):
+            try:
+                size += len(bson.encode({"": chunk})) - _FRAMING[len(chunk)]
+                continue
+            except Exception:
+                pass
+        size += _sizes_one_by_one(chunk)
+    return size
+
+
+def _sizes_one_by_one(docs: list[Any]) -> int:
     size = 0
     for d in docs:
         try:

@@ -36,6 +36,7 @@ import bson
 from bson import Int64, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
+from service.cluster import ENV_CLUSTER_PEERS, peers_env
 from service.errors import COMMAND_FAILED, FAILED_TO_PARSE, INVALID_OPTIONS, CommandError
 from service.names import check_processor_name
 from service.protocol import (
@@ -314,8 +315,12 @@ class Run:
             cmd += ["-r", str(self.workdir / "recovery"), "-s", str(max(1, round(cfg.snapshot_interval))), "-b", "0"]
         return cmd
 
-    def env(self) -> dict[str, str]:
+    def env(self, index: int = 0, addresses: list[str] | None = None) -> dict[str, str]:
+        """The child's environment; process ``index`` of a cluster also gets the addresses
+        it must wait for before joining (:mod:`service.cluster`)."""
         env = dict(os.environ)
+        env.pop(ENV_CLUSTER_PEERS, None)
+        env.update(peers_env(addresses or [], index))
         env[ENV_SOCKET] = str(self.sock_path)
         env[ENV_PROCESSOR_NAME] = self.name
         env["PYTHONUNBUFFERED"] = "1"
@@ -347,7 +352,7 @@ class Run:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.PIPE,
-                env=self.env(),
+                env=self.env(index, addresses),
                 start_new_session=True,
                 preexec_fn=_pdeathsig,
             )
@@ -679,22 +684,16 @@ class Supervisor:
         tmp.replace(workdir / "definition.json")
 
     async def _init_recovery(self, recovery: Path, partitions: int) -> None:
-        recovery.mkdir(parents=True, exist_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            self.config.python,
-            "-m",
-            "bytewax.recovery",
-            str(recovery),
-            str(partitions),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise CommandError(
-                COMMAND_FAILED,
-                f"cannot initialise checkpoints in {recovery}: {out.decode(errors='replace').strip()}",
-            )
+        """One empty recovery partition per process (``python -m bytewax.recovery``'s
+        work), done in a thread of the service: a Python process of its own would add its
+        start-up to every start of the processor, before its own processes can begin."""
+        from bytewax.recovery import init_db_dir
+
+        try:
+            recovery.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(init_db_dir, recovery, partitions)
+        except Exception as e:
+            raise CommandError(COMMAND_FAILED, f"cannot initialise checkpoints in {recovery}: {e}") from e
 
     async def stop(self, name: str) -> None:
         async with self._lock(name):

@@ -1,6 +1,6 @@
 """A processor with ``workers: 2`` runs as two Bytewax processes joined as one cluster
 (``-i/-a`` on loopback ports the service picks), through the real ``mqlflow serve`` and
-its child flow: the exact window results equal the one-process run, ``stats()`` sums
+its child flow: the exact window results equal the one-process run (and a 3-process one's), ``stats()`` sums
 both processes, and a ``kill -9`` of one process restarts the whole cluster from the
 processor's checkpoint."""
 
@@ -18,6 +18,8 @@ import pymongo
 import pytest
 import test_svc_stats
 from svc_helpers import Service, start_service
+
+from service.cluster import ENV_CLUSTER_PEERS
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.slow]
 
@@ -55,26 +57,36 @@ def cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
+def environ(pid: int) -> dict[str, str]:
+    pairs = (e.partition("=") for e in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if e)
+    return {k: v for k, _, v in pairs}
+
+
 def test_two_processes_give_the_one_process_results(svc: Service, mongo_db: Any) -> None:
     client: pymongo.MongoClient[dict[str, Any]] = svc.client()
     results = {}
-    for name, workers in (("one", 1), ("two", 2)):
+    for name, workers in (("one", 1), ("two", 2), ("three", 3)):
         coll = f"cluster_{name}_{time.monotonic_ns()}"
         client.admin.command({"createStreamProcessor": name, "pipeline": seed_pipeline(mongo_db.name, coll, maxEvents=3000)})
         client.admin.command({"startStreamProcessor": name, "options": {"workers": workers}})
-        if workers == 2:
-            pids = wait_for(lambda: child_pids(svc, client, "two"))
-            assert len(pids) == 2
+        if workers > 1:
+            pids = wait_for(lambda name=name: child_pids(svc, client, name))
+            assert len(pids) == workers
             args = [cmdline(p) for p in pids]
-            assert [a[a.index("-i") + 1] for a in args] == ["0", "1"]
+            assert [a[a.index("-i") + 1] for a in args] == [str(i) for i in range(workers)]
             addrs = {a[a.index("-a") + 1] for a in args}
-            assert len(addrs) == 1 and all(x.startswith("127.0.0.1:") for x in addrs.pop().split(";"))
+            assert len(addrs) == 1
+            cluster = addrs.pop().split(";")
+            assert len(cluster) == workers and all(x.startswith("127.0.0.1:") for x in cluster)
+            # Process i waits for processes 0..i-1 to listen (service.cluster), not for Timely's retry.
+            assert [environ(p).get(ENV_CLUSTER_PEERS) for p in pids] == [None, *(";".join(cluster[:i]) for i in range(1, workers))]
 
         def done(name: str = name) -> dict[str, Any] | None:
             st = client.admin.command({"getStreamProcessorStats": name})["stats"]
             return st if st["status"] == "stopped" else None
 
         st = wait_for(done)
+        assert "error connecting" not in svc.child_log()
         # 4 partitions x 3000 events, counted by both processes together.
         assert (st["inputMessageCount"], st["dlqMessageCount"]) == (12000, 0)
         docs = sorted(mongo_db[coll].find(), key=lambda d: d["_id"])
@@ -82,6 +94,7 @@ def test_two_processes_give_the_one_process_results(svc: Service, mongo_db: Any)
         results[name] = docs
     assert sum(d["n"] for d in results["one"]) == 12000
     assert results["two"] == results["one"]
+    assert results["three"] == results["one"]  # 4 partitions on 3 processes: 2, 1 and 1
     client.close()
 
 
