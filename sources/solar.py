@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from bson.int64 import Int64
@@ -135,9 +136,16 @@ SETTINGS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
 
 
 def format_timestamp(ms: int) -> str:
-    """``2024-08-08T23:08:02.881+00:00``: the sample source's string timestamps."""
-    d = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}+00:00"
+    """``2024-08-08T23:08:02.881+00:00``: the sample source's string timestamps.
+
+    The text up to the second is cached (``strftime`` was nearly half of the sample
+    source's time per document); consecutive documents mostly share their second."""
+    return _second_text(ms // 1000) + f"{ms % 1000:03d}+00:00"
+
+
+@lru_cache(maxsize=1024)
+def _second_text(s: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 SolarState = dict[str, Any] | None

@@ -18,7 +18,6 @@ import zlib
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure
 
 # ---- what sources emit (docs/semantics.md#sources) -------------------------------------------
 
@@ -97,7 +96,12 @@ TRANSIENT_CODES = frozenset(
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Network errors, ``AutoReconnect``/``NotPrimaryError``, timeouts and server-restart codes."""
+    """Network errors, ``AutoReconnect``/``NotPrimaryError``, timeouts and server-restart codes.
+
+    pymongo is imported here, not with the module: a processor without MongoDB I/O does
+    not pay for importing its client at start-up."""
+    from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure
+
     if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, NotPrimaryError...
         return True
     if isinstance(exc, OperationFailure) and not isinstance(exc, BulkWriteError):
