@@ -8,6 +8,7 @@ import ast
 import importlib
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,26 @@ def test_the_translator_imports_no_adapter_module() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
     # None at import time; a run loads only the adapter it builds (its documents source).
     assert r.stdout.splitlines() == ["[]", "['sources', 'sources.base', 'sources.documents']"]
+
+
+def test_clients_load_only_for_pipelines_that_use_them() -> None:
+    """pymongo's client and aiohttp cost every processor's start-up; a pipeline without
+    $lookup/$https (or a MongoDB sink) does not import them."""
+    code = textwrap.dedent("""
+        import sys
+        def clients(): return sorted(m for m in ("pymongo", "aiohttp") if m in sys.modules)
+        from translator.testing import run_pipeline
+        run_pipeline([{"$source": {"documents": [{"a": 1}]}}, {"$match": {"a": 1}}])
+        print(clients())
+        from translator.compile import compile_pipeline
+        from translator.connections import Connection, ConnectionRegistry
+        reg = ConnectionRegistry({"h": Connection(name="h", type="https", url="http://127.0.0.1:1")})
+        compile_pipeline([{"$source": {"documents": []}}, {"$https": {"connectionName": "h", "path": "/", "as": "r"}}], reg)
+        print(clients())
+    """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.splitlines() == ["[]", "['aiohttp']"]
 
 
 ADAPTER_PACKAGES = ("sinks", "sources", "flows", "service")
