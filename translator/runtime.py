@@ -20,7 +20,7 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from translator import ir, partition
+from translator import ir, metrics, partition
 from translator.contracts import (
     SOURCE_DLQ_KEY,
     IdleBatch,
@@ -155,6 +155,8 @@ class IngestLogic:
             send, self.held = self.held, {}
         else:
             send = self._take_due()
+        if metrics.ENABLED and self.hold:
+            self._report()
         return [(WIN, (str(b), WindowMsg(self.part, self.wm, send.get(b), activity))) for b in range(self.buckets)]
 
     def _take_due(self) -> dict[int, dict[Any, Any]]:
@@ -178,6 +180,22 @@ class IngestLogic:
                 if not tables:
                     del self.held[b]
         return due
+
+    def _report(self) -> None:
+        """The held partials in the window's state figures (``operatorStats`` stateSize
+        and open windows): they are open-window state the close step does not have yet.
+        Each partition reports its own, as each close bucket does (metrics.window_state)."""
+        assert self.plan.window is not None
+        starts: set[int] = set()
+        entries = 0
+        for tables in self.held.values():
+            for key, table in tables.items():
+                starts.update(self.plan.window.kind.window_starts(key))
+                entries += len(table)
+        if starts:
+            metrics.set_window_state(id(self), self.plan.window.stage.path, len(starts), entries, min(starts), max(starts))
+        else:
+            metrics.drop_window_state(id(self))
 
     def _over_cap(self) -> bool:
         """Whether the held partials exceed ``HOLD_ENTRIES`` group entries (then they all

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from translator import ir
@@ -90,6 +90,10 @@ class WindowKind:
         in: the first one to close. Ingest holds the partial until its own watermark
         closes that window (docs/windows.md, "Two steps")."""
         raise TypeError(f"{self.layout} partials are not held until their window closes")
+
+    def window_starts(self, key: Any) -> Iterable[int]:
+        """Starts of the windows a partial keyed ``key`` counts in (state figures)."""
+        return (self.first_window(key),)
 
     def missed(self, t: int, wm: int) -> list[int]:
         """Starts of the windows ``t`` is late for at partition watermark ``wm``: their
@@ -329,6 +333,10 @@ class HoppingPanes(_Hopping):
 
     def first_window(self, key: Any) -> int:
         return self.pane_span(key)[1]
+
+    def window_starts(self, key: Any) -> Iterable[int]:
+        _, first, last = self.pane_span(key)
+        return range(first, last + 1, self.stage.hop_ms)
 
     def open_starts(self, state: CloseState) -> list[int]:
         """Starts of the open windows holding at least one stored pane, in order."""

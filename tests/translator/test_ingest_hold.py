@@ -339,3 +339,35 @@ def test_an_ingest_snapshot_of_a_newer_version_fails_clearly() -> None:
         load_ingest((4, ms(1), pickle.dumps(HeldPartials({}, version=7))))
     with pytest.raises(SnapshotError, match=r"^held window partials of unknown format \(list\)"):
         load_ingest((4, ms(1), pickle.dumps([1, 2])))
+
+
+def test_held_partials_count_in_the_windows_state_figures() -> None:
+    """``operatorStats`` stateSize and open windows include what partitions hold: those
+    windows are open, the close step just does not have them yet."""
+    from translator import metrics
+
+    metrics.reset()
+    metrics.enable()
+    try:
+        part = ingest([[doc("a", 1, 0.1), doc("b", 2, 0.2), doc("a", 3, 3.5)], [], [doc("c", 4, 6.5)], []])
+        path = part.logic.plan.window.stage.path
+        part.next_batch()
+        part.next_batch()
+        assert metrics.window_state() == {path: (2, 3, ms(0), ms(3))}
+        part.next_batch()
+        part.next_batch()  # [0, 3) went out (6.5 s closes it): [3, 6) and [6, 9) are held
+        assert metrics.window_state() == {path: (2, 2, ms(3), ms(6))}
+        part.next_batch()  # end of input: everything went out
+        assert metrics.window_state() == {}
+        # Hopping panes count in every window that contains them.
+        opts = ProcessorOptions(name="t")
+        window = {"interval": {"size": 3, "unit": "second"}, "hopSize": {"size": 1, "unit": "second"},
+                  "pipeline": PIPELINE[1]["$tumblingWindow"]["pipeline"]}
+        plan = Plan.compile(compile_pipeline([PIPELINE[0], {"$hoppingWindow": window}], options=opts), opts)
+        hop = IngestSource(Script([[doc("a", 1, 0.5)], []]), plan).build_part("s", "p", None)
+        hop.next_batch()
+        hop.next_batch()
+        assert metrics.window_state() == {plan.window.stage.path: (3, 1, ms(-2), ms(0))}
+    finally:
+        metrics.disable()
+        metrics.reset()
