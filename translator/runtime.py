@@ -168,8 +168,9 @@ class IngestLogic:
         that point means the close step has them before it can close the window; a key
         counts in windows from :meth:`WindowKind.first_window` on, so it goes out with
         the first of them to close (a hopping pane's later windows get later documents
-        as a new :class:`PaneKey`, which is held again). A document for a window whose
-        key went out is late by this same watermark, so no key is sent twice early."""
+        as a new :class:`PaneKey`, which is held again). A later document of a window
+        whose partials went out is late by this partition's watermark (DLQ at ingest),
+        so nothing of that window is held after it."""
         limit = self.wm - self.closed_by  # window s is closable once s <= limit
         first = self.first_window
         due: dict[int, dict[Any, Any]] = {}
