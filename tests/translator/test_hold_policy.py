@@ -20,6 +20,7 @@ import pytest
 from bson import json_util
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from tests.translator.test_ingest_hold import Script as OnePartition
 from translator import runtime, windows
 from translator.compile import compile_pipeline
 from translator.contracts import IdleBatch, ProgressBatch
@@ -65,7 +66,7 @@ CASES: dict[str, tuple[list[dict[str, Any]], int]] = {
 
 
 class Script(FixedPartitionedSource[Any, int]):
-    """Partitions replaying scripted polls; a partition's state is its poll count."""
+    """Partitions replaying scripted polls (test_ingest_hold's one-partition script each)."""
 
     def __init__(self, polls: dict[str, list[Any]]) -> None:
         self.polls = polls
@@ -74,21 +75,7 @@ class Script(FixedPartitionedSource[Any, int]):
         return list(self.polls)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> StatefulSourcePartition[Any, int]:
-        polls = self.polls[for_part]
-
-        class Part(StatefulSourcePartition[Any, int]):
-            i = resume_state or 0
-
-            def next_batch(self) -> list[Any]:
-                if self.i >= len(polls):
-                    raise StopIteration()
-                self.i += 1
-                return [(for_part, polls[self.i - 1])]
-
-            def snapshot(self) -> int:
-                return self.i
-
-        return Part()
+        return OnePartition(self.polls[for_part]).build_part(step_id, for_part, resume_state)
 
 
 def make_doc(rng: random.Random, t: int, source_time: bool) -> tuple[dict[str, Any], int]:
