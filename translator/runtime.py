@@ -20,7 +20,7 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from translator import ir, partition
+from translator import ir, metrics, partition
 from translator.contracts import (
     SOURCE_DLQ_KEY,
     IdleBatch,
@@ -108,15 +108,26 @@ class IngestLogic:
         self.fast_time = None if self.processing else plan.fast_time
         self.dates = DateCache()
         w = plan.window
-        # Event-time tumbling/hopping $group partials are held here for up to HOLD_MS and
-        # sent to the close step together (see _IngestPartition.next_batch).
+        # Event-time tumbling/hopping $group partials are held here and sent to the close
+        # step in fewer, larger messages (see flush and _IngestPartition.next_batch).
         self.hold = w is not None and not self.processing and w.holdable
         self.held: dict[int, dict[Any, Any]] = {}
-        self.active = False
+        self.active = False  # documents since the last message to the close step
         idle = w.stage.idle_timeout_ms if w is not None else None
         # An idleTimeout closes windows after that long without activity: hold well
         # within it, so holding never looks like idleness.
         self.hold_s = min(HOLD_MS, idle // 4 if idle is not None else HOLD_MS) / 1000
+        # Hold a window's partials until this partition's watermark closes the window
+        # (flush). The reference path (fastPaths: false) keeps the simpler policy: every
+        # held partial goes out with every message, at least every HOLD_MS. So does a
+        # window with an idleTimeout: the close step then closes windows by the wall
+        # clock, after idleTimeout without a message from any partition, whatever this
+        # partition's watermark (a stalled poll must not leave a window's partials here).
+        self.until_closable = self.hold and plan.options.fast_paths and idle is None
+        self.after_idle = False  # see process(IdleBatch)
+        if w is not None and self.hold:
+            self.first_window: Callable[[Any], int] = w.kind.first_window
+            self.closed_by = w.stage.interval_ms + w.stage.allowed_lateness_ms
 
     def keep(self, partials: dict[int, Any]) -> None:
         """Merge a batch's partials into the held ones (same window tables the close step
@@ -134,21 +145,81 @@ class IngestLogic:
                 hb[key] = table if cur is None else merge(cur, table)
         self.active = True
 
-    def flush(self) -> list[Emission]:
-        """Send the held partials with the partition's watermark to every bucket."""
-        held, activity = self.held, ACTIVE if self.active else QUIET
-        self.held, self.active = {}, False
-        return [(WIN, (str(b), WindowMsg(self.part, self.wm, held.get(b), activity))) for b in range(self.buckets)]
+    def flush(self, everything: bool = False) -> list[Emission]:
+        """Send the partition's watermark to every bucket with the held partials that are
+        due: those of every window that watermark closes (:meth:`_take_due`), or all of
+        them with ``everything`` or the reference policy (:attr:`until_closable` False)."""
+        activity = ACTIVE if self.active else QUIET
+        self.active = False
+        if everything or not self.until_closable or self._over_cap():
+            send, self.held = self.held, {}
+        else:
+            send = self._take_due()
+        if metrics.ENABLED and self.hold:
+            self._report()
+        return [(WIN, (str(b), WindowMsg(self.part, self.wm, send.get(b), activity))) for b in range(self.buckets)]
+
+    def _take_due(self) -> dict[int, dict[Any, Any]]:
+        """Take out the held partials of windows the partition's watermark closes.
+
+        The close step closes a window once the minimum of the partitions' watermarks is
+        at or past ``end + allowedLateness`` (docs/windows.md). Sending a window's
+        partials no later than with the first watermark of this partition that reaches
+        that point means the close step has them before it can close the window; a key
+        counts in windows from :meth:`WindowKind.first_window` on, so it goes out with
+        the first of them to close (a hopping pane's later windows get later documents
+        as a new :class:`PaneKey`, which is held again). A later document of a window
+        whose partials went out is late by this partition's watermark (DLQ at ingest),
+        so nothing of that window is held after it."""
+        limit = self.wm - self.closed_by  # window s is closable once s <= limit
+        first = self.first_window
+        due: dict[int, dict[Any, Any]] = {}
+        for b, tables in list(self.held.items()):
+            keys = [k for k in tables if first(k) <= limit]
+            if keys:
+                due[b] = {k: tables.pop(k) for k in keys}
+                if not tables:
+                    del self.held[b]
+        return due
+
+    def _report(self) -> None:
+        """The held partials in the window's state figures (``operatorStats`` stateSize
+        and open windows): they are open-window state the close step does not have yet.
+        Each partition reports its own, as each close bucket does (metrics.window_state)."""
+        assert self.plan.window is not None
+        starts: set[int] = set()
+        entries = 0
+        for tables in self.held.values():
+            for key, table in tables.items():
+                starts.update(self.plan.window.kind.window_starts(key))
+                entries += len(table)
+        if starts:
+            metrics.set_window_state(id(self), self.plan.window.stage.path, len(starts), entries, min(starts), max(starts))
+        else:
+            metrics.drop_window_state(id(self))
+
+    def _over_cap(self) -> bool:
+        """Whether the held partials exceed ``HOLD_ENTRIES`` group entries (then they all
+        go out, as in the reference policy): it bounds the memory and snapshot size a
+        partition adds for windows that have many groups and close late."""
+        return sum(len(t) for tables in self.held.values() for t in tables.values()) > HOLD_ENTRIES
 
     @property
     def pending(self) -> bool:
-        return self.active
+        """Whether the close step lacks something of this partition's (documents seen
+        since the last message, or held partials)."""
+        return self.active or bool(self.held)
 
     def process(self, batch: RawBatch) -> list[Emission]:
         plan = self.plan
         if type(batch) is IdleBatch:
-            # Held partials go out before the partition is declared idle.
-            flushed = self.flush() if self.active else []
+            # Held partials go out before the partition is declared idle. While it is
+            # idle the close step may close windows past its watermark; partials of those
+            # it sends later are late there (CloseLogic._late_partial). To send them as
+            # soon as before, the partition keeps the HOLD_MS policy from now on.
+            flushed = self.flush(everything=True) if self.pending else []
+            self.until_closable = False
+            self.after_idle = True
             return [*flushed, *((WIN, (str(b), WindowMsg(self.part, self.wm, None, IDLE))) for b in range(self.buckets))]
         if type(batch) is ProgressBatch:
             return self.progress(batch.ms)
@@ -287,7 +358,8 @@ class IngestLogic:
         return recs
 
 
-HOLD_MS = 100  # how long a partition may hold window partials before sending them
+HOLD_MS = 100  # how long a partition may wait before sending its watermark (and due partials)
+HOLD_ENTRIES = 100_000  # held group entries past which a partition sends them all (IngestLogic._over_cap)
 POLLS_PER_STEP = 8  # source polls per Bytewax step while the source is busy
 BUSY: Emission = (-1, None)  # an emission every step drops (its tag is no step's)
 
@@ -301,15 +373,19 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
         self.failure: BaseException | None = None
 
     def next_batch(self) -> list[Emission]:
-        """Ingest what the source has; send held window partials when due.
+        """Ingest what the source has; send the watermark and due window partials.
 
         Sending partials after every batch costs the close step one merge per group per
-        batch and, across processes, one pickled message per bucket per batch. Held
-        partials go out at least every ``HOLD_MS``, whenever a poll brings no documents,
-        before an idle marker, and at end of input. Holding cannot make the close step
-        miss them: the watermark it knows for this partition is the one sent with them,
-        which is older than every held document, so no window they belong to can close
-        before they arrive (docs/windows.md: windows close on the processor watermark).
+        batch and, across processes, one pickled message per bucket per batch. So a
+        partition folds its batches into held partials and sends its watermark at least
+        every ``HOLD_MS`` and whenever a poll brings no documents, with the held partials
+        of the windows that watermark closes (:meth:`IngestLogic.flush`); the rest stay
+        held until it closes them, and all go out before an idle marker and at end of
+        input. Holding cannot make the close step miss them: the watermark it knows for
+        this partition is the one sent last, and everything held belongs to windows that
+        watermark does not close (docs/windows.md: windows close on the processor
+        watermark). Most groups of a window are then created once, here, and taken over
+        by the close step without a merge.
         """
         logic = self.logic
         if self.finished:
@@ -325,9 +401,9 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
             except StopIteration:
                 if poll == 0 and not logic.pending:
                     raise
-                # Send what this step has and what is held; end on the next call.
+                # Send what this step has and everything held; end on the next call.
                 self.finished = True
-                return [*out, *(logic.flush() if logic.pending else ())]
+                return [*out, *(logic.flush(everything=True) if logic.pending else ())]
             except Exception as exc:
                 if poll == 0:
                     raise
@@ -345,7 +421,7 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
             # every Bytewax step has a fixed cost, large on a cluster.
             if not got or self.inner.next_awake() is not None:
                 break
-        if logic.pending:
+        if logic.active:
             now = time.monotonic()
             if not self.held_since:
                 self.held_since = now
@@ -369,8 +445,8 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
         # The held partials are pickled now: they keep changing after this call, and
         # Bytewax may serialise the snapshot later.
         logic = self.logic
-        held = dump_held(logic.held) if logic.active else None
-        return IngestSnapshot(self.inner.snapshot(), logic.wm, held)
+        held = dump_held(logic.held) if logic.held else None
+        return IngestSnapshot(self.inner.snapshot(), logic.wm, held, logic.after_idle)
 
     def close(self) -> None:
         self.inner.close()
@@ -397,4 +473,6 @@ class IngestSource(FixedPartitionedSource[Emission, tuple[Any, ...]]):
         logic = IngestLogic(self.plan, for_part, wm)
         if held:
             logic.held, logic.active = held, True
+        if isinstance(resume_state, IngestSnapshot) and resume_state.after_idle:
+            logic.until_closable, logic.after_idle = False, True
         return _IngestPartition(part, logic)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from translator import ir
@@ -85,6 +85,16 @@ class WindowKind:
         """Start of the newest window that may contain ``t`` (windows on a fixed grid only)."""
         raise TypeError(f"{self.layout} windows are not on a fixed grid")
 
+    def first_window(self, key: Any) -> int:
+        """Start of the oldest window a partial keyed ``key`` (a :meth:`fold` key) counts
+        in: the first one to close. Ingest holds the partial until its own watermark
+        closes that window (docs/windows.md, "Two steps")."""
+        raise TypeError(f"{self.layout} partials are not held until their window closes")
+
+    def window_starts(self, key: Any) -> Iterable[int]:
+        """Starts of the windows a partial keyed ``key`` counts in (state figures)."""
+        return (self.first_window(key),)
+
     def missed(self, t: int, wm: int) -> list[int]:
         """Starts of the windows ``t`` is late for at partition watermark ``wm``: their
         ``end + allowedLateness`` is at or below it."""
@@ -142,6 +152,9 @@ class _ByWindow(WindowKind):
                 wrecs = run_chain(plan.pre, wrecs, lambda r, d: dlq(r, d), v)
             plan._accumulate(out, s, wrecs, v, dlq)
         return out
+
+    def first_window(self, key: Any) -> int:
+        return int(key)  # keys are window starts
 
     def _assign_recs(self, recs: list[Rec], dlq: DlqFn) -> dict[int, list[Rec]]:
         """Records per window they count in; a document late for some of its windows
@@ -317,6 +330,13 @@ class HoppingPanes(_Hopping):
             p = key
             first = self.earliest_start(p)
         return p, first, self.last_start(p)
+
+    def first_window(self, key: Any) -> int:
+        return self.pane_span(key)[1]
+
+    def window_starts(self, key: Any) -> Iterable[int]:
+        _, first, last = self.pane_span(key)
+        return range(first, last + 1, self.stage.hop_ms)
 
     def open_starts(self, state: CloseState) -> list[int]:
         """Starts of the open windows holding at least one stored pane, in order."""

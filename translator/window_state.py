@@ -146,12 +146,16 @@ class HeldPartials:
 
 
 class IngestSnapshot(NamedTuple):
-    """A source partition's snapshot: the source's own position, the partition watermark
-    and the held partials (pickled :class:`HeldPartials`, or None)."""
+    """A source partition's snapshot: the source's own position, the partition watermark,
+    the held partials (pickled :class:`HeldPartials`, or None) and whether the partition
+    has declared itself idle since the processor started (it then holds partials for
+    ``HOLD_MS`` only, see translator/runtime.py). Snapshots written before that field
+    existed read as False."""
 
     inner: Any
     watermark: int
     held: bytes | None
+    after_idle: bool = False
 
 
 def dump_held(partials: Partials) -> bytes:
@@ -164,7 +168,7 @@ def load_ingest(state: tuple[Any, ...]) -> tuple[Any, int | None, Partials | Non
     (version 1 held partials) or an :class:`IngestSnapshot`."""
     if len(state) == 2:
         return state[0], state[1], None
-    inner, wm, held = state
+    inner, wm, held = state[:3]
     if not held:
         return inner, wm, None
     got = pickle.loads(held)

@@ -1,7 +1,10 @@
-"""A source partition holds window partials briefly and sends them together
-(translator/runtime.py ``_IngestPartition``): when a poll brings no documents, at the
-latest every ``HOLD_MS``, before an idle marker and at end of input; held partials are
-part of the partition's snapshot, so a resume neither loses nor repeats them."""
+"""A source partition holds window partials and sends its watermark with the due ones
+(translator/runtime.py ``_IngestPartition``): when a poll brings no documents and at the
+latest every ``HOLD_MS``; a window's partials go out with the first watermark of the
+partition that closes it, or (the reference policy, ``fastPaths: false``) with every
+message; all go out before an idle marker and at end of input. Held partials are part of
+the partition's snapshot, so a resume neither loses nor repeats them.
+tests/translator/test_hold_policy.py compares the two policies' windows."""
 
 from __future__ import annotations
 
@@ -77,8 +80,8 @@ class Script(FixedPartitionedSource[Any, int]):
         return Part()
 
 
-def ingest(polls: list[Any], resume: Any = None) -> Any:
-    opts = ProcessorOptions(name="t")
+def ingest(polls: list[Any], resume: Any = None, fast_paths: bool = True) -> Any:
+    opts = ProcessorOptions(name="t", fast_paths=fast_paths)
     plan = Plan.compile(compile_pipeline(PIPELINE, options=opts), opts)
     return IngestSource(Script(polls), plan).build_part("s", "p", resume)
 
@@ -109,8 +112,62 @@ def ms(s: float) -> int:
     return int((T0 + timedelta(seconds=s)).timestamp() * 1000)
 
 
-def test_busy_polls_hold_and_a_quiet_poll_sends_everything() -> None:
-    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2), doc("b", 3, 0.3)], []])
+def test_a_window_is_held_until_the_partitions_watermark_closes_it() -> None:
+    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2), doc("b", 3, 0.3)], [], [doc("a", 4, 5.9)], [],
+                   [doc("c", 5, 6.0)], []])
+    assert part.next_batch() == [BUSY]
+    assert part.next_batch() == [BUSY]
+    out = part.next_batch()  # no documents in this poll: the watermark goes out alone
+    assert [(wm, partials, activity) for wm, partials, activity in sent(out)] == [(ms(0.3), None, ACTIVE)]
+    assert part.next_batch() == [BUSY]
+    assert sent(part.next_batch()) == [(ms(5.9), None, ACTIVE)]  # [0, 3) closes at 6 s
+    assert part.next_batch() == [BUSY]
+    out = part.next_batch()
+    assert sent(out)[0][0] == ms(6.0)
+    assert totals(out) == {(ms(0), "a"): 2, (ms(0), "b"): 1}
+    assert sorted(k for tables in part.logic.held.values() for k in tables) == [ms(3), ms(6)]
+    state = part.snapshot()  # no new documents, but held partials: in the snapshot
+    assert state.held is not None and not part.logic.active
+    # End of input sends them, and ends on the next call.
+    assert totals(part.next_batch()) == {(ms(3), "a"): 1, (ms(6), "c"): 1}
+    with pytest.raises(StopIteration):
+        part.next_batch()
+
+
+def test_a_hopping_pane_goes_out_with_its_first_window_and_later_documents_follow() -> None:
+    """Pane [0, 1) s of a 2 s window hopping by 1 s (no lateness) is in windows -1 s and
+    0 s: it goes out when -1 s closes; a later document of the pane counts in window 0 s
+    only, under a PaneKey held until that window closes."""
+    opts = ProcessorOptions(name="t")
+    window = {"interval": {"size": 2, "unit": "second"}, "hopSize": {"size": 1, "unit": "second"},
+              "allowedLateness": {"size": 0, "unit": "second"}, "pipeline": PIPELINE[1]["$tumblingWindow"]["pipeline"]}
+    plan = Plan.compile(compile_pipeline([PIPELINE[0], {"$hoppingWindow": window}], options=opts), opts)
+    polls = [[doc("a", 1, 0.5)], [], [doc("a", 2, 1.0)], [], [doc("a", 3, 0.7)], [], [doc("a", 4, 2.0)], []]
+    part = IngestSource(Script(polls), plan).build_part("s", "p", None)
+    part.next_batch()
+    assert sent(part.next_batch()) == [(ms(0.5), None, ACTIVE)]
+    part.next_batch()
+    assert totals(part.next_batch()) == {(ms(0), "a"): 1}  # window -1 s closes at 1 s
+    part.next_batch()
+    assert sent(part.next_batch()) == [(ms(1.0), None, ACTIVE)]
+    assert [k for tables in part.logic.held.values() for k in tables] == [ms(1), PaneKey(ms(0), ms(0))]
+    part.next_batch()
+    # Window 0 s closes at 2 s: both panes go out (pane [1, 2) s is in windows 0 s and 1 s).
+    assert totals(part.next_batch()) == {(ms(1), "a"): 1, (PaneKey(ms(0), ms(0)), "a"): 1}
+
+
+def test_held_entries_past_the_cap_all_go_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "HOLD_ENTRIES", 1)
+    part = ingest([[doc("a", 1, 0.1)], [], [doc("b", 2, 0.2)], []])
+    part.next_batch()
+    assert totals(part.next_batch()) == {}  # one entry: held
+    part.next_batch()
+    assert totals(part.next_batch()) == {(ms(0), "a"): 1, (ms(0), "b"): 1}
+    assert part.logic.held == {}
+
+
+def test_busy_polls_hold_and_a_quiet_poll_sends_everything_on_the_reference_path() -> None:
+    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2), doc("b", 3, 0.3)], []], fast_paths=False)
     assert part.next_batch() == [BUSY]
     assert part.next_batch() == [BUSY]
     out = part.next_batch()  # no documents in this poll: send
@@ -124,11 +181,15 @@ def test_busy_polls_hold_and_a_quiet_poll_sends_everything() -> None:
 
 def test_hold_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "HOLD_MS", 0)
-    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2)]])
+    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2)]], fast_paths=False)
     first = part.next_batch()
     assert sent(first)[0][0] == ms(0.1) and totals(first) == {(ms(0), "a"): 1}
     second = part.next_batch()
     assert sent(second)[0][0] == ms(0.2) and totals(second) == {(ms(0), "a"): 1}
+    # Holding until the window closes: the watermark still goes out every HOLD_MS.
+    part = ingest([[doc("a", 1, 0.1)], [doc("a", 2, 0.2)]])
+    assert sent(part.next_batch()) == [(ms(0.1), None, ACTIVE)]
+    assert sent(part.next_batch()) == [(ms(0.2), None, ACTIVE)]
 
 
 def test_end_of_input_and_idle_marker_send_held_partials() -> None:
@@ -148,11 +209,11 @@ def test_end_of_input_and_idle_marker_send_held_partials() -> None:
 
 
 def test_snapshot_carries_held_partials_and_resume_sends_them_once() -> None:
-    polls = [[doc("a", 1, 0.1)], [doc("b", 5, 0.2)], []]
+    polls = [[doc("a", 1, 0.1)], [doc("b", 5, 0.2)]]
     part = ingest(polls)
     assert part.next_batch() == [BUSY]
     state = part.snapshot()
-    inner, wm, held = state
+    inner, wm, held, _ = state
     assert (inner, wm) == (1, ms(0.1)) and held
     # The run goes on after the snapshot (Bytewax may serialise it later): the
     # snapshot must not see what the partition folds afterwards.
@@ -186,19 +247,21 @@ class Boom(Exception):
 
 def test_a_busy_source_is_polled_several_times_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "POLLS_PER_STEP", 3)
-    polls = [[doc("a", i, 0.1 * i)] for i in range(1, 6)] + [[]]
+    polls = [[doc("a", i, 0.1 * i)] for i in range(1, 5)] + [[doc("a", 5, 6.0)], []]
     part = ingest(polls)
     assert part.next_batch() == [BUSY]
     assert part.inner.snapshot() == 3  # three polls in one step
     out = part.next_batch()  # two more polls, then one without documents: send
     assert part.inner.snapshot() == 6
-    assert totals(out) == {(ms(0), "a"): 5}
+    assert totals(out) == {(ms(0), "a"): 4}  # [0, 3) closes at 6 s; [6, 9) is held
 
 
 def test_an_error_after_a_poll_keeps_that_polls_results(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "POLLS_PER_STEP", 4)
     opts = ProcessorOptions(name="t")
     plan = Plan.compile(compile_pipeline(PIPELINE, options=opts), opts)
+    ref = ProcessorOptions(name="t", fast_paths=False)
+    reference = Plan.compile(compile_pipeline(PIPELINE, options=ref), ref)
 
     class Failing(Script):
         def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> StatefulSourcePartition[Any, int]:
@@ -215,7 +278,9 @@ def test_an_error_after_a_poll_keeps_that_polls_results(monkeypatch: pytest.Monk
 
     part = IngestSource(Failing([[doc("a", 1, 0.1)], [doc("a", 2, 0.2)], []]), plan).build_part("s", "p", None)
     out = part.next_batch()
-    assert totals(out) == {(ms(0), "a"): 2}  # sent: the step ended on the error
+    assert sent(out) == [(ms(0.2), None, ACTIVE)]  # sent: the step ended on the error
+    assert totals(IngestSource(Failing([[doc("a", 1, 0.1)], [doc("a", 2, 0.2)], []]), reference).build_part(
+        "s", "p", None).next_batch()) == {(ms(0), "a"): 2}  # the reference policy sends everything
     with pytest.raises(Boom, match="broker gone"):
         part.next_batch()
 
@@ -274,3 +339,35 @@ def test_an_ingest_snapshot_of_a_newer_version_fails_clearly() -> None:
         load_ingest((4, ms(1), pickle.dumps(HeldPartials({}, version=7))))
     with pytest.raises(SnapshotError, match=r"^held window partials of unknown format \(list\)"):
         load_ingest((4, ms(1), pickle.dumps([1, 2])))
+
+
+def test_held_partials_count_in_the_windows_state_figures() -> None:
+    """``operatorStats`` stateSize and open windows include what partitions hold: those
+    windows are open, the close step just does not have them yet."""
+    from translator import metrics
+
+    metrics.reset()
+    metrics.enable()
+    try:
+        part = ingest([[doc("a", 1, 0.1), doc("b", 2, 0.2), doc("a", 3, 3.5)], [], [doc("c", 4, 6.5)], []])
+        path = part.logic.plan.window.stage.path
+        part.next_batch()
+        part.next_batch()
+        assert metrics.window_state() == {path: (2, 3, ms(0), ms(3))}
+        part.next_batch()
+        part.next_batch()  # [0, 3) went out (6.5 s closes it): [3, 6) and [6, 9) are held
+        assert metrics.window_state() == {path: (2, 2, ms(3), ms(6))}
+        part.next_batch()  # end of input: everything went out
+        assert metrics.window_state() == {}
+        # Hopping panes count in every window that contains them.
+        opts = ProcessorOptions(name="t")
+        window = {"interval": {"size": 3, "unit": "second"}, "hopSize": {"size": 1, "unit": "second"},
+                  "pipeline": PIPELINE[1]["$tumblingWindow"]["pipeline"]}
+        plan = Plan.compile(compile_pipeline([PIPELINE[0], {"$hoppingWindow": window}], options=opts), opts)
+        hop = IngestSource(Script([[doc("a", 1, 0.5)], []]), plan).build_part("s", "p", None)
+        hop.next_batch()
+        hop.next_batch()
+        assert metrics.window_state() == {plan.window.stage.path: (3, 1, ms(-2), ms(0))}
+    finally:
+        metrics.disable()
+        metrics.reset()
