@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import time
 from itertools import repeat
-from operator import contains
+from operator import contains, itemgetter
 from typing import Any
 
 from translator import ir, metrics
 from translator.codegen import Switch, compile_unstamped
 from translator.contracts import SOURCE_DLQ_KEY, RawBatch
 from translator.fastpath import FALLBACK_SOURCE_ERROR, FALLBACK_TIME, DateCache, Getter, IsoMillis
+
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 class FastStateless:
@@ -68,20 +70,26 @@ class FastStateless:
             return None
         return got
 
+    @staticmethod
+    def _markers(docs: list[Any]) -> bool:
+        return any(map(contains, docs, repeat(SOURCE_DLQ_KEY)))
+
     def _run(self, batch: RawBatch, wm: int) -> tuple[list[Any], int] | str:
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
-        docs = [d for d, _ in batch]
-        if any(map(contains, docs, repeat(SOURCE_DLQ_KEY))):
-            return FALLBACK_SOURCE_ERROR
+        docs = list(map(_first, batch))
         if self.times is None:
-            ms = [t for _, t in batch]
+            if self._markers(docs):
+                return FALLBACK_SOURCE_ERROR
+            ms = list(map(_second, batch))
         else:
+            # A source's undecodable record ({SOURCE_DLQ_KEY: ...}, its only field) has
+            # no timeField string: the batch parser refuses it, so look for one only then.
             try:
                 got = self.times[1].millis(self.times[0](docs))
             except (KeyError, TypeError):
-                return FALLBACK_TIME
+                got = None
             if got is None:
-                return FALLBACK_TIME
+                return FALLBACK_SOURCE_ERROR if self._markers(docs) else FALLBACK_TIME
             ms = got
         try:
             out = self.fn(docs, self.dates.dates(ms) if self.reads_ts else None)

@@ -287,6 +287,10 @@ class FastGroupFold:
                 if cols is not None:
                     fast = FastGroupFold(plan, times, *got)
                     fast.pre, fast.chain, fast.cols = pre, chain, cols
+                    # An undecodable record has no timeField string: _run looks for one
+                    # only when the batch parser refuses the batch; without a timeField
+                    # (a $match would drop it silently) in every batch.
+                    fast.check_markers = times is None
                     return fast
         got = _fold_getters(plan, group, field_getter)
         if got is None:
@@ -324,15 +328,20 @@ class FastGroupFold:
         """:meth:`run`, returning the reason (a FALLBACK_* text) instead of None."""
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
         docs: list[Any] = [d for d, _ in batch]
-        if self.check_markers and any(map(contains, docs, repeat(SOURCE_DLQ_KEY))):
+        if self.check_markers and self._markers(docs):
             return FALLBACK_SOURCE_ERROR
         try:
             if self.times is None:
                 ms = [t for _, t in batch]
             else:
-                got = self.times[1].millis(self.times[0](docs))
+                try:
+                    got = self.times[1].millis(self.times[0](docs))
+                except (KeyError, TypeError, IndexError):
+                    if self.cols is not None and self._markers(docs):
+                        return FALLBACK_SOURCE_ERROR
+                    raise
                 if got is None:
-                    return FALLBACK_TIME
+                    return FALLBACK_SOURCE_ERROR if self.cols is not None and self._markers(docs) else FALLBACK_TIME
                 ms = got
             lo, hi = min(ms), max(ms)
             new_wm = hi if hi > wm else wm
@@ -400,6 +409,11 @@ class FastGroupFold:
         if t0:
             metrics.record(self.path, self.name, len(ms), 0, 0, time.perf_counter() - t0)
         return new_wm
+
+    @staticmethod
+    def _markers(docs: list[Any]) -> bool:
+        """Whether a source's undecodable record ({SOURCE_DLQ_KEY: ...}) is in the batch."""
+        return any(map(contains, docs, repeat(SOURCE_DLQ_KEY)))
 
     def _run_pre(self, docs: list[Any], ms: list[int]) -> tuple[list[Any], list[int]] | None:
         """The stages before the window over the batch (their generated chain), or None

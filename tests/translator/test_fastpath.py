@@ -774,6 +774,7 @@ def test_stage_outputs_read_as_columns_fall_back_for_the_same_reasons() -> None:
     """A batch goes to the general path for the reason the copying chain and the field
     getters gave: a raising stage first, then a late document, then a missing field."""
     from translator import metrics
+    from translator.contracts import source_dlq
 
     fold = _fast_fold([source([]), *OFFPATH_PRE, tumbling(OFFPATH_GROUP)])
 
@@ -804,9 +805,17 @@ def test_stage_outputs_read_as_columns_fall_back_for_the_same_reasons() -> None:
         missing(docs)
         docs[60]["timestamp"] = iso(-20_000)
 
+    def undecodable(docs: list[dict[str, Any]]) -> None:
+        docs[30] = source_dlq("bad json", "{")
+
     assert reason(missing) == {fastpath.FALLBACK_FIELD: 1}
     assert reason(divide_by_zero) == {fastpath.FALLBACK_PRE: 1}
     assert reason(late) == {fastpath.FALLBACK_LATE: 1}
+    assert reason(undecodable) == {fastpath.FALLBACK_SOURCE_ERROR: 1}
+    # Without a timeField (the record's time), the $match would drop it: looked for first.
+    fold = _fast_fold([{"$source": {"documents": []}}, *OFFPATH_PRE, tumbling(OFFPATH_GROUP)])
+    assert fold.times is None and fold.check_markers
+    assert reason(undecodable) == {fastpath.FALLBACK_SOURCE_ERROR: 1}
 
 
 def test_stages_before_the_window_count_once_when_the_batch_falls_back() -> None:
