@@ -163,6 +163,9 @@ class IsoMillis:
         return True
 
 
+_ONE_MS = timedelta(milliseconds=1)
+
+
 class DateCache:
     """``_ts`` datetimes for millisecond times: one ``timedelta`` addition each, reusing
     the datetime of a millisecond already seen (documents often share one)."""
@@ -179,7 +182,7 @@ class DateCache:
         except KeyError:
             pass
         for t in set(ms).difference(cache):  # only the new milliseconds, found in C
-            cache[t] = EPOCH + timedelta(milliseconds=t)
+            cache[t] = EPOCH + _ONE_MS * t  # exact; about 2.5x faster than timedelta(milliseconds=t)
         return list(map(cache.__getitem__, ms))
 
 

@@ -283,8 +283,12 @@ def test_date_cache_matches_ms_to_datetime() -> None:
     from translator.mql.values import ms_to_datetime
 
     cache = fastpath.DateCache()
-    ms = [0, -1, 1_722_000_000_881, 1_722_000_000_881, 253402300799999]
-    assert cache.dates(ms) == [ms_to_datetime(t) for t in ms]
+    ms = [0, -1, 1_722_000_000_881, 1_722_000_000_881, 253402300799999, -62135596800000]
+    rng = random.Random(1)
+    ms += [rng.randrange(-62135596800000, 253402300800000) for _ in range(2000)]
+    got = cache.dates(ms)
+    assert got == [ms_to_datetime(t) for t in ms]
+    assert {d.tzinfo for d in got} == {UTC}
 
 
 INT_GROUP = {"$group": {k: v for k, v in SEED_GROUP["$group"].items() if k != "sumWatts"}}  # int arguments only
