@@ -28,6 +28,13 @@ constants, types, the compiled closures) is bound by name in the function's name
 whose builtins are only ``type``, ``dict``, ``int``, ``float``, ``str`` and ``KeyError``.
 No user string reaches the source unescaped.
 
+The same span is also written two other ways, each beside the stamped reference:
+:func:`compile_unstamped` (stateless pipelines, :mod:`translator.fast_stateless`) runs
+on documents that were not stamped with ``_ts`` and reads ``$_ts`` as the record's time;
+:func:`compile_columns` (stages before a window, :mod:`translator.fastpath`) yields, per
+kept document, only the values the window's fold reads, without building the output
+document.
+
 Fallbacks: a stage of another shape (dotted ``$addFields`` paths, an exclusion or nested
 ``$project``, an unknown expression after the first map stage...) makes
 :func:`compile_chain` return None and the closures run as before. At run time a
