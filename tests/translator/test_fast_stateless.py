@@ -23,7 +23,7 @@ from translator.fast_stateless import FastStateless
 from translator.options import ProcessorOptions
 from translator.runtime import Plan
 from translator.stages import FILTER, Step, compile_steps, run_chain
-from translator.testing import RunResult, run_pipeline
+from translator.testing import RunResult, run_pipeline, run_pipeline_with_stats
 
 T0 = datetime(2024, 7, 26, 13, 20, 0, tzinfo=UTC)
 NAN = float("nan")
@@ -240,16 +240,7 @@ def test_batches_it_cannot_take_are_counted_and_left_untouched() -> None:
 def test_operator_stats_are_the_general_paths() -> None:
     docs = solar(random.Random(5), 500, True)
     pipeline = [source(docs), *C_STAGES]
-    stats = []
-    for on in (True, False):
-        metrics.reset()
-        metrics.enable()
-        try:
-            result = run_pipeline(copy.deepcopy(pipeline), _opts(64, fast_paths=on))
-            stats.append(metrics.operator_stats(result.pipeline))
-        finally:
-            metrics.disable()
-            metrics.reset()
+    stats = [run_pipeline_with_stats(copy.deepcopy(pipeline), _opts(64, fast_paths=on))[1] for on in (True, False)]
     keys = ("name", "inputMessageCount", "outputMessageCount", "dlqMessageCount")
     fast, slow = ([{k: e.get(k) for k in keys} for e in s] for s in stats)
     assert fast == slow

@@ -23,7 +23,7 @@ from translator.fastpath import FastGroupFold, IsoMillis, field_getter
 from translator.mql.operators.dates import parse_date_string
 from translator.mql.values import datetime_to_ms
 from translator.runtime import Plan
-from translator.testing import RunResult, run_pipeline
+from translator.testing import RunResult, run_pipeline, run_pipeline_with_stats
 
 T0 = datetime(2024, 7, 26, 13, 20, 0, tzinfo=UTC)
 
@@ -661,27 +661,22 @@ def test_stages_before_the_window_reading_ts_keep_the_general_path() -> None:
 def test_stages_before_the_window_count_as_on_the_general_path() -> None:
     """operatorStats of the stages before the window are the same on both paths; a
     batch whose $addFields raises is counted as a fallback of the window."""
-    from translator import metrics
 
     docs = offpath_docs(random.Random(11), 256, False)
     docs[100]["max_watts"] = 0
     docs[100]["event_type"] = 0
-    pipeline = [source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP, lateness=10)]
-    stats = []
-    for on in (True, False):
-        metrics.reset()
-        metrics.enable()
-        try:
-            result = run_pipeline(_copy(pipeline), _opts({"batchSize": 64}, fast_paths=on))
-            stats.append(metrics.operator_stats(result.pipeline))
-        finally:
-            metrics.disable()
-            metrics.reset()
+    stats = stats_both_ways([source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP, lateness=10)])
+    window = next(e for e in stats if e["name"] == "$tumblingWindow")
+    assert window["fastPathFallbacks"] == {fastpath.FALLBACK_PRE: 1}
+
+
+def stats_both_ways(pipeline: list[dict[str, Any]], batch_size: int = 64) -> list[dict[str, Any]]:
+    """operatorStats with the fast paths on; their counts must equal those without."""
+    stats = [run_pipeline_with_stats(_copy(pipeline), _opts({"batchSize": batch_size}, fast_paths=on))[1] for on in (True, False)]
     keys = ("name", "inputMessageCount", "outputMessageCount", "dlqMessageCount")
     fast, slow = ([{k: e.get(k) for k in keys} for e in s] for s in stats)
     assert fast == slow
-    window = next(e for e in stats[0] if e["name"] == "$tumblingWindow")
-    assert window["fastPathFallbacks"] == {fastpath.FALLBACK_PRE: 1}
+    return stats[0]
 
 
 # ---- stages before the window read as columns (codegen.compile_columns) --------------
@@ -825,24 +820,10 @@ def test_stage_outputs_read_as_columns_fall_back_for_the_same_reasons() -> None:
 def test_stages_before_the_window_count_once_when_the_batch_falls_back() -> None:
     """A batch the fast path hands over after running the stages (a late document) is
     counted by the general path only."""
-    from translator import metrics
 
     docs = offpath_docs(random.Random(12), 256, False)
     docs[200]["timestamp"] = iso(-20_000)
     docs[200]["event_type"] = 0
-    pipeline = [source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP)]
-    stats = []
-    for on in (True, False):
-        metrics.reset()
-        metrics.enable()
-        try:
-            result = run_pipeline(_copy(pipeline), _opts({"batchSize": 64}, fast_paths=on))
-            stats.append(metrics.operator_stats(result.pipeline))
-        finally:
-            metrics.disable()
-            metrics.reset()
-    keys = ("name", "inputMessageCount", "outputMessageCount", "dlqMessageCount")
-    fast, slow = ([{k: e.get(k) for k in keys} for e in s] for s in stats)
-    assert fast == slow
-    window = next(e for e in stats[0] if e["name"] == "$tumblingWindow")
+    stats = stats_both_ways([source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP)])
+    window = next(e for e in stats if e["name"] == "$tumblingWindow")
     assert window["fastPathFallbacks"] == {fastpath.FALLBACK_LATE: 1}
