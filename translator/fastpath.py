@@ -242,7 +242,6 @@ class FastGroupFold:
         self.pre: tuple[Any, ...] = ()
         self.chain: Any = None
         self.cols: Any = None
-        self._pre_figures: tuple[int, int, float] | None = None
         fi = [a.from_int for a in self.accs]
         self.from_ints: list[Callable[[int], Any]] | None = None if None in fi else fi
         # Per accumulator, in order: add one value, fold a fresh / an existing state from
@@ -312,22 +311,22 @@ class FastGroupFold:
         format of :meth:`WindowPlan.fold`) and return the new watermark; or return
         ``None``, with ``into`` untouched, for the general path to take the batch (counted
         with its reason in the window's ``operatorStats`` while metrics are on)."""
-        self._pre_figures = None
-        got = self._run(batch, wm, into)
+        figures: list[tuple[int, int, float]] = []  # the stages before the window, with metrics on
+        got = self._run(batch, wm, into, figures)
         if isinstance(got, str):
             if metrics.ENABLED:
                 metrics.fallback(self.path, self.name, got)
             return None
-        if self._pre_figures is not None:
+        if figures:
             # The stages before the window count once, as run_chain would count them
             # (only a leading $match drops documents, see _pre_chain): in, out per stage.
-            n_in, n_out, seconds = self._pre_figures
+            n_in, n_out, seconds = figures[0]
             share = seconds / len(self.pre)
             for k, step in enumerate(self.pre):
                 metrics.record(step.path, step.name, n_in if k == 0 else n_out, n_out, 0, share)
         return got
 
-    def _run(self, batch: list[tuple[dict[str, Any], int]], wm: int, into: dict[int, Any]) -> int | str:
+    def _run(self, batch: list[tuple[dict[str, Any], int]], wm: int, into: dict[int, Any], figures: list[Any]) -> int | str:
         """:meth:`run`, returning the reason (a FALLBACK_* text) instead of None."""
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
         docs: list[Any] = [d for d, _ in batch]
@@ -353,7 +352,7 @@ class FastGroupFold:
             # window of the oldest document closes first: if even it is open at the
             # batch's final watermark, no document of the batch is late.
             if self.cols is not None:
-                got_cols = self._run_cols(docs, ms, new_wm)
+                got_cols = self._run_cols(docs, ms, new_wm, figures)
                 if isinstance(got_cols, str):
                     return got_cols
                 docs, ms = got_cols  # docs: the table of columns the getters read
@@ -363,7 +362,7 @@ class FastGroupFold:
                     return new_wm
                 lo, hi = min(ms), max(ms)
             elif self.chain is not None:
-                got_pre = self._run_pre(docs, ms)
+                got_pre = self._run_pre(docs, ms, figures)
                 if got_pre is None:
                     return FALLBACK_PRE
                 docs, ms = got_pre
@@ -418,20 +417,20 @@ class FastGroupFold:
         """Whether a source's undecodable record ({SOURCE_DLQ_KEY: ...}) is in the batch."""
         return any(map(contains, docs, repeat(SOURCE_DLQ_KEY)))
 
-    def _run_pre(self, docs: list[Any], ms: list[int]) -> tuple[list[Any], list[int]] | None:
+    def _run_pre(self, docs: list[Any], ms: list[int], figures: list[Any]) -> tuple[list[Any], list[int]] | None:
         """The stages before the window over the batch (their generated chain), or None
         when it raises: the general path then runs them and DLQs what fails. With
-        metrics on, each stage's figures are kept for :meth:`run` to record."""
+        metrics on, their figures go to ``figures`` for :meth:`run` to record."""
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
         try:
             recs = self.chain(list(zip(docs, ms, strict=True)), EMPTY_VARS)
         except Exception:
             return None
         if t0:
-            self._pre_figures = (len(docs), len(recs), time.perf_counter() - t0)
+            figures.append((len(docs), len(recs), time.perf_counter() - t0))
         return [d for d, _ in recs], [t for _, t in recs]
 
-    def _run_cols(self, docs: list[Any], ms: list[int], wm: int) -> tuple[list[list[Any]], list[int]] | str:
+    def _run_cols(self, docs: list[Any], ms: list[int], wm: int, figures: list[Any]) -> tuple[list[list[Any]], list[int]] | str:
         """The stages before the window as the columns the fold reads (:class:`_Columns`)
         and the kept documents' times, without building their output documents; or the
         reason to hand the batch to the general path, the same one :meth:`_run_pre` and
@@ -443,7 +442,7 @@ class FastGroupFold:
             rows = self.cols(docs, ms)
         except FieldMiss:
             # Which comes first on the batch as a whole: the stages' own error?
-            kept = self._run_pre(docs, ms)
+            kept = self._run_pre(docs, ms, [])
             if kept is None:
                 return FALLBACK_PRE
             kms = kept[1]
@@ -453,7 +452,7 @@ class FastGroupFold:
         except Exception:
             return FALLBACK_PRE
         if t0:
-            self._pre_figures = (len(docs), len(rows), time.perf_counter() - t0)
+            figures.append((len(docs), len(rows), time.perf_counter() - t0))
         if not rows:
             return [], []
         table = list(map(list, zip(*rows, strict=True)))
