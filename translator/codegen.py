@@ -374,17 +374,25 @@ def _loop(name: str, body: str, tail: str, docs: bool) -> str:
     return _func(name, "recs, V", "doc, ts", "recs", body, "o" if docs else "(o, ts)", tail)
 
 
-def _func(name: str, args: str, each: str, over: str, body: str, item: str, tail: str) -> str:
+def _func(name: str, args: str, each: str, over: str, body: str, item: str, tail: str, columns: int = 0) -> str:
+    """A loop over a batch appending ``item`` per document to ``out``; with ``columns``,
+    ``item`` is that many comma-separated values and ``out`` one list per value
+    (cheaper than a tuple per document transposed afterwards)."""
+    if columns:
+        names = [f"c{j}" for j in range(columns)]
+        start = f"    out = [{', '.join('[]' for _ in names)}]\n    {', '.join(names)}, = [c.append for c in out]\n"
+        add = "; ".join(f"{c}({v.strip()})" for c, v in zip(names, item.split(","), strict=True))
+    else:
+        start, add = "    out = []\n    append = out.append\n", f"append({item})"
     return (
         f"def {name}({args}):\n"
-        "    out = []\n"
-        "    append = out.append\n"
+        f"{start}"
         "    misses = 0\n"
         f"    for {each} in {over}:\n"
         "        if type(doc) is not dict:\n"
         "            raise NotADict\n"
         f"{body}\n"
-        f"        append({item})\n"
+        f"        {add}\n"
         f"    return {tail}\n"
     )
 
@@ -657,17 +665,17 @@ def compile_unstamped(query: Callable[[Any], bool] | None, maps: Sequence[MapSpe
 
 
 def compile_columns(query: Callable[[Any], bool] | None, maps: Sequence[MapSpec | None], paths: Sequence[tuple[str, ...]]) -> Switch | None:
-    """The span as ``(docs, times) -> rows``: for each document it keeps, the row
-    ``(time, value of paths[0], value of paths[1], ...)`` of the document the span
-    would output, without building it (no copy of the input for ``$addFields``).
+    """The span as ``(docs, times) -> columns``: for the documents it keeps, their times
+    and the values of ``paths[0]``, ``paths[1]``... in the documents the span would
+    output, without building them (no copy of the input for ``$addFields``).
     Values are read as the fast path's field getters read them: :class:`FieldMiss`
     when one is missing or under a non-document; any other exception is the span's
     own (the general path then runs the stages and DLQs). None when a stage has a
     shape codegen does not write."""
     g = _Gen()
-    row = "(ts, " + "".join(f"F{j}, " for j in range(len(paths))) + ")"
+    row = ", ".join(["ts", *(f"F{j}" for j in range(len(paths)))])
 
     def loop(name: str, body: str, tail: str) -> str:
-        return _func(name, "docs, times, V", "doc, ts", "zip(docs, times)", body, row, tail)
+        return _func(name, "docs, times, V", "doc, ts", "zip(docs, times)", body, row, tail, len(paths) + 1)
 
     return _switch(g, lambda gen: gen.plain_reads(paths), query, maps, loop)

@@ -439,7 +439,7 @@ class FastGroupFold:
 
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
         try:
-            rows = self.cols(docs, ms)
+            table = self.cols(docs, ms)
         except FieldMiss:
             # Which comes first on the batch as a whole: the stages' own error?
             kept = self._run_pre(docs, ms, [])
@@ -452,10 +452,7 @@ class FastGroupFold:
         except Exception:
             return FALLBACK_PRE
         if t0:
-            figures.append((len(docs), len(rows), time.perf_counter() - t0))
-        if not rows:
-            return [], []
-        table = list(map(list, zip(*rows, strict=True)))
+            figures.append((len(docs), len(table[0]), time.perf_counter() - t0))
         return table, table[0]
 
     def _rows(
