@@ -28,6 +28,13 @@ constants, types, the compiled closures) is bound by name in the function's name
 whose builtins are only ``type``, ``dict``, ``int``, ``float``, ``str`` and ``KeyError``.
 No user string reaches the source unescaped.
 
+The same span is also written two other ways, each beside the stamped reference:
+:func:`compile_unstamped` (stateless pipelines, :mod:`translator.fast_stateless`) runs
+on documents that were not stamped with ``_ts`` and reads ``$_ts`` as the record's time;
+:func:`compile_columns` (stages before a window, :mod:`translator.fastpath`) yields, per
+kept document, only the values the window's fold reads, without building the output
+document.
+
 Fallbacks: a stage of another shape (dotted ``$addFields`` paths, an exclusion or nested
 ``$project``, an unknown expression after the first map stage...) makes
 :func:`compile_chain` return None and the closures run as before. At run time a
@@ -46,7 +53,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from translator.mql.expr import Binary, Const, Expr, Field, Node, Vars, const_value, get_path
+from translator.mql.expr import (
+    EMPTY_VARS,
+    Binary,
+    Const,
+    Expr,
+    Field,
+    Node,
+    Vars,
+    const_value,
+    get_path,
+)
 from translator.mql.query import HotPred
 from translator.mql.values import MISSING
 from translator.stagespec import COPY, PATH2, AddSpec, IncludeSpec, MapSpec
@@ -64,6 +81,11 @@ class NotADict(Exception):
     """Run time: a document that is not a plain dict (the closures handle it)."""
 
 
+class FieldMiss(Exception):
+    """Run time, :func:`compile_columns`: a field the fold reads is missing, or a value
+    along its path is not a document (where a fast-path field getter raises)."""
+
+
 @dataclass(frozen=True)
 class Val:
     """A value in the generated code: ``src`` is a local name or a literal."""
@@ -73,6 +95,7 @@ class Val:
 
 
 _ABSENT = Val("M", True)
+_TS = Val("TS", False)  # the record's time as the stamped ``_ts`` (see _Gen.ts_field)
 
 # Python operator of the query fast path (see query.HotSpec) -> its source symbol.
 _QUERY_OPS: dict[Callable[[Any, Any], bool], str] = {
@@ -93,16 +116,24 @@ def _mk(keys: tuple[str, ...], vals: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class _Gen:
-    def __init__(self) -> None:
+    def __init__(self, ts_field: str | None = None) -> None:
         self.ns: dict[str, Any] = {
-            "__builtins__": {"type": type, "dict": dict, "float": float, "int": int, "str": str, "KeyError": KeyError},
+            "__builtins__": {
+                "type": type, "dict": dict, "float": float, "int": int, "str": str, "zip": zip,
+                "KeyError": KeyError, "TypeError": TypeError, "IndexError": IndexError,
+            },
             "M": MISSING,
             "GP": get_path,
             "NotADict": NotADict,
+            "FieldMiss": FieldMiss,
             "MK": _mk,
             "GPS": _present_path,
         }
         self.n = 0
+        # Set: the documents are not stamped; the input document's ``ts_field`` is the
+        # record's time ``TS`` (a datetime), and nothing may hand ``doc`` to a closure.
+        self.ts_field = ts_field
+        self.reads_ts = False
         self.start(strict=False)
 
     def start(self, strict: bool) -> None:
@@ -166,6 +197,18 @@ class _Gen:
         return self.base is None and not self.ops
 
     def top(self, key: str) -> Val:
+        """The current document's field ``key``: a value the body already holds, or a
+        new read of the input document."""
+        v = self.known(key)
+        if v is None:
+            v = Val(self.fresh(), not self.strict)
+            read = f"doc[{self.lit(key)}]" if self.strict else f"doc.get({self.lit(key)}, M)"
+            self.emit(f"{v.src} = {read}")
+            self.top_cache[key] = v
+        return v
+
+    def known(self, key: str) -> Val | None:
+        """:meth:`top` without a new read (None when it would need one)."""
         for k, v in reversed(self.ops):
             if k == key:
                 return v
@@ -174,13 +217,10 @@ class _Gen:
                 if k == key:
                     return v
             return _ABSENT
-        cached = self.top_cache.get(key)
-        if cached is None:
-            cached = Val(self.fresh(), not self.strict)
-            read = f"doc[{self.lit(key)}]" if self.strict else f"doc.get({self.lit(key)}, M)"
-            self.emit(f"{cached.src} = {read}")
-            self.top_cache[key] = cached
-        return cached
+        if key == self.ts_field:
+            self.reads_ts = True
+            return _TS
+        return self.top_cache.get(key)
 
     def path(self, parts: tuple[str, ...]) -> Val:
         """Aggregation field path (arrays along it yield arrays, as expr.get_path)."""
@@ -215,20 +255,29 @@ class _Gen:
                 return v
         if not self.pristine():
             raise Unsupported("an expression that needs the intermediate document")
+        self.no_closure_on_doc()
         v = Val(self.fresh(), True)
         self.emit(f"{v.src} = {self.bind(fn.fn if isinstance(fn, Node) else fn)}(doc, V)")
         return v
 
     # ---- stages ------------------------------------------------------------------------------
 
+    def no_closure_on_doc(self) -> None:
+        """Without the stamp, a closure given ``doc`` could read ``_ts`` (or ``$$ROOT``)."""
+        if self.ts_field is not None:
+            raise Unsupported("a closure reading the unstamped document")
+
     def match(self, query: Callable[[Any], bool]) -> None:
         if not isinstance(query, HotPred):
+            self.no_closure_on_doc()
             self.emit(f"if not {self.bind(query)}(doc):\n    continue")
             return
         for k1, k2, types, py_op, rhs, negate, general in query.specs:
             sym = _QUERY_OPS.get(py_op)
             if sym is None:
                 raise Unsupported("query operator")
+            if k1 == self.ts_field:  # ``general(doc)`` reads only this clause's field
+                raise Unsupported("a query on the unstamped time field")
             xv = self.path((k1,) if k2 is None else (k1, k2))
             x = xv.src
             test = f"{x} {sym} {self.lit(rhs)}"
@@ -262,6 +311,8 @@ class _Gen:
     def output(self) -> None:
         """``o`` = the document after the last stage, in MongoDB's key order."""
         if self.base is None:
+            if self.ts_field is not None:
+                raise Unsupported("the output keeps the unstamped input document")
             self.emit("o = dict(doc)")
         else:
             display = "{" + ", ".join(f"{self.lit(k)}: {v.src}" for k, v in self.base) + "}"
@@ -286,21 +337,62 @@ class _Gen:
             else:
                 self.emit(f"o[{key}] = {v.src}")
 
+    def plain_reads(self, paths: Sequence[tuple[str, ...]]) -> None:
+        """``F0, F1...`` = each path's value in the current document, read as the fast
+        path's field getters read it (``itemgetter``, :func:`translator.fastpath.field_getter`):
+        a missing field, or a value along the path that cannot be subscripted by name
+        (an array, a scalar), raises :class:`FieldMiss`. MQL's own path rules (arrays
+        along the path) are the general path's."""
+        start = len(self.lines)
+        for j, parts in enumerate(paths):
+            name = f"F{j}"
+            head = self.known(parts[0])
+            subs = "".join(f"[{self.lit(k)}]" for k in parts[1:])
+            if head is None:  # not read by the stages: a KeyError here is a FieldMiss
+                self.emit(f"{name} = doc[{self.lit(parts[0])}]{subs}")
+                continue
+            src = head.src
+            if head.maybe_missing:
+                self.emit(f"if {src} is M:\n    raise FieldMiss")
+            if subs and not src.isidentifier():  # a literal: subscript it through a name
+                self.emit(f"{name} = {src}")
+                src = name
+            self.emit(f"{name} = {src}{subs}")
+        reads = self.lines[start:]
+        self.lines[start:] = [
+            "try:",
+            *("    " + ln for ln in reads),
+            "except (KeyError, TypeError, IndexError):",
+            "    raise FieldMiss",
+        ]
+
     def body(self, indent: int) -> str:
         return "\n".join(" " * indent + line for line in self.lines)
 
 
 def _loop(name: str, body: str, tail: str, docs: bool) -> str:
+    return _func(name, "recs, V", "doc, ts", "recs", body, "o" if docs else "(o, ts)", tail)
+
+
+def _func(name: str, args: str, each: str, over: str, body: str, item: str, tail: str, columns: int = 0) -> str:
+    """A loop over a batch appending ``item`` per document to ``out``; with ``columns``,
+    ``item`` is that many comma-separated values and ``out`` one list per value
+    (cheaper than a tuple per document transposed afterwards)."""
+    if columns:
+        names = [f"c{j}" for j in range(columns)]
+        start = f"    out = [{', '.join('[]' for _ in names)}]\n    {', '.join(names)}, = [c.append for c in out]\n"
+        add = "; ".join(f"{c}({v.strip()})" for c, v in zip(names, item.split(","), strict=True))
+    else:
+        start, add = "    out = []\n    append = out.append\n", f"append({item})"
     return (
-        f"def {name}(recs, V):\n"
-        "    out = []\n"
-        "    append = out.append\n"
+        f"def {name}({args}):\n"
+        f"{start}"
         "    misses = 0\n"
-        "    for doc, ts in recs:\n"
+        f"    for {each} in {over}:\n"
         "        if type(doc) is not dict:\n"
         "            raise NotADict\n"
         f"{body}\n"
-        f"        append({'o' if docs else '(o, ts)'})\n"
+        f"        {add}\n"
         f"    return {tail}\n"
     )
 
@@ -467,6 +559,35 @@ STAGE_WRITERS: dict[type, Callable[[_Gen, Any], None]] = {
 }
 
 
+def _bodies(
+    g: _Gen, query: Callable[[Any], bool] | None, maps: Sequence[MapSpec | None], finish: Callable[[_Gen], None]
+) -> tuple[str, str]:
+    """The loop bodies of a span: the strict body with the lenient one run for a
+    document whose strict body raised KeyError, and the lenient one alone; ``finish``
+    writes what a body ends with."""
+    bodies: list[str] = []
+    for strict in (True, False):
+        g.start(strict)
+        if query is not None:
+            g.match(query)
+        for spec in maps:
+            write = STAGE_WRITERS.get(type(spec))
+            if write is None:
+                raise Unsupported("a stage of another shape")
+            write(g, spec)
+        finish(g)
+        bodies.append(g.body(12 if strict else 8))
+    strict_body, lenient_body = bodies
+    lenient_in_except = "\n".join("    " + line for line in lenient_body.split("\n"))
+    both = f"        try:\n{strict_body}\n        except KeyError:\n            misses += 1\n{lenient_in_except}"
+    return both, lenient_body
+
+
+def _exec(g: _Gen, source: str, names: Sequence[str]) -> dict[str, Any]:
+    exec(compile(source, "<mqlflow codegen>", "exec"), g.ns)  # source: see the module docstring
+    return {k: g.ns[k] for k in names}
+
+
 def compile_chain(
     query: Callable[[Any], bool] | None, maps: Sequence[MapSpec | None], steps: tuple[Any, ...] = ()
 ) -> Chain | None:
@@ -475,24 +596,10 @@ def compile_chain(
     inclusion ``$project``: :class:`IncludeSpec`); None when a stage has another shape.
     ``steps``: the closures of the whole span, kept to recognise it."""
     g = _Gen()
-    bodies: list[str] = []
     try:
-        for strict in (True, False):
-            g.start(strict)
-            if query is not None:
-                g.match(query)
-            for spec in maps:
-                write = STAGE_WRITERS.get(type(spec))
-                if write is None:
-                    return None
-                write(g, spec)
-            g.output()
-            bodies.append(g.body(12 if strict else 8))
+        both, lenient_body = _bodies(g, query, maps, _Gen.output)
     except Unsupported:
         return None
-    strict_body, lenient_body = bodies
-    lenient_in_except = "\n".join("    " + line for line in lenient_body.split("\n"))
-    both = f"        try:\n{strict_body}\n        except KeyError:\n            misses += 1\n{lenient_in_except}"
     source = "\n\n".join(
         [
             _loop("strict", both, "out, misses", False),
@@ -501,5 +608,74 @@ def compile_chain(
             _loop("lenient_docs", lenient_body, "out", True),
         ]
     )
-    exec(compile(source, "<mqlflow codegen>", "exec"), g.ns)  # source: see the module docstring
-    return Chain({k: g.ns[k] for k in ("strict", "lenient", "strict_docs", "lenient_docs")}, source, steps)
+    return Chain(_exec(g, source, ("strict", "lenient", "strict_docs", "lenient_docs")), source, steps)
+
+
+class Switch:
+    """A strict and a lenient generated loop over a batch (see :class:`Chain`): the
+    strict one until more than one document in eight of a batch misses a field."""
+
+    __slots__ = ("lenient", "source", "strict", "use_strict")
+
+    def __init__(self, fns: dict[str, Callable[[list[Any], list[Any] | None, Vars], Any]], source: str) -> None:
+        self.strict = fns["strict"]
+        self.lenient = fns["lenient"]
+        self.source = source
+        self.use_strict = True
+
+    def __call__(self, docs: list[Any], times: list[Any] | None) -> Any:
+        if self.use_strict:
+            out, misses = self.strict(docs, times, EMPTY_VARS)
+            if misses * 8 > len(docs):
+                self.use_strict = False
+            return out
+        return self.lenient(docs, times, EMPTY_VARS)
+
+
+def _switch(
+    g: _Gen,
+    finish: Callable[[_Gen], None],
+    query: Callable[[Any], bool] | None,
+    maps: Sequence[MapSpec | None],
+    loop: Callable[[str, str, str], str],
+) -> Switch | None:
+    try:
+        both, lenient_body = _bodies(g, query, maps, finish)
+    except Unsupported:
+        return None
+    source = loop("strict", both, "out, misses") + "\n\n" + loop("lenient", lenient_body, "out")
+    return Switch(_exec(g, source, ("strict", "lenient")), source)
+
+
+def compile_unstamped(query: Callable[[Any], bool] | None, maps: Sequence[MapSpec | None], ts_field: str) -> tuple[Switch, bool] | None:
+    """The span as ``(docs, dates) -> output documents`` over documents that were *not*
+    stamped with ``ts_field``: a read of the input's ``ts_field`` is the record's time
+    (``dates``, the ``_ts`` values the stamp would have written). Only for a span whose
+    output is a new document (it ends with ``$project``, possibly followed by
+    ``$addFields``) and that hands the input document to no closure; None otherwise.
+    The bool: whether the span reads the time at all (else ``dates`` may be None)."""
+    g = _Gen(ts_field)
+
+    def loop(name: str, body: str, tail: str) -> str:  # after the bodies: reads_ts is known
+        each, over = ("doc, TS", "zip(docs, dates)") if g.reads_ts else ("doc", "docs")
+        return _func(name, "docs, dates, V", each, over, body, "o", tail)
+
+    sw = _switch(g, _Gen.output, query, maps, loop)
+    return None if sw is None else (sw, g.reads_ts)
+
+
+def compile_columns(query: Callable[[Any], bool] | None, maps: Sequence[MapSpec | None], paths: Sequence[tuple[str, ...]]) -> Switch | None:
+    """The span as ``(docs, times) -> columns``: for the documents it keeps, their times
+    and the values of ``paths[0]``, ``paths[1]``... in the documents the span would
+    output, without building them (no copy of the input for ``$addFields``).
+    Values are read as the fast path's field getters read them: :class:`FieldMiss`
+    when one is missing or under a non-document; any other exception is the span's
+    own (the general path then runs the stages and DLQs). None when a stage has a
+    shape codegen does not write."""
+    g = _Gen()
+    row = ", ".join(["ts", *(f"F{j}" for j in range(len(paths)))])
+
+    def loop(name: str, body: str, tail: str) -> str:
+        return _func(name, "docs, times, V", "doc, ts", "zip(docs, times)", body, row, tail, len(paths) + 1)
+
+    return _switch(g, lambda gen: gen.plain_reads(paths), query, maps, loop)

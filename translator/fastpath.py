@@ -50,10 +50,8 @@ def field_getter(path: str) -> Getter | None:
     the cases where MQL path semantics (missing, array traversal) differ from plain
     lookups, and the caller falls back to the general path.
     """
-    if not isinstance(path, str) or not path.startswith("$") or path.startswith("$$"):
-        return None
-    parts = path[1:].split(".")
-    if not all(parts) or any(p.startswith("$") for p in parts):
+    parts = field_parts(path)
+    if parts is None:
         return None
     getters = [itemgetter(p) for p in parts]
     if len(getters) == 1:
@@ -70,6 +68,16 @@ def field_getter(path: str) -> Getter | None:
         return list(it)
 
     return deep
+
+
+def field_parts(path: Any) -> tuple[str, ...] | None:
+    """``"$a.b"`` -> ``("a", "b")``; None for anything but a plain field path."""
+    if not isinstance(path, str) or not path.startswith("$") or path.startswith("$$"):
+        return None
+    parts = path[1:].split(".")
+    if not all(parts) or any(p.startswith("$") for p in parts):
+        return None
+    return tuple(parts)
 
 
 class IsoMillis:
@@ -155,6 +163,9 @@ class IsoMillis:
         return True
 
 
+_ONE_MS = timedelta(milliseconds=1)
+
+
 class DateCache:
     """``_ts`` datetimes for millisecond times: one ``timedelta`` addition each, reusing
     the datetime of a millisecond already seen (documents often share one)."""
@@ -171,7 +182,7 @@ class DateCache:
         except KeyError:
             pass
         for t in set(ms).difference(cache):  # only the new milliseconds, found in C
-            cache[t] = EPOCH + timedelta(milliseconds=t)
+            cache[t] = EPOCH + _ONE_MS * t  # exact; about 2.5x faster than timedelta(milliseconds=t)
         return list(map(cache.__getitem__, ms))
 
 
@@ -225,9 +236,12 @@ class FastGroupFold:
         self.earliest: Callable[[int], int] = plan.earliest_start
         self._bucket_cache: dict[Any, int] = {}
         self.check_markers = True
-        # The stages before the window, as one generated chain (see _pre_chain).
+        # The stages before the window, as one generated chain (see _pre_chain), and as
+        # the generated loop that reads the fold's fields from their output (the getters
+        # then read columns: see _Columns).
         self.pre: tuple[Any, ...] = ()
         self.chain: Any = None
+        self.cols: Any = None
         fi = [a.from_int for a in self.accs]
         self.from_ints: list[Callable[[int], Any]] | None = None if None in fi else fi
         # Per accumulator, in order: add one value, fold a fresh / an existing state from
@@ -266,31 +280,24 @@ class FastGroupFold:
             times = time_getter(src)
             if times is None:
                 return None
-        gid = _getter_or_const(group.id)
-        if gid is MISSING:
-            gid = batch_expr(group.id)
-            if gid is None:
-                return None
-        values: list[Any] = []
-        for ex in plan.extracts:
-            c = const_value(ex)
-            if c is not MISSING:
-                values.append(_Const(c))
-                continue
-            values.append(None)
-        # The extracts are deduplicated argument expressions; map each back to its IR arg.
-        for acc_ir, slot in zip(group.accumulations, plan.slot, strict=True):
-            if isinstance(values[slot], _Const):
-                continue
-            if acc_ir.op in _CONSTANT_ARG:
-                values[slot] = _Const(_CONSTANT_ARG[acc_ir.op])
-                continue
-            get = field_getter(acc_ir.arg)
-            if get is None:
-                return None
-            values[slot] = get
-        if any(v is None for v in values):
+        if chain is not None:
+            # The fold's fields as columns of the stages' output, without building it.
+            columns = _Columns()
+            got = _fold_getters(plan, group, columns.leaf)
+            if got is not None:
+                cols = _column_chain(pre, columns.paths)
+                if cols is not None:
+                    fast = FastGroupFold(plan, times, *got)
+                    fast.pre, fast.chain, fast.cols = pre, chain, cols
+                    # An undecodable record has no timeField string: _run looks for one
+                    # only when the batch parser refuses the batch; without a timeField
+                    # (a $match would drop it silently) in every batch.
+                    fast.check_markers = times is None
+                    return fast
+        got = _fold_getters(plan, group, field_getter)
+        if got is None:
             return None
+        gid, values = got
         fast = FastGroupFold(plan, times, gid, values)
         fast.pre = pre if chain is not None else ()
         fast.chain = chain
@@ -304,26 +311,39 @@ class FastGroupFold:
         format of :meth:`WindowPlan.fold`) and return the new watermark; or return
         ``None``, with ``into`` untouched, for the general path to take the batch (counted
         with its reason in the window's ``operatorStats`` while metrics are on)."""
-        got = self._run(batch, wm, into)
+        figures: list[tuple[int, int, float]] = []  # the stages before the window, with metrics on
+        got = self._run(batch, wm, into, figures)
         if isinstance(got, str):
             if metrics.ENABLED:
                 metrics.fallback(self.path, self.name, got)
             return None
+        if figures:
+            # The stages before the window count once, as run_chain would count them
+            # (only a leading $match drops documents, see _pre_chain): in, out per stage.
+            n_in, n_out, seconds = figures[0]
+            share = seconds / len(self.pre)
+            for k, step in enumerate(self.pre):
+                metrics.record(step.path, step.name, n_in if k == 0 else n_out, n_out, 0, share)
         return got
 
-    def _run(self, batch: list[tuple[dict[str, Any], int]], wm: int, into: dict[int, Any]) -> int | str:
+    def _run(self, batch: list[tuple[dict[str, Any], int]], wm: int, into: dict[int, Any], figures: list[Any]) -> int | str:
         """:meth:`run`, returning the reason (a FALLBACK_* text) instead of None."""
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
-        docs = [d for d, _ in batch]
-        if self.check_markers and any(map(contains, docs, repeat(SOURCE_DLQ_KEY))):
+        docs: list[Any] = [d for d, _ in batch]
+        if self.check_markers and self._markers(docs):
             return FALLBACK_SOURCE_ERROR
         try:
             if self.times is None:
                 ms = [t for _, t in batch]
             else:
-                got = self.times[1].millis(self.times[0](docs))
+                try:
+                    got = self.times[1].millis(self.times[0](docs))
+                except (KeyError, TypeError, IndexError):
+                    if self.cols is not None and self._markers(docs):
+                        return FALLBACK_SOURCE_ERROR
+                    raise
                 if got is None:
-                    return FALLBACK_TIME
+                    return FALLBACK_SOURCE_ERROR if self.cols is not None and self._markers(docs) else FALLBACK_TIME
                 ms = got
             lo, hi = min(ms), max(ms)
             new_wm = hi if hi > wm else wm
@@ -331,8 +351,18 @@ class FastGroupFold:
             # end + allowedLateness is at or below the watermark before it. The oldest
             # window of the oldest document closes first: if even it is open at the
             # batch's final watermark, no document of the batch is late.
-            if self.chain is not None:
-                got_pre = self._run_pre(docs, ms)
+            if self.cols is not None:
+                got_cols = self._run_cols(docs, ms, new_wm, figures)
+                if isinstance(got_cols, str):
+                    return got_cols
+                docs, ms = got_cols  # docs: the table of columns the getters read
+                if not ms:
+                    if t0:
+                        metrics.record(self.path, self.name, 0, 0, 0, time.perf_counter() - t0)
+                    return new_wm
+                lo, hi = min(ms), max(ms)
+            elif self.chain is not None:
+                got_pre = self._run_pre(docs, ms, figures)
                 if got_pre is None:
                     return FALLBACK_PRE
                 docs, ms = got_pre
@@ -357,7 +387,7 @@ class FastGroupFold:
         classes = tuple(map(column_class, cols))
         if gids is not None and self._rows(gids, cols, classes, ms, p_lo, p_hi, into):
             if t0:
-                metrics.record(self.path, self.name, len(docs), 0, 0, time.perf_counter() - t0)
+                metrics.record(self.path, self.name, len(ms), 0, 0, time.perf_counter() - t0)
             return new_wm
         if p_lo == p_hi:
             by_pane = {p_lo: self._groups(gids, cols, len(ms))}
@@ -379,25 +409,51 @@ class FastGroupFold:
         elif not self._apply(by_pane, into):
             return FALLBACK_VALUE
         if t0:
-            metrics.record(self.path, self.name, len(docs), 0, 0, time.perf_counter() - t0)
+            metrics.record(self.path, self.name, len(ms), 0, 0, time.perf_counter() - t0)
         return new_wm
 
-    def _run_pre(self, docs: list[Any], ms: list[int]) -> tuple[list[Any], list[int]] | None:
+    @staticmethod
+    def _markers(docs: list[Any]) -> bool:
+        """Whether a source's undecodable record ({SOURCE_DLQ_KEY: ...}) is in the batch."""
+        return any(map(contains, docs, repeat(SOURCE_DLQ_KEY)))
+
+    def _run_pre(self, docs: list[Any], ms: list[int], figures: list[Any]) -> tuple[list[Any], list[int]] | None:
         """The stages before the window over the batch (their generated chain), or None
         when it raises: the general path then runs them and DLQs what fails. With
-        metrics on, each stage's figures are recorded as ``run_chain`` would."""
+        metrics on, their figures go to ``figures`` for :meth:`run` to record."""
         t0 = time.perf_counter() if metrics.ENABLED else 0.0
         try:
             recs = self.chain(list(zip(docs, ms, strict=True)), EMPTY_VARS)
         except Exception:
             return None
         if t0:
-            # Only a leading $match drops documents (see _pre_chain): in, out per stage.
-            n_in, n_out = len(docs), len(recs)
-            share = (time.perf_counter() - t0) / len(self.pre)
-            for k, step in enumerate(self.pre):
-                metrics.record(step.path, step.name, n_in if k == 0 else n_out, n_out, 0, share)
+            figures.append((len(docs), len(recs), time.perf_counter() - t0))
         return [d for d, _ in recs], [t for _, t in recs]
+
+    def _run_cols(self, docs: list[Any], ms: list[int], wm: int, figures: list[Any]) -> tuple[list[list[Any]], list[int]] | str:
+        """The stages before the window as the columns the fold reads (:class:`_Columns`)
+        and the kept documents' times, without building their output documents; or the
+        reason to hand the batch to the general path, the same one :meth:`_run_pre` and
+        the field getters would give (a raising stage first, then a late document)."""
+        from translator.codegen import FieldMiss
+
+        t0 = time.perf_counter() if metrics.ENABLED else 0.0
+        try:
+            table = self.cols(docs, ms)
+        except FieldMiss:
+            # Which comes first on the batch as a whole: the stages' own error?
+            kept = self._run_pre(docs, ms, [])
+            if kept is None:
+                return FALLBACK_PRE
+            kms = kept[1]
+            if kms and self.earliest(min(kms)) + self.close_after <= wm:
+                return FALLBACK_LATE
+            return FALLBACK_FIELD
+        except Exception:
+            return FALLBACK_PRE
+        if t0:
+            figures.append((len(docs), len(table[0]), time.perf_counter() - t0))
+        return table, table[0]
 
     def _rows(
         self, gids: list[Any], cols: list[Any], classes: tuple[str | None, ...], ms: list[int], p_lo: int, p_hi: int, into: dict[int, Any]
@@ -637,15 +693,72 @@ def _pre_chain(pre: tuple[Any, ...], stages: tuple[ir.Stage, ...], src: ir.Sourc
     return first.chain
 
 
-def batch_expr(spec: Any) -> Getter | None:
+def _fold_getters(plan: Any, group: ir.GroupStage, leaf: Callable[[Any], Getter | None]) -> tuple[Any, list[Any]] | None:
+    """The group id's getter (or constant) and one getter (or constant) per distinct
+    accumulator argument, with ``leaf`` as the getter of a field path; None when one
+    is not a shape the fast path evaluates."""
+    gid = _getter_or_const(group.id, leaf)
+    if gid is MISSING:
+        gid = batch_expr(group.id, leaf)
+        if gid is None:
+            return None
+    values: list[Any] = []
+    for ex in plan.extracts:
+        c = const_value(ex)
+        values.append(_Const(c) if c is not MISSING else None)
+    # The extracts are deduplicated argument expressions; map each back to its IR arg.
+    for acc_ir, slot in zip(group.accumulations, plan.slot, strict=True):
+        if isinstance(values[slot], _Const):
+            continue
+        if acc_ir.op in _CONSTANT_ARG:
+            values[slot] = _Const(_CONSTANT_ARG[acc_ir.op])
+            continue
+        get = leaf(acc_ir.arg)
+        if get is None:
+            return None
+        values[slot] = get
+    if any(v is None for v in values):
+        return None
+    return gid, values
+
+
+class _Columns:
+    """The field paths a fold reads from the rows of a column chain
+    (:func:`translator.codegen.compile_columns`): each distinct path is one column of
+    the batch's table, after the time column; the getters then read that table."""
+
+    def __init__(self) -> None:
+        self.paths: list[tuple[str, ...]] = []
+
+    def leaf(self, path: Any) -> Getter | None:
+        parts = field_parts(path)
+        if parts is None:
+            return None
+        if parts not in self.paths:
+            self.paths.append(parts)
+        return itemgetter(self.paths.index(parts) + 1)
+
+
+def _column_chain(pre: tuple[Any, ...], paths: list[tuple[str, ...]]) -> Any:
+    """:func:`translator.codegen.compile_columns` for the span :func:`_pre_chain` accepted."""
+    from translator.codegen import compile_columns
+    from translator.stages import FILTER
+
+    first = pre[0]
+    query = first.query if first.kind == FILTER else None
+    maps = [st.spec for st in (pre[1:] if query is not None else pre)]
+    return compile_columns(query, maps, paths)
+
+
+def batch_expr(spec: Any, leaf: Callable[[Any], Getter | None] = field_getter) -> Getter | None:
     """A batch evaluator for a computed ``_id`` made of field paths, string constants,
     ``$concat`` and ``$toString`` of ints or strings (the usual composite key), else
     None. It raises TypeError for any value outside those types (null, missing, a
     number in ``$concat``...), so the caller hands the batch to the general path, whose
-    rules and error texts apply."""
+    rules and error texts apply. ``leaf``: the getter of a field path."""
     if isinstance(spec, str):
         if spec.startswith("$"):
-            return field_getter(spec)
+            return leaf(spec)
         return None
     if not isinstance(spec, dict) or len(spec) != 1:
         return None
@@ -655,7 +768,7 @@ def batch_expr(spec: Any) -> Getter | None:
             if len(arg) != 1:
                 return None
             arg = arg[0]
-        inner = batch_expr(arg)
+        inner = batch_expr(arg, leaf)
         if inner is None:
             return None
         return functools.partial(_to_string, inner)
@@ -665,7 +778,7 @@ def batch_expr(spec: Any) -> Getter | None:
             if isinstance(a, str) and not a.startswith("$"):
                 parts.append(a)
                 continue
-            g = batch_expr(a)
+            g = batch_expr(a, leaf)
             if g is None:
                 return None
             parts.append(g)
@@ -696,11 +809,11 @@ def _concat(parts: list[Getter | str], docs: list[Any]) -> list[str]:
     return list(map("".join, zip(*cols, strict=False)))  # constant parts repeat forever
 
 
-def _getter_or_const(spec: Any) -> Any:
+def _getter_or_const(spec: Any, leaf: Callable[[Any], Getter | None] = field_getter) -> Any:
     """A batch getter for a field-path ``_id``, a :class:`_Const` for a literal one, else MISSING."""
     if isinstance(spec, str):
         if spec.startswith("$"):
-            g = field_getter(spec)
+            g = leaf(spec)
             return MISSING if g is None else g
         return _Const(spec)
     if spec is None or type(spec) is int:

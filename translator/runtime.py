@@ -29,6 +29,7 @@ from translator.contracts import (
     dlq_document,
     now_ms,
 )
+from translator.fast_stateless import FastStateless
 from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, time_getter
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, closure, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
@@ -52,6 +53,7 @@ class Plan:
     observer: Observer | None = None
     fast_fold: FastGroupFold | None = None  # whole-batch ingest for the common window shape
     fast_time: tuple[Getter, IsoMillis] | None = None  # whole-batch timeField
+    fast_stateless: FastStateless | None = None  # the stages without a window, unstamped
 
     def __post_init__(self) -> None:
         if not self.options.fast_paths:
@@ -61,6 +63,8 @@ class Plan:
         if self.window is not None:
             wi = next(i for i, s in enumerate(self.pipeline.stages) if isinstance(s, ir.WindowStage))
             self.fast_fold = FastGroupFold.build(self.window, src, self.pre, self.pipeline.stages[:wi])
+        else:
+            self.fast_stateless = FastStateless.build(self.pre, src, self.fast_time)
 
     @staticmethod
     def compile(pipeline: ir.Pipeline, options: ProcessorOptions) -> Plan:
@@ -236,6 +240,13 @@ class IngestLogic:
                     self.active = True
                     return []
                 return [(WIN, (str(b), WindowMsg(self.part, wm, into.get(b), ACTIVE))) for b in range(self.buckets)]
+        if plan.fast_stateless is not None:
+            done = plan.fast_stateless.run(batch, self.wm)
+            if done is not None:
+                docs, self.wm = done
+                if plan.observer is not None:
+                    plan.observer(batch, self.wm)
+                return [(OUT, docs)] if docs else []
         dlq: list[dict[str, Any]] = []
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:

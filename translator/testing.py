@@ -59,6 +59,25 @@ def run_pipeline(
     )
 
 
+def run_pipeline_with_stats(
+    pipeline: list[dict[str, Any]],
+    options: ProcessorOptions | dict[str, Any] | None = None,
+    registry: ConnectionRegistry | None = None,
+) -> tuple[RunResult, list[dict[str, Any]]]:
+    """:func:`run_pipeline` with the operator figures on, and the run's ASP-style
+    ``operatorStats`` (the figures are per process: cleared before and after)."""
+    from translator import metrics
+
+    metrics.reset()
+    metrics.enable()
+    try:
+        result = run_pipeline(pipeline, options, registry)
+        return result, metrics.operator_stats(result.pipeline)
+    finally:
+        metrics.disable()
+        metrics.reset()
+
+
 def _options(options: ProcessorOptions | dict[str, Any] | None) -> ProcessorOptions:
     if options is None:
         return ProcessorOptions(name="run_pipeline")

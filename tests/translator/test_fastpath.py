@@ -23,7 +23,7 @@ from translator.fastpath import FastGroupFold, IsoMillis, field_getter
 from translator.mql.operators.dates import parse_date_string
 from translator.mql.values import datetime_to_ms
 from translator.runtime import Plan
-from translator.testing import RunResult, run_pipeline
+from translator.testing import RunResult, run_pipeline, run_pipeline_with_stats
 
 T0 = datetime(2024, 7, 26, 13, 20, 0, tzinfo=UTC)
 
@@ -283,8 +283,12 @@ def test_date_cache_matches_ms_to_datetime() -> None:
     from translator.mql.values import ms_to_datetime
 
     cache = fastpath.DateCache()
-    ms = [0, -1, 1_722_000_000_881, 1_722_000_000_881, 253402300799999]
-    assert cache.dates(ms) == [ms_to_datetime(t) for t in ms]
+    ms = [0, -1, 1_722_000_000_881, 1_722_000_000_881, 253402300799999, -62135596800000]
+    rng = random.Random(1)
+    ms += [rng.randrange(-62135596800000, 253402300800000) for _ in range(2000)]
+    got = cache.dates(ms)
+    assert got == [ms_to_datetime(t) for t in ms]
+    assert {d.tzinfo for d in got} == {UTC}
 
 
 INT_GROUP = {"$group": {k: v for k, v in SEED_GROUP["$group"].items() if k != "sumWatts"}}  # int arguments only
@@ -657,24 +661,169 @@ def test_stages_before_the_window_reading_ts_keep_the_general_path() -> None:
 def test_stages_before_the_window_count_as_on_the_general_path() -> None:
     """operatorStats of the stages before the window are the same on both paths; a
     batch whose $addFields raises is counted as a fallback of the window."""
-    from translator import metrics
 
     docs = offpath_docs(random.Random(11), 256, False)
     docs[100]["max_watts"] = 0
     docs[100]["event_type"] = 0
-    pipeline = [source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP, lateness=10)]
-    stats = []
-    for on in (True, False):
-        metrics.reset()
-        metrics.enable()
-        try:
-            result = run_pipeline(_copy(pipeline), _opts({"batchSize": 64}, fast_paths=on))
-            stats.append(metrics.operator_stats(result.pipeline))
-        finally:
-            metrics.disable()
-            metrics.reset()
+    stats = stats_both_ways([source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP, lateness=10)])
+    window = next(e for e in stats if e["name"] == "$tumblingWindow")
+    assert window["fastPathFallbacks"] == {fastpath.FALLBACK_PRE: 1}
+
+
+def stats_both_ways(pipeline: list[dict[str, Any]], batch_size: int = 64) -> list[dict[str, Any]]:
+    """operatorStats with the fast paths on; their counts must equal those without."""
+    stats = [run_pipeline_with_stats(_copy(pipeline), _opts({"batchSize": batch_size}, fast_paths=on))[1] for on in (True, False)]
     keys = ("name", "inputMessageCount", "outputMessageCount", "dlqMessageCount")
     fast, slow = ([{k: e.get(k) for k in keys} for e in s] for s in stats)
     assert fast == slow
-    window = next(e for e in stats[0] if e["name"] == "$tumblingWindow")
-    assert window["fastPathFallbacks"] == {fastpath.FALLBACK_PRE: 1}
+    return stats[0]
+
+
+# ---- stages before the window read as columns (codegen.compile_columns) --------------
+
+# Stage shapes whose output the fold reads: fields the stages add, keep, rename or remove,
+# paths below an added field, and a literal where the fold expects a document.
+COLUMN_SHAPES: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
+    "added-subdocument": (
+        [{"$addFields": {"sub": "$obs", "g": "$group_id"}}],
+        {"$group": {"_id": "$g", "hi": {"$max": "$sub.temp"}, "w": {"$push": "$sub.watts"}, "n": {"$count": {}}}},
+    ),
+    "match-project": (
+        [{"$match": {"event_type": 0}}, {"$project": {"device_id": 1, "group_id": 1, "w": "$obs.watts", "obs": 1}}],
+        {"$group": {"_id": {"$concat": ["$device_id", "/", {"$toString": "$group_id"}]}, "w": {"$sum": "$w"}, "t": {"$addToSet": "$obs.temp"}}},
+    ),
+    "project-drops-a-field": (
+        [{"$project": {"group_id": 1, "w": "$obs.watts"}}],
+        {"$group": {"_id": "$group_id", "t": {"$min": "$obs.temp"}}},  # obs is gone: every batch falls back
+    ),
+    "overwritten-and-removed": (
+        [{"$addFields": {"group_id": "$device_id", "obs": {"$literal": 5}, "device_id": "$$REMOVE"}}],
+        {"$group": {"_id": "$group_id", "t": {"$max": "$obs.temp"}, "d": {"$first": "$device_id"}}},
+    ),
+    "string-constant": (
+        [{"$match": {"event_type": 0}}, {"$addFields": {"k": "all", "r": {"$divide": ["$obs.watts", "$max_watts"]}}}],
+        {"$group": {"_id": "$k", "r": {"$max": "$r"}, "w": {"$push": "$obs.watts"}}},
+    ),
+}
+
+
+def column_docs(rng: random.Random, n: int, spoiled: bool) -> list[dict[str, Any]]:
+    docs = offpath_docs(rng, n, spoiled)
+    if spoiled:
+        for d in rng.sample(docs, k=n // 40):
+            kind = rng.randrange(4)
+            if kind == 0:
+                d["obs"] = [d["obs"]]  # an array along the path: MQL's rules, the general path's
+            elif kind == 1:
+                d["obs"] = "scalar"
+            elif kind == 2:
+                del d["obs"]["temp"]
+            else:
+                d["timestamp"] = iso(-20_000)  # late
+    return docs
+
+
+@pytest.mark.parametrize("spoiled", [False, True])
+@pytest.mark.parametrize("shape", list(COLUMN_SHAPES))
+def test_stage_outputs_read_as_columns_agree(shape: str, spoiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    pre, group = COLUMN_SHAPES[shape]
+    docs = column_docs(random.Random(len(shape) + spoiled), 3000, spoiled)
+    fast, slow, taken = run_both([source(docs), *pre, tumbling(group)], 32, monkeypatch)
+    assert _nan_safe(by_window(fast.output)) == _nan_safe(by_window(slow.output))
+    assert _nan_safe(fast.dlq) == _nan_safe(slow.dlq)
+    assert fast.output
+    if shape in ("project-drops-a-field", "overwritten-and-removed"):
+        assert taken == 0  # a field the fold reads is never there, or under a literal
+    elif not spoiled:
+        assert taken > 0
+    if spoiled:
+        assert fast.dlq
+
+
+def _fast_fold(pipeline: list[dict[str, Any]]) -> FastGroupFold:
+    from translator.compile import compile_pipeline
+    from translator.options import ProcessorOptions
+
+    opts = ProcessorOptions(name="p")
+    fold = Plan.compile(compile_pipeline(_copy(pipeline), options=opts), opts).fast_fold
+    assert fold is not None
+    return fold
+
+
+def test_stage_outputs_are_read_without_copying_the_documents() -> None:
+    """The fold reads the stages' output fields straight from the input documents and
+    the added values: nothing is copied, the input documents are left as they were."""
+    import copy
+
+    from translator.windows import NEG_INF
+
+    fold = _fast_fold([source([]), *OFFPATH_PRE, tumbling(OFFPATH_GROUP)])
+    assert fold.cols is not None and "dict(doc)" not in fold.cols.source
+    docs = offpath_docs(random.Random(4), 200, False)
+    before = copy.deepcopy(docs)
+    into: dict[int, Any] = {}
+    wm = fold.run([(d, 0) for d in docs], NEG_INF, into)
+    assert wm is not None and into
+    assert docs == before
+    entries = [e for panes in into.values() for table in panes.values() for e in table.values()]
+    assert sum(e[1][7] for e in entries) == sum(d["event_type"] == 0 for d in docs)  # $sum: 1 counts
+
+
+def test_stage_outputs_read_as_columns_fall_back_for_the_same_reasons() -> None:
+    """A batch goes to the general path for the reason the copying chain and the field
+    getters gave: a raising stage first, then a late document, then a missing field."""
+    from translator import metrics
+    from translator.contracts import source_dlq
+
+    fold = _fast_fold([source([]), *OFFPATH_PRE, tumbling(OFFPATH_GROUP)])
+
+    def reason(edit: Any) -> Any:
+        docs = offpath_docs(random.Random(8), 64, False)
+        for d in docs:
+            d["event_type"] = 0
+        edit(docs)
+        metrics.reset()
+        metrics.enable()
+        try:
+            into: dict[int, Any] = {}
+            got = fold.run([(d, 0) for d in docs], 10_000, into)
+            assert got is None and not into
+            return metrics.fallbacks()[fold.path]
+        finally:
+            metrics.disable()
+            metrics.reset()
+
+    def missing(docs: list[dict[str, Any]]) -> None:
+        del docs[40]["obs"]["temp"]
+
+    def divide_by_zero(docs: list[dict[str, Any]]) -> None:
+        missing(docs)
+        docs[50]["max_watts"] = 0
+
+    def late(docs: list[dict[str, Any]]) -> None:
+        missing(docs)
+        docs[60]["timestamp"] = iso(-20_000)
+
+    def undecodable(docs: list[dict[str, Any]]) -> None:
+        docs[30] = source_dlq("bad json", "{")
+
+    assert reason(missing) == {fastpath.FALLBACK_FIELD: 1}
+    assert reason(divide_by_zero) == {fastpath.FALLBACK_PRE: 1}
+    assert reason(late) == {fastpath.FALLBACK_LATE: 1}
+    assert reason(undecodable) == {fastpath.FALLBACK_SOURCE_ERROR: 1}
+    # Without a timeField (the record's time), the $match would drop it: looked for first.
+    fold = _fast_fold([{"$source": {"documents": []}}, *OFFPATH_PRE, tumbling(OFFPATH_GROUP)])
+    assert fold.times is None and fold.check_markers
+    assert reason(undecodable) == {fastpath.FALLBACK_SOURCE_ERROR: 1}
+
+
+def test_stages_before_the_window_count_once_when_the_batch_falls_back() -> None:
+    """A batch the fast path hands over after running the stages (a late document) is
+    counted by the general path only."""
+
+    docs = offpath_docs(random.Random(12), 256, False)
+    docs[200]["timestamp"] = iso(-20_000)
+    docs[200]["event_type"] = 0
+    stats = stats_both_ways([source(docs), *OFFPATH_PRE, tumbling(OFFPATH_GROUP)])
+    window = next(e for e in stats if e["name"] == "$tumblingWindow")
+    assert window["fastPathFallbacks"] == {fastpath.FALLBACK_LATE: 1}

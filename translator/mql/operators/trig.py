@@ -11,11 +11,11 @@ and rounded once to Decimal128's 34 (the manual's ``$sin`` example gives
 from __future__ import annotations
 
 import decimal
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
-import mpmath
 from bson import Decimal128
 
 from translator.mql.expr import Ctx, Expr, ExprError, Vars, operator
@@ -38,15 +38,23 @@ _INF = math.inf
 
 # (function, lower bound, upper bound, bounds closed?) -- a domain check per operator.
 _Domain = tuple[float, float, bool] | None
-_MP = mpmath.MPContext()
-_MP.dps = 50
 
-# mpmath's version of each function, for Decimal128 inputs.
-_MP_FUNCS: dict[str, Callable[[Any], Any]] = {
-    "$sin": _MP.sin, "$cos": _MP.cos, "$tan": _MP.tan, "$asin": _MP.asin, "$acos": _MP.acos,
-    "$atan": _MP.atan, "$sinh": _MP.sinh, "$cosh": _MP.cosh, "$tanh": _MP.tanh,
-    "$asinh": _MP.asinh, "$acosh": _MP.acosh, "$atanh": _MP.atanh,
-}  # fmt: skip
+
+@functools.cache
+def _mp() -> Any:
+    """mpmath's context at 50 digits, made on first use: importing mpmath is about a
+    tenth of a second of every processor's start-up, and only Decimal128 inputs need it."""
+    import mpmath
+
+    ctx = mpmath.MPContext()
+    ctx.dps = 50
+    return ctx
+
+
+# The name of mpmath's version of each function, for Decimal128 inputs.
+_MP_FUNCS: dict[str, str] = {
+    op: op[1:] for op in ("$sin", "$cos", "$tan", "$asin", "$acos", "$atan", "$sinh", "$cosh", "$tanh", "$asinh", "$acosh", "$atanh")
+}
 
 # Degree/radian conversion of a Decimal128 is one Decimal128 multiplication by the
 # factor rounded to 34 digits, as the server does: the manual's $atan2 example gives
@@ -102,16 +110,17 @@ def _result(k: int, r: float) -> Any:
 
 def _decimal_result(r: Any) -> Any:
     """An mpmath value rounded once to Decimal128 (34 significant digits)."""
-    if _MP.isnan(r) or _MP.isinf(r) or r == 0:
+    mp = _mp()
+    if mp.isnan(r) or mp.isinf(r) or r == 0:
         return mk_decimal(decimal.Decimal(str(r).replace("+inf", "Infinity").replace("-inf", "-Infinity")).normalize())
-    return mk_decimal(decimal.Decimal(_MP.nstr(r, 40, strip_zeros=False, min_fixed=-_MP.inf, max_fixed=_MP.inf)))
+    return mk_decimal(decimal.Decimal(mp.nstr(r, 40, strip_zeros=False, min_fixed=-mp.inf, max_fixed=mp.inf)))
 
 
 def _mpf(x: Any) -> Any:
     d = x if isinstance(x, decimal.Decimal) else as_decimal(x)
     if d.is_infinite():
-        return _MP.inf if d > 0 else -_MP.inf
-    return _MP.mpf(str(d))
+        return _mp().inf if d > 0 else -_mp().inf
+    return _mp().mpf(str(d))
 
 
 def _decimal_apply(fn: Callable[..., Any], *xs: Any) -> Any:
@@ -119,7 +128,7 @@ def _decimal_apply(fn: Callable[..., Any], *xs: Any) -> Any:
 
 
 def _make(op: str, fn: Callable[[float], float], domain: _Domain) -> None:
-    mp_fn = _MP_FUNCS.get(op)
+    mp_name = _MP_FUNCS.get(op)
     factor = _DEC_FACTORS.get(op, decimal.Decimal(1))
 
     def impl(x: Any) -> Any:
@@ -129,9 +138,9 @@ def _make(op: str, fn: Callable[[float], float], domain: _Domain) -> None:
             _check(op, x, d, domain)
             if d.is_nan():
                 return mk_decimal(d)
-            if mp_fn is None:
+            if mp_name is None:
                 return mk_decimal(DCTX.multiply(d, factor))
-            return _decimal_apply(mp_fn, x)
+            return _decimal_apply(getattr(_mp(), mp_name), x)
         fx = as_float(x)
         _check(op, x, fx, domain)
         if fx != fx:
@@ -155,10 +164,11 @@ def _decimal_atan2(y: decimal.Decimal, x: decimal.Decimal) -> Any:
     moved to the right quadrant (the manual's example: 53.13010235415597870314438744090658
     degrees for atan2(4, 3), the same as atan(4/3))."""
     if x == 0 or y.is_infinite() or x.is_infinite():
-        return _decimal_apply(_MP.atan2, y, x)
-    r = _MP.atan(_mpf(DCTX.divide(y, x)))
+        return _decimal_apply(_mp().atan2, y, x)
+    mp = _mp()
+    r = mp.atan(_mpf(DCTX.divide(y, x)))
     if x < 0:
-        r = r + _MP.pi if y >= 0 else r - _MP.pi
+        r = r + mp.pi if y >= 0 else r - mp.pi
     return _decimal_result(r)
 
 
