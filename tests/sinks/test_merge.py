@@ -461,28 +461,38 @@ def test_unreachable_server_fails_fast_with_the_documented_message() -> None:
 
 
 class _Paced(StatelessSourcePartition[list[Doc]]):
-    def __init__(self, batches: list[list[Doc]], gap_s: float) -> None:
+    """One batch per ``gap_s``; after ``hold_after`` batches it waits for ``gate`` (the test
+    sets it once the outage has begun, so later batches are written during the outage
+    however slow the machine is)."""
+
+    def __init__(self, batches: list[list[Doc]], gap_s: float, gate: threading.Event | None, hold_after: int) -> None:
         self.batches = list(batches)
         self.gap_s = gap_s
         self.next_at = time.monotonic()
+        self.gate, self.left_before_gate = gate, hold_after
 
     def next_batch(self) -> list[list[Doc]]:
         if not self.batches:
             raise StopIteration
+        if self.gate is not None and self.left_before_gate <= 0 and not self.gate.is_set():
+            time.sleep(0.005)
+            return []
         if time.monotonic() < self.next_at:
             time.sleep(0.005)
             return []
         self.next_at = time.monotonic() + self.gap_s
+        self.left_before_gate -= 1
         return [self.batches.pop(0)]
 
 
 class PacedSource(DynamicSource[list[Doc]]):
-    def __init__(self, batches: list[list[Doc]], gap_s: float) -> None:
+    def __init__(self, batches: list[list[Doc]], gap_s: float, gate: threading.Event | None = None, hold_after: int = 0) -> None:
         self.batches = batches
         self.gap_s = gap_s
+        self.gate, self.hold_after = gate, hold_after
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Paced:
-        return _Paced(self.batches, self.gap_s)
+        return _Paced(self.batches, self.gap_s, self.gate, self.hold_after)
 
 
 @pytest.mark.slow
@@ -508,7 +518,8 @@ def _outage_mid_stream(ferretdb: PrivateFerretDB) -> None:
         sink = merge_sink(reg, stage("outage_test", "w", on=("group", "start"), when_matched="replace"), batch_size=10)
         sink.backoff_max_s = 0.5
         flow = Dataflow("outage")
-        op.output("out", op.input("in", flow, PacedSource(batches, 0.05)), sink)
+        outage = threading.Event()
+        op.output("out", op.input("in", flow, PacedSource(batches, 0.05, outage, hold_after=20)), sink)
         errors: list[BaseException] = []
 
         def go() -> None:
@@ -523,6 +534,7 @@ def _outage_mid_stream(ferretdb: PrivateFerretDB) -> None:
         while db["w"].count_documents({}) < 50 and time.monotonic() - t0 < 20:
             time.sleep(0.02)
         ferretdb.down()
+        outage.set()
         time.sleep(2.0)  # the flow keeps producing; the sink retries
         assert runner.is_alive()
         ferretdb.up()
