@@ -140,8 +140,10 @@ def _sample_settings(pipeline: ir.Pipeline, conn: Connection, options: Processor
 
 def _kafka_settings(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> Any:
     from sources.kafka import KafkaSourceSettings
+    from translator.source_meta import defers_source_meta
 
-    return KafkaSourceSettings.from_stage(pipeline.source, conn, options)
+    settings = KafkaSourceSettings.from_stage(pipeline.source, conn, options)
+    return replace(settings, defer_meta=options.fast_paths and defers_source_meta(pipeline))
 
 
 def _change_stream_settings(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> Any:

@@ -23,6 +23,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from translator import ir, partition
 from translator.contracts import (
     SOURCE_DLQ_KEY,
+    DeferredMetaBatch,
     IdleBatch,
     ProgressBatch,
     RawBatch,
@@ -165,6 +166,8 @@ class IngestLogic:
                     self.active = True
                     return []
                 return [(WIN, (str(b), WindowMsg(self.part, wm, into.get(b), ACTIVE))) for b in range(self.buckets)]
+        if type(batch) is DeferredMetaBatch:
+            batch.complete()  # the general path and the DLQ see whole documents
         dlq: list[dict[str, Any]] = []
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
