@@ -224,7 +224,7 @@ def _merge_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> 
 def _emit_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> Any:
     from sinks.kafka import EmitSettings
 
-    return EmitSettings.from_stage(stage, conn)
+    return EmitSettings.from_stage(stage, conn, fast=options.fast_paths)
 
 
 def _merge_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any) -> Sink[Any]:
