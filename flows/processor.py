@@ -23,7 +23,7 @@ from bytewax.dataflow import Dataflow
 from flows.pipeline import registry_from, tune_gc
 from service.cluster import wait_for_peers
 from service.protocol import Stats
-from sources.base import RawBatch
+from sources.base import DeferredMetaBatch, RawBatch
 from translator import metrics
 from translator.compile import build_flow, compile_pipeline
 from translator.errors import TranslateError
@@ -36,6 +36,8 @@ def _observer(batch: RawBatch, wm: int) -> None:
     from service.channel import bson_size, channel
 
     ch = channel()
+    if type(batch) is DeferredMetaBatch:
+        batch.complete()  # inputMessageSize counts the envelope, as it always did
     ch.add_counts(inputMessageCount=len(batch), inputMessageSize=bson_size([d for d, _ in batch]))
     if wm > NEG_INF:
         ch.set_gauges(watermark=ms_to_datetime(wm))

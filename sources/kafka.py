@@ -23,6 +23,7 @@ that the ingest step routes to the DLQ; ``doc`` is ``{rawValue: <base64>, _ts, _
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -47,7 +48,15 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from sources.base import SOURCE_DLQ_KEY, IdleBatch, RawBatch, SourceItem, now_ms, source_dlq
+from sources.base import (
+    SOURCE_DLQ_KEY,
+    DeferredMetaBatch,
+    IdleBatch,
+    RawBatch,
+    SourceItem,
+    now_ms,
+    source_dlq,
+)
 from translator import ir
 from translator.connections import Connection
 from translator.errors import TranslateError
@@ -293,7 +302,9 @@ class KafkaSourceSettings:
     ts_field: str
     batch_size: int
     client: dict[str, Any]
-    fast_json: bool = True  # the fastPaths option: orjson for plain JSON values
+    fast_json: bool = True  # the fastPaths option: orjson for plain JSON values, two-pass records
+    # Envelopes added when the ingest step asks (translator.source_meta.defers_source_meta).
+    defer_meta: bool = False
 
     @staticmethod
     def from_stage(src: ir.SourceStage, conn: Connection, options: ProcessorOptions) -> KafkaSourceSettings:
@@ -399,7 +410,8 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
                 return [(self.key, IdleBatch())]
             return []
         self.empty = False
-        batch = self._records(msgs, _batch_decoder(msgs, self.s.fast_json))
+        records = self._records if self.s.fast_json else self._records_reference
+        batch = records(msgs, _batch_decoder(msgs, self.s.fast_json))
         if not batch:
             return []
         self.last_data = time.monotonic()
@@ -449,7 +461,101 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
             log.warning("kafka source %s: offset commit failed: %s", self.key, exc)
 
     def _records(self, msgs: list[Message], decode: Callable[[bytes], dict[str, Any]]) -> RawBatch:
-        """The batch's records. The common message (no key, a value that decodes) is
+        """The batch's records, as :meth:`_records_reference` makes them, in two passes:
+        the run of common messages (no error, no key, a value that decodes) at the
+        head of the batch becomes ``(document, time)`` records with nothing else per
+        message; their envelopes are then added by :meth:`_attach`, at once or, with
+        ``defer_meta``, when the ingest step completes the :class:`DeferredMetaBatch`
+        (never, when the window's fast path takes the batch). The messages after the
+        run, if any, go one by one through :meth:`_record`. Sets ``next_offset``."""
+        defer = self.s.defer_meta
+        batch: RawBatch = DeferredMetaBatch() if defer else []
+        append = batch.append
+        plain = decode is parse_plain
+        loads = orjson.loads
+        json_error = orjson.JSONDecodeError
+        first: Callable[[bytes], dict[str, Any]] | None = None  # the decoder for the message that ends the run
+        for msg in msgs:
+            if msg.error() is not None:
+                break
+            value = msg.value()
+            if value is None or msg.key() is not None:
+                break
+            if plain:
+                try:
+                    doc = loads(value)
+                except json_error:
+                    doc = None
+                if type(doc) is not dict:  # refused or not an object: the reference decides
+                    first = parse_value_reference
+                    break
+            else:
+                try:
+                    doc = decode(value)
+                except ValueError as exc:
+                    first = _failing(exc)
+                    break
+            ts_type, src_t = msg.timestamp()
+            if ts_type == TIMESTAMP_NOT_AVAILABLE or src_t < 0:
+                src_t = now_ms()
+            append((doc, src_t))
+        run = len(batch)
+        if plain:
+            DECODE_COUNTS["fast"] += run
+        if run < len(msgs):
+            self._rest(msgs, run, first, decode, batch)
+        if run:
+            if type(batch) is DeferredMetaBatch:
+                batch.attach = functools.partial(self._attach, msgs, run)
+            else:
+                self._attach(msgs, run, batch)
+        for msg in reversed(msgs):
+            if msg.error() is None:
+                offset = msg.offset()
+                if offset is not None:
+                    self.next_offset = offset + 1
+                break
+        return batch
+
+    def _rest(
+        self,
+        msgs: list[Message],
+        start: int,
+        first: Callable[[bytes], dict[str, Any]] | None,
+        decode: Callable[[bytes], dict[str, Any]],
+        batch: RawBatch,
+    ) -> None:
+        """The messages from ``start`` on, one at a time (``first``: the decoder for the
+        one at ``start``, when the run already decoded it)."""
+        append = batch.append
+        for i in range(start, len(msgs)):
+            msg = msgs[i]
+            err = msg.error()
+            if err is not None:
+                self._error(err)
+                continue
+            append(self._record(msg, first if first is not None and i == start else decode))
+
+    def _attach(self, msgs: list[Message], run: int, batch: RawBatch) -> None:
+        """The envelope of each of the first ``run`` records, made from its message."""
+        topic, partition = self.topic, self.partition
+        last_t, last_dt = None, EPOCH_DT
+        for (doc, src_t), msg in zip(batch[:run] if run < len(batch) else batch, msgs, strict=False):
+            if src_t != last_t:
+                last_t, last_dt = src_t, ts_datetime(src_t)
+            raw_headers = msg.headers()
+            doc["_stream_meta"] = {"source": {
+                "type": "kafka", "ts": last_dt, "topic": topic, "partition": partition, "offset": msg.offset(), "key": None,
+                "headers": [{"k": h[0], "v": h[1]} for h in raw_headers] if raw_headers else [],
+            }}
+
+    def _error(self, err: KafkaError) -> None:
+        if err.fatal() or err.code() in _FATAL_CODES:
+            raise KafkaException(err)
+        log.warning("kafka source %s: %s", self.key, err)
+
+    def _records_reference(self, msgs: list[Message], decode: Callable[[bytes], dict[str, Any]]) -> RawBatch:
+        """The reference for :meth:`_records` (``fastPaths: false``). The common message (no key, a value that decodes) is
         handled inline with everything looked up once per batch (in a plain batch,
         :func:`parse_plain` inlined: ``orjson.loads``, a dict or the other path); any other goes
         through :meth:`_record`, which builds the same document. Sets ``next_offset``."""
@@ -466,9 +572,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.fatal() or err.code() in _FATAL_CODES:
-                    raise KafkaException(err)
-                log.warning("kafka source %s: %s", self.key, err)
+                self._error(err)
                 continue
             offset = msg.offset()
             value = msg.value()

@@ -146,8 +146,10 @@ def _sample_settings(pipeline: ir.Pipeline, conn: Connection, options: Processor
 
 def _kafka_settings(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> Any:
     from sources.kafka import KafkaSourceSettings
+    from translator.source_meta import defers_source_meta
 
-    return KafkaSourceSettings.from_stage(pipeline.source, conn, options)
+    settings = KafkaSourceSettings.from_stage(pipeline.source, conn, options)
+    return replace(settings, defer_meta=options.fast_paths and defers_source_meta(pipeline))
 
 
 def _change_stream_settings(pipeline: ir.Pipeline, conn: Connection, options: ProcessorOptions) -> Any:
@@ -224,7 +226,7 @@ def _merge_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> 
 def _emit_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> Any:
     from sinks.kafka import EmitSettings
 
-    return EmitSettings.from_stage(stage, conn)
+    return EmitSettings.from_stage(stage, conn, fast=options.fast_paths)
 
 
 def _timeseries_settings(stage: Any, conn: Connection, options: ProcessorOptions) -> Any:

@@ -15,6 +15,7 @@ import datetime as _dt
 import hashlib
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from bson import ObjectId
@@ -50,6 +51,27 @@ class ProgressBatch(list[RawRecord]):
     def __init__(self, ms: int) -> None:
         super().__init__()
         self.ms = ms
+
+
+class DeferredMetaBatch(list[RawRecord]):
+    """A batch whose documents get their ``_stream_meta.source`` envelope only when
+    :meth:`complete` is called. A source emits it when the pipeline's only reader of raw
+    documents before the general ingest path is the window's batch fast path, which never
+    reads the envelope (:func:`translator.source_meta.defers_source_meta`); the ingest
+    step completes the batch before anything else sees its documents, so documents, DLQ
+    entries and outputs are those of an eager envelope."""
+
+    __slots__ = ("attach",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attach: Callable[[DeferredMetaBatch], None] | None = None
+
+    def complete(self) -> None:
+        """Add the envelopes (once; later calls do nothing)."""
+        attach, self.attach = self.attach, None
+        if attach is not None:
+            attach(self)
 
 
 def now_ms() -> int:

@@ -23,6 +23,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from translator import ir, metrics, partition
 from translator.contracts import (
     SOURCE_DLQ_KEY,
+    DeferredMetaBatch,
     IdleBatch,
     ProgressBatch,
     RawBatch,
@@ -247,6 +248,8 @@ class IngestLogic:
                 if plan.observer is not None:
                     plan.observer(batch, self.wm)
                 return [(OUT, docs)] if docs else []
+        if type(batch) is DeferredMetaBatch:
+            batch.complete()  # the general path and the DLQ see whole documents
         dlq: list[dict[str, Any]] = []
 
         def dlq_fn(reason: str, doc: Any, **extra: Any) -> None:
