@@ -161,7 +161,7 @@ def _run(bootstrap: str, topic: str, fast: bool) -> tuple[list[dict[str, Any]], 
         return sum(map(len, out)) >= 2 and sum(map(len, dlq)) >= 2
 
     src = Until(make_source(p), done, 30)
-    run_main(build_flow(p, options, reg, source=src, output_sink=TestingSink(out), dlq_sink=TestingSink(dlq)))
+    run_main(build_flow(p, options, source=src, output_sink=TestingSink(out), dlq_sink=TestingSink(dlq)))
     assert not src.timed_out
     dead = [d for b in dlq for d in b]
     for d in dead:
