@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
-CONFIG = {"seed": 5, "maxEvents": 600_000, "startTime": int(T0.timestamp() * 1000), "rate": 100, "batchSize": 500}
+CONFIG = {"seed": 5, "maxEvents": 1_200_000, "startTime": int(T0.timestamp() * 1000), "rate": 100, "batchSize": 500}
 WINDOW_S = 60
 PIPELINE = [
     {"$source": {"connectionName": "sample_stream_solar", "config": CONFIG}},
@@ -99,7 +99,9 @@ def test_kill9_mid_stream_resumes_the_virtual_clock(tmp_path: Path) -> None:
     proc.kill()
     proc.wait(10)
     before, _ = read_lines(output)
-    assert len(before) < 900, "the kill came too late to be mid-stream"
+    want = expected()
+    # Mid-stream whatever the machine's speed: well before the last of the windows.
+    assert len(before) < 0.9 * len(want), f"the kill came too late to be mid-stream ({len(before)} of {len(want)})"
 
     proc = start()
     assert proc.wait(300) == 0, log.read_text()[-3000:]
@@ -118,6 +120,6 @@ def test_kill9_mid_stream_resumes_the_virtual_clock(tmp_path: Path) -> None:
         k = (d["_id"], d["_stream_meta"]["window"]["start"])
         v = (d["n"], d["watts"])
         assert got.setdefault(k, v) == v, (k, got[k], v)
-    assert got == expected()
+    assert got == want
     replayed = Counter((d["_id"], d["_stream_meta"]["window"]["start"]) for d in docs)
     print(f"{len(before)} results before the kill, {len(after)} after; {sum(c - 1 for c in replayed.values())} replayed")
