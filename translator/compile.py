@@ -238,19 +238,14 @@ def _timeseries_settings(stage: Any, conn: Connection, options: ProcessorOptions
 def _timeseries_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any) -> Sink[Any]:
     from sinks.timeseries import TimeSeriesSink
 
-    return TimeSeriesSink(
-        settings,
-        processor_name=options.name,
-        dlq=dlq_factory,
-        batch_size=options.sink_batch_size,
-        flush_interval_s=options.sink_flush_interval_s,
-    )
+    return _merge_sink(settings, options, dlq_factory, TimeSeriesSink)
 
 
-def _merge_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any) -> Sink[Any]:
+def _merge_sink(settings: Any, options: ProcessorOptions, dlq_factory: Any, cls: Any = None) -> Sink[Any]:
+    """``$merge``'s sink, or ``cls``, a sink built on it (the time series ``$emit``)."""
     from sinks.mongo import MergeSink
 
-    return MergeSink(
+    return (cls or MergeSink)(
         settings,
         processor_name=options.name,
         dlq=dlq_factory,

@@ -290,3 +290,18 @@ def private_ferretdb(tmp: Path) -> Iterator[PrivateFerretDB]:
         yield f
     finally:
         f.cleanup()
+
+
+def http_request(opener: Any, url: str, data: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """``(status, body)`` of a GET (or, with ``data``, a POST) through ``opener``; HTTP
+    errors are answers too."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    try:
+        with opener.open(req, timeout=10) as r:
+            return int(r.status), str(r.read().decode())
+    except urllib.error.HTTPError as e:
+        return e.code, str(e.read().decode())

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pymongo
 import pytest
-from svc_helpers import Service, launch, start_service
+from svc_helpers import Service, http_request, launch, start_service
 
 from flows.solar_demo import SOURCE, WINDOW
 
@@ -263,13 +263,7 @@ def test_hostile_dlq_document_shows_as_text(serve: Serve, driver: Any, tmp_path:
         assert name not in [p["name"] for p in c.admin.command({"listStreamProcessors": 1})["streamProcessors"]]
 
 
-def _http(opener: urllib.request.OpenerDirector, url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
-    try:
-        with opener.open(req, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+_http = http_request
 
 
 def test_state_changes_need_the_csrf_token_and_same_origin(serve: Serve) -> None:

@@ -17,6 +17,7 @@ import pymongo
 import pytest
 
 from tests.service.svc_helpers import Service, mongosh_path, start_service
+from tests.service.svc_helpers import http_request as _http
 
 USERS = "# owners first\nalice:s3cret-Pa55\n\n[read]\nviewer:look-0nly\n"
 PIPELINE: list[dict[str, Any]] = [
@@ -83,16 +84,6 @@ def test_read_role_in_mongosh(svc: Service, tmp_path: Path) -> None:
     )
     assert r.stdout == "0\n", (r.stdout, r.stderr)
     assert "not authorized to execute command createStreamProcessor: user 'viewer' has the role 'read'" in r.stderr
-
-
-def _http(opener: urllib.request.OpenerDirector, url: str, data: bytes | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
-    try:
-        with opener.open(req, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def test_console_needs_a_login_on_loopback_with_users_and_read_users_cannot_act(svc: Service) -> None:
