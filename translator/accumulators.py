@@ -134,17 +134,17 @@ def accumulator(*names: str) -> Callable[[AccCompiler], AccCompiler]:
     return deco
 
 
-def compile_accumulator(op: str, arg: Any, ctx: Ctx, group_id: Any = MISSING) -> AccSpec:
-    """``group_id`` is the ``$group``'s ``_id`` spec, for an ``n`` computed from it."""
+def compile_accumulator(op: str, arg: Any, ctx: Ctx, group_id: Expr | None = None) -> AccSpec:
+    """``group_id`` is the ``$group``'s compiled ``_id``, for an ``n`` computed from it."""
     fn = ACCUMULATORS.get(op)
     if fn is None:
         raise TranslateError(
             ctx.path, f"unknown group accumulator '{op}'{did_you_mean(op, ACCUMULATORS)}"
         )
-    if op in N_OPS and group_id is not MISSING and isinstance(arg, dict) and "n" in arg:
+    if op in N_OPS and group_id is not None and isinstance(arg, dict) and "n" in arg:
         n_expr = compile_expr(arg["n"], ctx.at("n"))
         if const_value(n_expr) is MISSING:
-            return _keyed_n(op, fn, arg, ctx, n_expr, compile_expr(group_id, Ctx(ctx.path.rsplit(".", 2)[0] + "._id")))
+            return _keyed_n(op, fn, arg, ctx, n_expr, group_id)
     return fn(arg, ctx)
 
 

@@ -186,13 +186,14 @@ class WindowPlan:
                     raise _err(s.path, "$sort, $limit and $count are only supported after $group in a window pipeline")
         assert group is None or isinstance(group, ir.GroupStage)
         global_post = any(isinstance(s, (ir.SortStage, ir.LimitStage, ir.CountStage)) for s in post_stages)
+        group_id = compile_expr(group.id, Ctx(f"{group.path}._id")) if group else None
         return WindowPlan(
             stage=stage,
             processor=processor,
             pre=compile_steps(tuple(pre_stages)),
-            group_id=compile_expr(group.id, Ctx(f"{group.path}._id")) if group else None,
+            group_id=group_id,
             accs=tuple(
-                compile_accumulator(a.op, a.arg, Ctx(f"{group.path}.{a.field}.{a.op}"), group.id)
+                compile_accumulator(a.op, a.arg, Ctx(f"{group.path}.{a.field}.{a.op}"), group_id)
                 for a in group.accumulations
             )
             if group
