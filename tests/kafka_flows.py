@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -259,3 +260,22 @@ def window_results(docs: list[dict[str, Any]], fields: tuple[str, ...]) -> tuple
             assert out[key] == vals, f"a replayed window result differs: {key}: {out[key]} vs {vals}"
         out[key] = vals
     return out, dups
+
+
+def kill_while_producing(
+    bootstrap: str, topic: str, records: Callable[[int, int], list[dict[str, Any]]],
+    lo: int, hi: int, step: int, kill: Callable[[], None],
+) -> None:
+    """Produce ``records(lo, hi)`` ``step`` at a time every 0.1 s on a thread and call
+    ``kill`` 1.5 s in: a crash mid-stream, with windows closing and offsets moving."""
+
+    def steady() -> None:
+        for a in range(lo, hi, step):
+            produce(bootstrap, topic, records(a, a + step))
+            time.sleep(0.1)
+
+    t = threading.Thread(target=steady)
+    t.start()
+    time.sleep(1.5)
+    kill()
+    t.join()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +32,7 @@ from pymongo import MongoClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from kafka_flows import RecoveringRun, new_topic, produce, wait_for
+from kafka_flows import RecoveringRun, kill_while_producing, new_topic, produce, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongodb, pytest.mark.slow]
 
@@ -182,17 +181,8 @@ def test_kill9_mid_stream_merge_and_dlq_equal_uninterrupted_run(
     produce(kafka_bootstrap, topic_b, records(0, 1200))
     wait_for(lambda: db.win_b.count_documents({}) > 0, 60, b, "first window results")
     time.sleep(3.0)  # several checkpoints (-s 1)
-
-    def steady() -> None:
-        for lo in range(1200, 2100, 30):
-            produce(kafka_bootstrap, topic_b, records(lo, lo + 30))
-            time.sleep(0.1)
-
-    t = threading.Thread(target=steady)
-    t.start()
-    time.sleep(1.5)
-    b.kill9()  # mid-stream: windows closing, offsets advancing, checkpoints being taken
-    t.join()
+    # Mid-stream: windows closing, offsets advancing, checkpoints being taken.
+    kill_while_producing(kafka_bootstrap, topic_b, records, 1200, 2100, 30, b.kill9)
     at_kill = db.win_b.count_documents({})
     assert 0 < at_kill < len(want), f"the kill was not mid-stream: {at_kill} of {len(want)} windows written"
     produce(kafka_bootstrap, topic_b, records(2100, N) + flush_records())

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from kafka_flows import (
     CONN,
     RecoveringRun,
     consume_all,
+    kill_while_producing,
     new_topic,
     produce,
     read_docs,
@@ -160,17 +160,8 @@ def crash_and_resume(bootstrap: str, tmp: Path, topic: str, spec_out: Path, emit
     proc.start()
     wait_for(lambda: any(spec_out.glob("output-*.jsonl")) or emit_topic is not None, 60, proc, "first output")
     time.sleep(3.0)  # several checkpoints (-s 1)
-
-    def steady() -> None:
-        for lo in range(1200, 2100, 30):
-            produce(bootstrap, topic, records(lo, lo + 30))
-            time.sleep(0.1)
-
-    t = threading.Thread(target=steady)
-    t.start()
-    time.sleep(1.5)
-    proc.kill9()  # mid-stream: windows are closing and offsets advancing right now
-    t.join()
+    # Mid-stream: windows are closing and offsets advancing right now.
+    kill_while_producing(bootstrap, topic, records, 1200, 2100, 30, proc.kill9)
     produce(bootstrap, topic, records(2100, N) + flush_records())
     proc.start()
     wait_for(done, 120, proc, "all windows after restart")

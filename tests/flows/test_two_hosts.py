@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,7 @@ from bson import json_util
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from kafka_flows import new_topic, produce, read_docs, window_results
+from kafka_flows import kill_while_producing, new_topic, produce, read_docs, window_results
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -242,17 +241,8 @@ def test_two_hosts_kill9_one_then_restart_both_equals_uninterrupted(kafka_bootst
     try:
         c.wait(lambda: bool(all_results(c)), 90, "first window results")
         time.sleep(3.0)  # several checkpoints (-s 1)
-
-        def steady() -> None:
-            for lo in range(1600, 2800, 40):
-                produce(kafka_bootstrap, topic, records(lo, lo + 40))
-                time.sleep(0.1)
-
-        t = threading.Thread(target=steady)
-        t.start()
-        time.sleep(1.5)
-        c.hosts[1].kill9()  # one machine dies mid-stream: windows closing, offsets moving
-        t.join()
+        # One machine dies mid-stream: windows closing, offsets moving.
+        kill_while_producing(kafka_bootstrap, topic, records, 1600, 2800, 40, c.hosts[1].kill9)
         c.kill9()  # the survivor cannot go on without its peer: both are restarted
         produce(kafka_bootstrap, topic, records(2800, N) + flush_records())
         c.start()
