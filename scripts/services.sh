@@ -315,10 +315,19 @@ kafka_up() {
   cp="$KAFKA_LIBS/*"
   if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
     local cluster_id
-    cluster_id="$("$(python_bin)" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # Like Kafka's own Uuid.randomUuid: an id must not start with "-", or
+    # the storage tool's argument parser reads it as an option (this failed
+    # a CI run, 1 in 64 starts).
+    cluster_id="$("$(python_bin)" -c '
+import base64, uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not cid.startswith("-"):
+        break
+print(cid)')"
     log "kafka: formatting storage in $KAFKA_DATA (cluster $cluster_id)"
     if ! "$java" -Dlog4j2.configurationFile="$KAFKA_LOG4J" -cp "$cp" kafka.tools.StorageTool \
-      format -t "$cluster_id" -c "$KAFKA_CONF" >>"$KAFKA_LOG" 2>&1; then
+      format --cluster-id="$cluster_id" --config="$KAFKA_CONF" >>"$KAFKA_LOG" 2>&1; then
       die_with_log "kafka: formatting the storage failed" "$KAFKA_LOG"
     fi
   fi
