@@ -31,14 +31,36 @@ from translator.loader import options_from_mapping
 from translator.mql.values import ms_to_datetime
 from translator.windows import NEG_INF
 
+# How ``inputMessageSize`` of a batch whose envelopes were deferred was counted: from the
+# envelope's parts, or (a document that already has ``_stream_meta``, one BSON cannot
+# encode, an odd header) by completing the batch.
+INPUT_SIZE_COUNTS: dict[str, int] = {"arithmetic": 0, "completed": 0}
+
+
+def input_size(batch: RawBatch) -> int:
+    """``stats()`` ``inputMessageSize`` of one source batch: the BSON size of each document
+    with its ``_stream_meta`` envelope. A :class:`DeferredMetaBatch` not completed yet
+    stays so (the window's fast path never builds the envelopes): its size is that of the
+    documents as ingested plus what the source says the envelopes add."""
+    from service.channel import bson_size, bson_size_exact
+
+    if type(batch) is DeferredMetaBatch and batch.attach is not None:
+        meta = batch.meta_size(batch) if batch.meta_size is not None else None
+        if meta is not None:
+            size = bson_size_exact([d for d, _ in batch])
+            if size is not None:
+                INPUT_SIZE_COUNTS["arithmetic"] += 1
+                return size + meta
+        INPUT_SIZE_COUNTS["completed"] += 1
+        batch.complete()
+    return bson_size([d for d, _ in batch])
+
 
 def _observer(batch: RawBatch, wm: int) -> None:
-    from service.channel import bson_size, channel
+    from service.channel import channel
 
     ch = channel()
-    if type(batch) is DeferredMetaBatch:
-        batch.complete()  # inputMessageSize counts the envelope, as it always did
-    ch.add_counts(inputMessageCount=len(batch), inputMessageSize=bson_size([d for d, _ in batch]))
+    ch.add_counts(inputMessageCount=len(batch), inputMessageSize=input_size(batch))
     if wm > NEG_INF:
         ch.set_gauges(watermark=ms_to_datetime(wm))
 

@@ -185,6 +185,21 @@ def bson_size(docs: list[dict[str, Any]]) -> int:
     return size
 
 
+def bson_size_exact(docs: list[dict[str, Any]]) -> int | None:
+    """:func:`bson_size` when BSON encodes every document, else None (for a caller that
+    adds bytes per encodable document and cannot tell which ones those are)."""
+    size = 0
+    for i in range(0, len(docs), SIZE_CHUNK):
+        chunk = docs[i : i + SIZE_CHUNK]
+        if not all(type(d) is dict for d in chunk):
+            return None
+        try:
+            size += len(bson.encode({"": chunk})) - _FRAMING[len(chunk)]
+        except Exception:
+            return None
+    return size
+
+
 def _sizes_one_by_one(docs: list[Any]) -> int:
     size = 0
     for d in docs:

@@ -268,6 +268,32 @@ def _failing(exc: ValueError) -> Callable[[bytes], dict[str, Any]]:
     return decode
 
 
+# ---- the envelope's BSON size (stats() inputMessageSize) ---------------------------------
+
+
+def _int_width(v: int) -> int:
+    """The BSON bytes of a Python int: an int32 when it fits, else an int64."""
+    return 4 if -0x8000_0000 <= v <= 0x7FFF_FFFF else 8
+
+
+def _headers_size(raw: Any) -> int | None:
+    """The BSON bytes ``[{"k": key, "v": value}, ...]`` adds to an empty array: per
+    header its type byte and index name, then its document's length and terminator (5),
+    "k" as a string (8 + bytes), "v" as binary (8 + bytes) or null (3). None for a
+    header that is not ``(str, bytes or None)``."""
+    if type(raw) is not list:
+        return None
+    size = 0
+    for i, (k, v) in enumerate(raw):
+        if type(k) is not str or (v is not None and type(v) is not bytes):
+            return None
+        try:
+            size += 15 + len(str(i)) + len(k.encode()) + (3 if v is None else 8 + len(v))
+        except UnicodeEncodeError:
+            return None
+    return size
+
+
 # ---- timestamps -----------------------------------------------------------------------------
 
 # Kafka timestamp (ms) -> ``datetime``, shared by every partition of the process: messages
@@ -507,6 +533,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
         if run:
             if type(batch) is DeferredMetaBatch:
                 batch.attach = functools.partial(self._attach, msgs, run)
+                batch.meta_size = functools.partial(self._meta_size, msgs, run)
             else:
                 self._attach(msgs, run, batch)
         for msg in reversed(msgs):
@@ -548,6 +575,40 @@ class _KafkaPartition(StatefulSourcePartition[SourceItem, int]):
                 "type": "kafka", "ts": last_dt, "topic": topic, "partition": partition, "offset": msg.offset(), "key": None,
                 "headers": [{"k": h[0], "v": h[1]} for h in raw_headers] if raw_headers else [],
             }}
+
+    def _meta_size(self, msgs: list[Message], run: int, batch: RawBatch) -> int | None:
+        """The bytes :meth:`_attach` will add to the BSON size of the first ``run``
+        records, counted from the envelope's parts without building it (``stats()``
+        ``inputMessageSize`` under ``mqlflow serve``); None when a document already has
+        a ``_stream_meta`` (the envelope replaces it) or a header is not ``(str, bytes
+        or None)``, for the caller to complete the batch instead."""
+        docs = batch[:run] if run < len(batch) else batch
+        for doc, _ in docs:
+            if "_stream_meta" in doc:
+                return None
+        try:
+            topic = len(self.topic.encode())
+        except UnicodeEncodeError:
+            return None
+        # {"_stream_meta": {"source": {type: "kafka", ts: <date>, topic, partition, offset,
+        # key: null, headers: [...]}}} as an element: its type byte and "_stream_meta\0"
+        # (14), the two documents' lengths and terminators (10), the "source" name (8),
+        # then per field its type byte, name and value: type 16, ts 12, topic 12 + bytes,
+        # partition 11 + 4|8, offset 8 + 4|8, key 5, headers 9 + the array (5 empty).
+        fixed = 14 + 10 + 8 + 16 + 12 + 12 + topic + 11 + _int_width(self.partition) + 8 + 5 + 9 + 5
+        size = 0
+        for msg in msgs[:run]:
+            offset = msg.offset()
+            if type(offset) is not int:
+                return None
+            size += fixed + _int_width(offset)
+            raw = msg.headers()
+            if raw:
+                extra = _headers_size(raw)
+                if extra is None:
+                    return None
+                size += extra
+        return size
 
     def _error(self, err: KafkaError) -> None:
         if err.fatal() or err.code() in _FATAL_CODES:

@@ -61,11 +61,15 @@ class DeferredMetaBatch(list[RawRecord]):
     step completes the batch before anything else sees its documents, so documents, DLQ
     entries and outputs are those of an eager envelope."""
 
-    __slots__ = ("attach",)
+    __slots__ = ("attach", "meta_size")
 
     def __init__(self) -> None:
         super().__init__()
         self.attach: Callable[[DeferredMetaBatch], None] | None = None
+        # The BSON bytes the envelopes will add to the documents, or None when that is
+        # not known without building them: ``stats()`` ``inputMessageSize`` counts them
+        # without completing the batch (flows/processor.py).
+        self.meta_size: Callable[[DeferredMetaBatch], int | None] | None = None
 
     def complete(self) -> None:
         """Add the envelopes (once; later calls do nothing)."""

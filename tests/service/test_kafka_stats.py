@@ -13,9 +13,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bson
 import pymongo
 import pytest
 
@@ -114,4 +116,36 @@ def test_stats_report_kafka_partitions_with_advancing_offsets(svc: Svc, kafka_bo
     assert sorted(d["_id"] for d in mongo_db.out.find({}, {"_id": 1})) == sorted(
         [f"p0-{i}" for i in range(40)] + [f"p1-{i}" for i in range(20)] + [f"p2-{i}" for i in range(5)]
     )
+    svc.client.admin.command({"stopStreamProcessor": "kstats"})
+
+
+def test_input_message_size_counts_the_deferred_envelopes(svc: Svc, kafka_bootstrap: str, mongo_db: Any) -> None:
+    """A window pipeline whose source defers the ``_stream_meta.source`` envelope
+    (translator/source_meta.py): ``inputMessageSize`` is still each input document's BSON
+    size with its envelope (headers and all), to the byte, though the window's fast path
+    never builds the envelopes (the figure is counted from their parts)."""
+    topic = new_topic(kafka_bootstrap, 2, prefix="ksize")
+    ts = 1_700_000_000_000
+    recs = [{"partition": i % 2, "value": {"g": f"g{i % 3}", "v": i, "s": "é" * i}, "timestamp": ts + i,
+             "headers": [("h", b"x" * i), ("ключ", None)] if i % 4 == 0 else None} for i in range(60)]
+    produce(kafka_bootstrap, topic, recs)
+    pipeline = [
+        {"$source": {"connectionName": "kafka1", "topic": topic, "config": {"auto_offset_reset": "earliest"}}},
+        {"$tumblingWindow": {"interval": {"size": 1, "unit": "hour"},
+                             "pipeline": [{"$group": {"_id": "$g", "n": {"$sum": 1}}}]}},
+        {"$merge": {"into": {"connectionName": "mongo1", "db": mongo_db.name, "coll": "sized"}}},
+    ]
+    svc.client.admin.command({"createStreamProcessor": "kstats", "pipeline": pipeline})
+    svc.client.admin.command({"startStreamProcessor": "kstats"})
+    st = wait_stats(svc, lambda s: s.get("inputMessageCount") == 60, "60 input messages")
+    offsets_in = {0: 0, 1: 0}
+    want = 0
+    for r in recs:
+        p = r["partition"]
+        env = {"type": "kafka", "ts": datetime.fromtimestamp(r["timestamp"] / 1000, UTC), "topic": topic, "partition": p,
+               "offset": offsets_in[p], "key": None,
+               "headers": [{"k": k, "v": v} for k, v in r["headers"] or []]}
+        offsets_in[p] += 1
+        want += len(bson.encode({**r["value"], "_stream_meta": {"source": env}}))
+    assert st["inputMessageSize"] == want
     svc.client.admin.command({"stopStreamProcessor": "kstats"})

@@ -10,16 +10,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bson
 import pytest
 from bytewax.testing import TestingSink, run_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
+from confluent_kafka import Message
 from kafka_flows import CONN, Until, new_topic, produce, registry
 
+from flows.processor import INPUT_SIZE_COUNTS, input_size
+from service.channel import bson_size
 from sources.base import DeferredMetaBatch
-from sources.kafka import SOURCE_DLQ_KEY
+from sources.kafka import SOURCE_DLQ_KEY, _batch_decoder
 from translator.compile import build_flow, compile_pipeline, make_source
 from translator.options import ProcessorOptions
 from translator.parse import parse_pipeline
@@ -204,3 +208,100 @@ def test_window_results_and_dlq_entries_equal_the_reference(kafka_bootstrap: str
     assert list(late["doc"]) == ["g", "v", "ts", "_ts", "_stream_meta"]
     assert bad["errInfo"]["reason"].startswith("Failed to parse the Kafka message as JSON or Extended JSON: ")
     assert bad["doc"]["_stream_meta"]["source"]["offset"] == 3
+
+
+# ---- stats() inputMessageSize without the envelope --------------------------------------------
+
+
+def _sized(batch: Any) -> tuple[int, str | None]:
+    """``input_size`` of a batch (what the service's stats observer counts) and which way
+    it went: ``arithmetic``, ``completed`` or None (no deferred envelope)."""
+    before = dict(INPUT_SIZE_COUNTS)
+    got = input_size(batch)
+    moved = [k for k in before if INPUT_SIZE_COUNTS[k] != before[k]]
+    assert len(moved) <= 1
+    return got, moved[0] if moved else None
+
+
+def _headers(n: int) -> list[tuple[str, bytes | None]]:
+    return [(f"h{i}" if i % 3 else f"ключ-{i}", None if i % 4 == 1 else b"" if i % 4 == 2 else f"v{i}é".encode() * i)
+            for i in range(n)]
+
+
+@pytest.mark.kafka
+def test_input_size_from_the_envelope_parts_equals_the_completed_batch(kafka_bootstrap: str) -> None:
+    """``stats()`` ``inputMessageSize`` of a deferred batch, counted from the envelope's
+    parts, equals the BSON size of the completed batch's documents, batch by batch, and
+    in total the reference path's (``fastPaths: false``, envelopes built per message).
+    Partition 0: headers of every kind (none, empty, null and binary values, Cyrillic
+    keys, more than 10 and 100 of them); 1: documents with their own ``_stream_meta``
+    (the envelope replaces it: the batch is completed); 2: an integer BSON cannot encode
+    (completed; the figure leaves that document out, as before); 3: a keyed message, a
+    tombstone and an unparsable value after the run; 4: Extended JSON."""
+    topic = new_topic(kafka_bootstrap, 5)
+    recs: list[dict[str, Any]] = []
+    for i in range(40):
+        recs.append({"partition": 0, "value": f'{{"i": {i}, "s": "é{i}", "a": [{i}, {{"x": null}}]}}'.encode(),
+                     "timestamp": TS + i, **({"headers": _headers((0, 1, 2, 5, 11, 120)[i % 6])} if i % 2 else {})})
+    recs += [{"partition": 1, "value": f'{{"i": {i}, "_stream_meta": {{"mine": {"[1, 2]" if i else "1"}}}}}'.encode(),
+              "timestamp": TS} for i in range(3)]
+    recs += [{"partition": 2, "value": b'{"i": 0, "big": 18446744073709551615}', "timestamp": TS},
+             {"partition": 2, "value": b'{"i": 1}', "timestamp": TS}]
+    recs += [{"partition": 3, "value": b'{"i": 0}', "headers": [("h", b"v")], "timestamp": TS},
+             {"partition": 3, "value": b'{"i": 1}', "key": b"k", "headers": [("h", None)], "timestamp": TS},
+             {"partition": 3, "value": None, "key": b"k2", "timestamp": TS},
+             {"partition": 3, "value": b"{bad", "timestamp": TS},
+             {"partition": 3, "value": b'{"i": 4}', "timestamp": TS}]
+    recs += [{"partition": 4, "value": b'{"d": {"$date": "2024-01-01T00:00:00Z"}, "n": {"$numberLong": "7"}}',
+              "timestamp": TS, "headers": [("é", b"\x00")]}]
+    produce(kafka_bootstrap, topic, recs)
+    counts = {0: 40, 1: 3, 2: 2, 3: 5, 4: 1}
+
+    fast = _read(kafka_bootstrap, topic, True, counts)
+    ways: dict[int, set[str | None]] = {}
+    totals = []
+    for p, items in enumerate(fast):
+        total = 0
+        for _, batch in items:
+            got, way = _sized(batch)
+            batch.complete()
+            assert got == bson_size([d for d, _ in batch]), (p, way)
+            ways.setdefault(p, set()).add(way)
+            total += got
+        totals.append(total)
+    assert ways[0] == ways[4] == {"arithmetic"}
+    assert ways[1] == ways[2] == {"completed"}
+    assert "arithmetic" in ways[3]  # a batch starting at the keyed message has no deferred run
+    reference = _read(kafka_bootstrap, topic, False, counts)
+    assert totals == [sum(bson_size([d for d, _ in b]) for _, b in items) for items in reference]
+    assert totals[2] == len(bson.encode({"i": 1, "_stream_meta": fast[2][-1][1][-1][0]["_stream_meta"]}))
+
+
+@pytest.mark.kafka
+def test_input_size_arithmetic_at_the_edges(kafka_bootstrap: str) -> None:
+    """What a broker here will not produce, through the source's own record and envelope
+    code on ``confluent_kafka.Message`` objects: a non-ASCII topic name, offsets on both
+    sides of the int32 limit, a header whose key is not a string (completed instead)."""
+    topic = new_topic(kafka_bootstrap, 1)
+    p = compile_pipeline([{"$source": {"connectionName": CONN, "topic": topic}}, _window(GROUP)],
+                         registry(kafka_bootstrap), ProcessorOptions(name="edges"))
+    part = make_source(p).build_part("in", f"{topic}-0", None)
+    try:
+        for name in ("тема-é-🙂", topic, ""):
+            part.topic = name
+            for first in (0, 2**31 - 2, 2**40):
+                msgs = [Message(topic=name, partition=0, offset=first + i, value=b'{"v": %d}' % i,
+                                headers=_headers(i * 7) or None, timestamp=(1, TS + i)) for i in range(4)]
+                batch = part._records(msgs, _batch_decoder(msgs))
+                assert type(batch) is DeferredMetaBatch and batch.attach is not None
+                got, way = _sized(batch)
+                assert way == "arithmetic"
+                batch.complete()
+                assert got == bson_size([d for d, _ in batch])
+                assert batch[-1][0]["_stream_meta"]["source"]["topic"] == name
+        odd = [Message(topic=topic, partition=0, offset=0, value=b"{}", headers=[(b"k", b"v")], timestamp=(1, TS))]
+        batch = part._records(odd, _batch_decoder(odd))
+        assert _sized(batch)[1] == "completed"
+        assert batch.attach is None
+    finally:
+        part.close()
