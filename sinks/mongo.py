@@ -677,11 +677,13 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
             if db is None or coll is None:
                 rejected.append((doc, why or why2 or "invalid namespace"))
                 continue
+            into = by_ns.setdefault((db, coll), [])
             entry, why = self._entry(doc)
             if entry is None:
                 rejected.append((doc, why or "invalid 'on' field"))
                 continue
-            by_ns.setdefault((db, coll), []).append(entry)
+            into.append(entry)
+        self._prepare(list(by_ns))
         if rejected:
             self._to_dlq(rejected)
         for (db, coll), entries in by_ns.items():
@@ -689,6 +691,11 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
             for rnd in _rounds(entries):
                 for part in chunks(rnd, self.bulk):
                     self._write_round(collection, part)
+
+    def _prepare(self, namespaces: list[tuple[str, str]]) -> None:
+        """Called with a batch's namespaces, in the order documents first name them,
+        before anything of the batch is written (the time-series sink creates its
+        collections here; the names are resolved once per document, in :meth:`write_docs`)."""
 
     def _entry(self, doc: Doc) -> tuple[_Entry | None, str | None]:
         on = self.sink.stage.on

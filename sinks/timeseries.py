@@ -87,12 +87,12 @@ class TimeSeriesPartition(MergePartition):
                 bad.append((d, f"'{field}' must be present and contain a valid BSON UTC datetime value"))
         if bad:
             self._to_dlq(bad)
-        for d in good:
-            db, _ = self.sink.db.resolve(d)
-            coll, _ = self.sink.coll.resolve(d)
-            if db is not None and coll is not None and (db, coll) not in self._ready:
-                self._create(db, coll)
         super().write_docs(good)
+
+    def _prepare(self, namespaces: list[tuple[str, str]]) -> None:
+        for db, coll in namespaces:
+            if (db, coll) not in self._ready:
+                self._create(db, coll)
 
     def _create(self, db: str, coll: str) -> None:
         """Create ``db.coll`` as a time series collection once; keep an existing one."""
