@@ -369,7 +369,7 @@ def build_flow(
 
 
 class CloseAtEnd(DynamicSink[Any]):
-    """Calls the I/O stages' close hooks (``$lookup`` clients) when the dataflow ends.
+    """Calls the I/O stages' close hooks (``$lookup`` clients, ``$https`` sessions) when the dataflow ends.
 
     Bytewax closes a sink's partitions once everything upstream of it is done (a
     window's close step and the stages after it included), on finite input; a processor

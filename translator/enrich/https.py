@@ -19,16 +19,18 @@ documents leave in their input order.
 - The body is the document (or the ``payload`` pipeline's output) as relaxed Extended
   JSON; GET sends a body only when ``payload`` is given.
 - ``{$meta: "stream.https"}`` reads ``{url, method, httpStatusCode, responseTimeMs}``.
+- The session is closed when the flow ends, by the close hooks ``build_flow`` calls
+  (as ``$lookup``'s clients are).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import time
-import weakref
 from typing import Any
 
 import aiohttp
@@ -52,9 +54,12 @@ from translator.stages import (
 CONCURRENCY = 16  # requests in flight per batch
 RETRIES = 3  # extra attempts for 5xx-like statuses and connection errors
 BACKOFF_INITIAL_S = 0.2
+CLOSE_TIMEOUT_S = 10.0  # closing the session at the end of the flow
 ON_ERROR_STATUSES = frozenset({400, 404, 410, 413, 414, 431})
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+log = logging.getLogger("mqlflow.https")
 
 
 class HttpsProcessorError(RuntimeError):
@@ -171,9 +176,26 @@ class HttpsOp:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=64), timeout=self.timeout, raise_for_status=False
             )
-            # The pool lives as long as the compiled stage (the flow): close it after.
-            weakref.finalize(self, _close_later, self._session)
         return self._session
+
+    async def _close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def close(self) -> None:
+        """When the flow ends: close the pooled session and its connections (on the
+        loop that uses them); a later run of the same compiled pipeline opens another."""
+        loop = _loop
+        if self._session is None or loop is None or loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(CLOSE_TIMEOUT_S)
+        except Exception as exc:  # the flow's results are written; say so and go on
+            log.warning("%s: closing the HTTP session failed: %s", self.stage.path, exc)
+
+    def step(self) -> Step:
+        return Step(BATCH, self.run, "$https", self.stage.path)
 
     async def send(self, req: tuple[str, dict[str, str], dict[str, str], bytes | None]) -> tuple[Any, dict[str, Any]]:
         """(parsed body or MISSING, meta); raises _OnError or HttpsProcessorError."""
@@ -279,12 +301,6 @@ class HttpsOp:
         return out
 
 
-def _close_later(session: aiohttp.ClientSession) -> None:
-    loop = _loop
-    if loop is not None and not loop.is_closed():
-        asyncio.run_coroutine_threadsafe(session.close(), loop)
-
-
 class _Dlq:
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -309,7 +325,7 @@ def _with_meta(doc: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compile_https(stage: HttpsStage, conn: Any) -> Step:
+def compile_https(stage: HttpsStage, conn: Any) -> HttpsOp:
     """Create time: ``conn`` (resolved by the compiler, None when no registry is bound)
     must be an ``https`` connection with a ``url``."""
     if conn is None:
@@ -319,6 +335,5 @@ def compile_https(stage: HttpsStage, conn: Any) -> Step:
             f"{stage.path}.connectionName",
             f"connection '{conn.name}' is of type '{conn.type}'; $https needs a connection of type 'https' with a url",
         )
-    op = HttpsOp(stage, conn.url, conn.headers)
-    return Step(BATCH, op.run, "$https", stage.path)
+    return HttpsOp(stage, conn.url, conn.headers)
 

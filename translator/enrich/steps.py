@@ -68,10 +68,15 @@ def _lookup_step(s: LookupStage) -> stages.Step:
     from translator.enrich.lookup import compile_lookup
 
     op = compile_lookup(s, _lookup_connection(s))
+    _on_close(op.close)
+    return op.step()
+
+
+def _on_close(close: Callable[[], None]) -> None:
+    """Add an I/O stage's close hook to the block's (see :func:`bound`)."""
     closers = getattr(_bound, "closers", None)
     if closers is not None:
-        closers.append(op.close)
-    return op.step()
+        closers.append(close)
 
 
 def _https_connection(s: HttpsStage) -> Connection | None:
@@ -81,7 +86,9 @@ def _https_connection(s: HttpsStage) -> Connection | None:
 def _https_step(s: HttpsStage) -> stages.Step:
     from translator.enrich.https import compile_https
 
-    return compile_https(s, _https_connection(s))
+    op = compile_https(s, _https_connection(s))
+    _on_close(op.close)
+    return op.step()
 
 
 stages.STEP_COMPILERS.update(

@@ -3,18 +3,26 @@ thread): success and bodies, each error class, slow responses, a server that goe
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import http.server
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.translator.enrich.enrichhelpers import Server
 from translator.connections import Connection, ConnectionRegistry
+from translator.enrich.https import _event_loop as https_loop
+from translator.enrich.steps import bound
 from translator.errors import TranslateError
+from translator.parse import parse_pipeline
+from translator.stages import compile_steps
 from translator.testing import run_pipeline
 
 
@@ -206,3 +214,68 @@ def test_https_inside_a_window(server: Server) -> None:
         registry=reg(server),
     )
     assert [(d["_id"], d["n"]) for d in r.output] == [("/echo/w", 4)]
+
+
+def _open_connections(s: Server) -> int:
+    """Connections the loopback server has open (aiohttp keeps idle ones in its pool)."""
+
+    async def count() -> int:
+        assert s.runner is not None and s.runner.server is not None
+        return len(s.runner.server.connections)
+
+    return asyncio.run_coroutine_threadsafe(count(), s.loop).result(10)
+
+
+def _until_open_connections(s: Server, n: int) -> int:
+    """The server learns of a closed connection on its own loop: wait (bounded) for ``n``."""
+    deadline = time.monotonic() + 10
+    got = _open_connections(s)
+    while got != n and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = _open_connections(s)
+    return got
+
+
+def _unclosed_sessions(seen: list[warnings.WarningMessage]) -> int:
+    """aiohttp's ResourceWarnings for a collected, unclosed session or connector."""
+    return sum(
+        1 for w in seen
+        if issubclass(w.category, ResourceWarning)
+        and ("Unclosed client session" in str(w.message) or "Unclosed connector" in str(w.message))
+    )
+
+
+def test_a_finished_flow_closes_its_https_session(server: Server) -> None:
+    """The flow's close hooks (as for ``$lookup``'s clients) close the stage's session: no
+    connection stays open at the server after the run, and collecting the compiled stage
+    finds no unclosed session or connector. Both checks see a session left open."""
+    gc.collect()  # sessions other tests left behind warn now, not below
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        r = run(server, [{"_id": i, "dev": f"d{i}"} for i in range(20)], {"path": {"$concat": ["echo/", "$dev"]}},
+                {"$project": {"p": "$r.path"}})
+        assert r.output == [{"_id": i, "p": f"/echo/d{i}"} for i in range(20)]
+        assert _until_open_connections(server, 0) == 0
+        del r  # the result holds the compiled pipeline, and so the stage and its session
+        gc.collect()
+        assert _unclosed_sessions(seen) == 0
+
+        # A stage compiled and run outside a flow keeps its connection until its hook runs.
+        with bound(reg(server)) as closers:
+            (step,) = compile_steps((parse_pipeline([{"$source": {"documents": []}},
+                                                     {"$https": {"connectionName": "api", "path": "echo/x", "as": "r"}}]).stages[0],))
+        out = step.fn([({"_id": 1}, 0)], lambda *a: None, {})  # type: ignore[call-arg]
+        assert [d["r"]["path"] for d, _ in out] == ["/echo/x"]
+        assert len(closers) == 1
+        assert _until_open_connections(server, 1) == 1
+        closers[0]()
+        assert _until_open_connections(server, 0) == 0
+
+        # The same warning check sees a session that is collected open.
+        async def session() -> aiohttp.ClientSession:
+            return aiohttp.ClientSession()
+
+        leak = asyncio.run_coroutine_threadsafe(session(), https_loop()).result(10)
+        del leak
+        gc.collect()
+        assert _unclosed_sessions(seen) >= 1
