@@ -49,17 +49,15 @@ from pymongo.errors import (
     ConnectionFailure,
     DocumentTooLarge,
     InvalidDocument,
-    NetworkTimeout,
     OperationFailure,
     PyMongoError,
-    ServerSelectionTimeoutError,
 )
 
 from sinks.mongo_dlq import DlqWriter, DlqWriterFactory
 from sinks.mongo_io import (
+    AdaptiveBulk,
     Attempts,
     ServerProfile,
-    bulk_size,
     chunks,
     make_client,
     server_profile,
@@ -93,7 +91,6 @@ Doc = dict[str, Any]
 Op = InsertOne[Doc] | ReplaceOne[Doc] | UpdateOne | DeleteOne
 
 DUPLICATE_KEY = 11000
-FAST_BULK_S = 1.0  # a bulk write answered this fast may grow back toward the cap
 MAX_BSON_SIZE = 16 * 1024 * 1024
 FATAL_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed: a configuration error
 START_HINT = "start one with scripts/services.sh up mongodb"
@@ -587,13 +584,8 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         self.dlq = dlq
         self.name = name
         # Operations per bulk write: the batch size, capped for a server that cannot take it,
-        # halved after a socket timeout and grown back while writes are fast (_adapt).
-        self.bulk_max = bulk_size(sink.batch_size, profile)
-        self.bulk = self.bulk_max
-        # A failed attempt that lasted about socketTimeoutMS timed out (pymongo may report it
-        # as a cancelled operation when its monitor saw the server go silent first).
-        timeout_s = client.options.pool_options.socket_timeout
-        self._timed_out_s = 0.9 * timeout_s if timeout_s else float("inf")
+        # halved after a socket timeout and grown back while writes are fast (the DLQ's rule too).
+        self.bulk = AdaptiveBulk(client, sink.batch_size, profile, sink.processor_name, sink.describe_target())
         self._buf: list[Doc] = []
         self._since = 0.0  # monotonic time the oldest buffered document arrived
         self._buf_lock = threading.Lock()  # guards _buf
@@ -689,7 +681,7 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         for (db, coll), entries in by_ns.items():
             collection = self.client[db][coll]
             for rnd in _rounds(entries):
-                for part in chunks(rnd, self.bulk):
+                for part in chunks(rnd, self.bulk.size):
                     self._write_round(collection, part)
 
     def _prepare(self, namespaces: list[tuple[str, str]]) -> None:
@@ -770,12 +762,13 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
         pending = list(range(len(planned.ops)))
         replayed = False  # an earlier attempt may have applied some operations
         while pending:
-            batch, rest = pending[: self.bulk], pending[self.bulk :]
+            n = self.bulk.size
+            batch, rest = pending[:n], pending[n:]
             t0 = time.monotonic()
             try:
                 collection.bulk_write([planned.ops[i] for i in batch], ordered=False)
                 sink._count(written=len(batch))
-                self._adapt(time.monotonic() - t0, timed_out=False)
+                self.bulk.succeeded(time.monotonic() - t0)
                 pending = rest
                 continue
             except BulkWriteError as exc:
@@ -807,30 +800,11 @@ class MergePartition(StatelessSinkPartition[list[Doc]]):
                     pending = rest
                     continue
             except ConnectionFailure as exc:
-                took = time.monotonic() - t0
-                slow = isinstance(exc, NetworkTimeout) or took >= self._timed_out_s  # ~socketTimeoutMS
-                if slow and not isinstance(exc, ServerSelectionTimeoutError):  # unreachable is not slow
-                    self._adapt(took, timed_out=True)
+                self.bulk.failed(exc, time.monotonic() - t0)
                 reason = f"{type(exc).__name__}: {exc}"
             replayed = True
             sink._count(retries=1)
             attempts.retry(f"{len(pending)} pending: {reason}")
-
-    def _adapt(self, seconds: float, timed_out: bool) -> None:
-        """Halve the operations per bulk write after a socket timeout; double them back
-        (up to the server's cap) while bulk writes answer quickly."""
-        if timed_out:
-            new = max(1, self.bulk // 2)
-        elif seconds < FAST_BULK_S and self.bulk < self.bulk_max:
-            new = min(self.bulk_max, self.bulk * 2)
-        else:
-            return
-        if new != self.bulk:
-            log.warning(
-                "processor '%s': %s: bulk writes now hold at most %d operation(s) (last took %.1f s%s)",
-                self.sink.processor_name, self.sink.describe_target(), new, seconds, ", timed out" if timed_out else "",
-            )
-            self.bulk = new
 
     def _execute_one_by_one(self, collection: Any, planned: _Planned, pending: list[int]) -> None:
         dlq: list[tuple[Doc, str]] = []

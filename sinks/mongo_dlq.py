@@ -7,11 +7,15 @@ after a batch never covers a DLQ entry that was not written. Each entry is an up
 its ``_id`` (:func:`sinks.dlq.dlq_id`, which includes the processor name), so a replay
 after a crash overwrites its own entries and processors can share a collection.
 
-``MQLFLOW_DLQ_MODE=best-effort`` restores the other trade-off (ASP documents DLQ delivery
-as best effort: https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/):
-writes go to a bounded queue drained by a thread, give up after
-:attr:`DlqWriter.best_effort_give_up_s`, and count what they lose, never holding up the
-main output.
+Best-effort mode restores the other trade-off (ASP documents DLQ delivery as best effort:
+https://www.mongodb.com/docs/atlas/atlas-stream-processing/ops-guide/): writes go to a
+bounded queue drained by a thread, give up after :attr:`DlqWriter.best_effort_give_up_s`,
+and count what they lose, never holding up the main output. A processor chooses it with
+``dlq: {..., mode: "best-effort"}`` (:func:`translator.loader.dlq_target`); without
+``mode``, ``MQLFLOW_DLQ_MODE`` is the process default.
+
+Bulk writes are sized by :class:`sinks.mongo_io.AdaptiveBulk`, the rule ``$merge`` uses:
+halved after a socket timeout, grown back while writes are fast.
 
 Two users: :class:`MongoDlqSink` (a Bytewax sink for the DLQ stream of a dataflow) and
 ``$merge`` (:mod:`sinks.mongo`), which sends the documents the server rejects.
@@ -41,10 +45,9 @@ from pymongo.errors import (
 )
 
 from sinks.mongo_io import (
+    AdaptiveBulk,
     Attempts,
     SinkStalledError,
-    bulk_size,
-    chunks,
     make_client,
     server_profile,
 )
@@ -58,10 +61,12 @@ ENV_DLQ_MODE = "MQLFLOW_DLQ_MODE"
 DLQ_MODES = ("durable", "best-effort")
 
 
-def durable_mode() -> bool:
-    raw = os.environ.get(ENV_DLQ_MODE, "durable") or "durable"
+def durable_mode(mode: str | None = None) -> bool:
+    """``mode`` (the processor's ``dlq.mode``) wins; without it the process default."""
+    raw = mode or os.environ.get(ENV_DLQ_MODE, "durable") or "durable"
     if raw not in DLQ_MODES:
-        raise ValueError(f"{ENV_DLQ_MODE}={raw!r}: expected one of {', '.join(DLQ_MODES)}")
+        where = "dlq.mode" if mode else ENV_DLQ_MODE
+        raise ValueError(f"{where}={raw!r}: expected one of {', '.join(DLQ_MODES)}")
     return raw == "durable"
 
 
@@ -101,7 +106,10 @@ class DlqWriter:
         max_queue: int = 100_000,
         durable: bool | None = None,
     ) -> None:
-        """``conn`` is the DLQ's MongoDB connection, resolved by ``compile_pipeline``."""
+        """``conn`` is the DLQ's MongoDB connection, resolved by ``compile_pipeline``;
+        ``durable`` None: the target's ``mode``, else the process default."""
+        if durable is None:
+            durable = durable_mode(target.mode)
         self._setup(conn.uri or "", target.db, target.coll, conn.name, batch_size, max_queue, durable)
         self.processor_name = processor_name
 
@@ -128,7 +136,7 @@ class DlqWriter:
         self.lost = 0
         self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=max(1, max_queue // 100))
         self._client: MongoClient[dict[str, Any]] | None = None
-        self._bulk = 0
+        self._bulk: AdaptiveBulk | None = None  # set with the client
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -201,16 +209,17 @@ class DlqWriter:
             self._thread.start()
             atexit.register(self._at_exit)
 
-    def _collection(self) -> Any:
-        if self._client is None:
+    def _collection(self) -> tuple[Any, AdaptiveBulk]:
+        if self._client is None or self._bulk is None:
             client = make_client(self.uri, f"mqlflow-dlq:{self.processor_name}")
             try:
-                self._bulk = bulk_size(self.batch_size, server_profile(client))
+                profile = server_profile(client)
             except BaseException:
                 client.close()
                 raise
+            self._bulk = AdaptiveBulk(client, self.batch_size, profile, self.processor_name, self.describe())
             self._client = client
-        return self._client[self.db][self.coll]
+        return self._client[self.db][self.coll], self._bulk
 
     def _run(self) -> None:
         while True:
@@ -237,38 +246,45 @@ class DlqWriter:
         ) as attempts:
             while True:
                 try:
-                    coll = self._collection()
+                    coll, bulk = self._collection()
                     break
                 except PyMongoError as exc:  # buildInfo/selection while the server is away
                     attempts.retry(f"{type(exc).__name__}: {exc}")
-            for part in chunks(docs, self._bulk):
-                self._write_part(coll, part, attempts)
+            pending = list(docs)
+            while pending:
+                # Re-cut on every round: a timed-out bulk is retried as smaller ones.
+                n = bulk.size
+                retry, reason = self._write_part(coll, pending[:n], attempts, bulk)
+                pending = retry + pending[n:]
+                if retry:
+                    attempts.retry(f"{len(pending)} pending: {reason}")
 
-    def _write_part(self, coll: Any, docs: list[dict[str, Any]], attempts: Attempts) -> None:
-        """Upsert by ``_id``: a replayed entry overwrites itself. Transient errors retry."""
-        pending = docs
-        while pending:
-            try:
-                coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in pending], ordered=False)
-                self._count(written=len(pending))
-                return
-            except BulkWriteError as exc:
-                pending = self._sort_errors(pending, dict(exc.details))
-                reason = "transient write errors"
-            except (KeyError, InvalidDocument, DocumentTooLarge):
-                # FerretDB answers a failed update batch without `n` (pymongo: KeyError);
-                # an unencodable document fails the whole batch: go one by one.
-                self._one_by_one(coll, pending, attempts)
-                return
-            except (ConnectionFailure, OperationFailure) as exc:
-                if isinstance(exc, OperationFailure) and exc.code not in TRANSIENT_CODES and not exc.has_error_label(
-                    "RetryableWriteError"
-                ):
-                    self._lose(pending, f"{type(exc).__name__}: {exc}")
-                    return
-                reason = f"{type(exc).__name__}: {exc}"
-            if pending:
-                attempts.retry(f"{len(pending)} pending: {reason}")
+    def _write_part(
+        self, coll: Any, docs: list[dict[str, Any]], attempts: Attempts, bulk: AdaptiveBulk
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One bulk of upserts by ``_id`` (a replayed entry overwrites itself); returns the
+        documents to retry after a transient failure, and why."""
+        t0 = time.monotonic()
+        try:
+            coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
+            self._count(written=len(docs))
+            bulk.succeeded(time.monotonic() - t0)
+            return [], ""
+        except BulkWriteError as exc:
+            return self._sort_errors(docs, dict(exc.details)), "transient write errors"
+        except (KeyError, InvalidDocument, DocumentTooLarge):
+            # FerretDB answers a failed update batch without `n` (pymongo: KeyError);
+            # an unencodable document fails the whole batch: go one by one.
+            self._one_by_one(coll, docs, attempts)
+            return [], ""
+        except ConnectionFailure as exc:
+            bulk.failed(exc, time.monotonic() - t0)
+            return docs, f"{type(exc).__name__}: {exc}"
+        except OperationFailure as exc:
+            if exc.code not in TRANSIENT_CODES and not exc.has_error_label("RetryableWriteError"):
+                self._lose(docs, f"{type(exc).__name__}: {exc}")
+                return [], ""
+            return docs, f"{type(exc).__name__}: {exc}"
 
     def _sort_errors(self, pending: list[dict[str, Any]], details: dict[str, Any]) -> list[dict[str, Any]]:
         retry: list[dict[str, Any]] = []

@@ -10,6 +10,9 @@ sized to the server, and one retry loop that reports a write making no progress.
   database until FerretDB restarts. :func:`server_profile` reads ``buildInfo`` once per
   client and caps the operations per bulk write for FerretDB; a real ``mongod`` keeps the
   sink's batch size.
+* :class:`AdaptiveBulk` is the one rule both sinks size their bulk writes by: halved
+  after a bulk write that timed out (a slow server), doubled back toward that cap while
+  bulk writes answer quickly.
 * :class:`Attempts` wraps one logical write: while it has not finished it is listed by
   :func:`translator.metrics.sink_stalls` (``stats().sinkStalls``), each transient failure
   is logged with the processor, the sink and how long the write has waited, and after
@@ -29,7 +32,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from pymongo import MongoClient
-from pymongo.errors import OperationFailure
+from pymongo.errors import (
+    ConnectionFailure,
+    NetworkTimeout,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
 
 from translator import metrics
 
@@ -105,6 +113,47 @@ def server_profile(client: MongoClient[Doc]) -> ServerProfile:
 def bulk_size(batch_size: int, profile: ServerProfile) -> int:
     cap = profile.max_bulk_ops
     return max(1, batch_size if cap is None else min(batch_size, cap))
+
+
+FAST_BULK_S = 1.0  # a bulk write answered this fast may grow back toward the cap
+
+
+class AdaptiveBulk:
+    """Operations per bulk write for one client: the sink's batch size capped for the
+    server (:func:`bulk_size`), halved after a socket timeout, doubled back (up to that cap)
+    while bulk writes answer within :data:`FAST_BULK_S`. ``$merge`` and the DLQ writer both
+    size their writes by it, so a server that is slow for big bulks gets smaller ones
+    instead of the same timed-out bulk again."""
+
+    def __init__(self, client: MongoClient[Doc], batch_size: int, profile: ServerProfile, processor: str, sink: str) -> None:
+        self.max = bulk_size(batch_size, profile)
+        self.size = self.max
+        self.processor = processor
+        self.sink = sink
+        # A failed attempt that lasted about socketTimeoutMS timed out (pymongo may report it
+        # as a cancelled operation when its monitor saw the server go silent first).
+        timeout_s = client.options.pool_options.socket_timeout
+        self.timed_out_s = 0.9 * timeout_s if timeout_s else float("inf")
+
+    def succeeded(self, seconds: float) -> None:
+        """A bulk write of ``size`` or fewer operations took ``seconds``."""
+        if seconds < FAST_BULK_S and self.size < self.max:
+            self._set(min(self.max, self.size * 2), seconds, timed_out=False)
+
+    def failed(self, exc: ConnectionFailure, seconds: float) -> None:
+        """A bulk write failed with ``exc`` after ``seconds``: halve if it timed out. A
+        server that cannot be selected (down, unreachable) is not slow: no change."""
+        slow = isinstance(exc, NetworkTimeout) or seconds >= self.timed_out_s
+        if slow and not isinstance(exc, ServerSelectionTimeoutError):
+            self._set(max(1, self.size // 2), seconds, timed_out=True)
+
+    def _set(self, new: int, seconds: float, timed_out: bool) -> None:
+        if new != self.size:
+            log.warning(
+                "processor '%s': %s: bulk writes now hold at most %d operation(s) (last took %.1f s%s)",
+                self.processor, self.sink, new, seconds, ", timed out" if timed_out else "",
+            )
+            self.size = new
 
 
 def chunks(items: list[Any], n: int) -> list[list[Any]]:

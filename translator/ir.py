@@ -197,11 +197,15 @@ SinkStage = MergeStage | EmitStage | EmitTimeSeriesStage
 
 @dataclass(frozen=True)
 class DlqTarget:
-    """Processor option ``dlq: {connectionName, db, coll}`` (docs/semantics.md#dlq)."""
+    """Processor option ``dlq: {connectionName, db, coll, mode}`` (docs/semantics.md#dlq).
+
+    ``mode`` is mqlflow's: ``"durable"`` or ``"best-effort"``; None takes the process
+    default (``MQLFLOW_DLQ_MODE``, itself ``"durable"`` by default)."""
 
     connection_name: str
     db: str
     coll: str
+    mode: str | None = None
 
 
 @dataclass(frozen=True)

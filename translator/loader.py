@@ -12,9 +12,10 @@ from typing import Any
 
 from bson import json_util
 
-from translator.errors import TranslateError
+from translator.errors import TranslateError, did_you_mean
 from translator.ir import DlqTarget
 from translator.options import ProcessorOptions
+from translator.parse import _check_keys, _obj, _str
 
 JSON_OPTIONS = json_util.JSONOptions(tz_aware=True, tzinfo=None)
 
@@ -59,21 +60,30 @@ _IGNORED = {"tier", "workers", "resumeFromCheckpoint", "streamMetaFieldName", "e
 
 
 _DLQ_FIELDS = ("connectionName", "db", "coll")
+# mqlflow's own field of the ``dlq`` option (ASP has no such choice: its DLQ is best effort).
+DLQ_MODES = ("durable", "best-effort")
 
 
 def dlq_target(v: Any) -> DlqTarget:
     """The ``dlq`` option's shape, checked here only (the service and ``mqlflow run``
     both come through :func:`options_from_mapping`); whether the connection exists is
-    the registry's check in ``compile_pipeline``. See docs/semantics.md#dlq."""
-    if (
-        not isinstance(v, dict)
-        or set(v) - set(_DLQ_FIELDS)
-        or not all(isinstance(v.get(x), str) and v[x] for x in _DLQ_FIELDS)
-    ):
-        raise TranslateError(
-            "options.dlq", "expected {connectionName: <string>, db: <string>, coll: <string>} with non-empty strings"
-        )
-    return DlqTarget(v["connectionName"], v["db"], v["coll"])
+    the registry's check in ``compile_pipeline``. See docs/semantics.md#dlq.
+
+    ``mode`` (``"durable"`` or ``"best-effort"``) picks the DLQ writer's trade-off for
+    this processor; without it the process default (``MQLFLOW_DLQ_MODE``) applies."""
+    d = _obj(v, "options.dlq", "{connectionName, db, coll}")
+    _check_keys(d, "options.dlq", {*_DLQ_FIELDS, "mode"}, _DLQ_FIELDS)
+    for f in _DLQ_FIELDS:
+        if not _str(d[f], f"options.dlq.{f}"):
+            raise TranslateError(f"options.dlq.{f}", "must be a non-empty string")
+    mode = None
+    if "mode" in d:
+        mode = _str(d["mode"], "options.dlq.mode")
+        if mode not in DLQ_MODES:
+            raise TranslateError(
+                "options.dlq.mode", f"expected one of {', '.join(DLQ_MODES)}; got {mode!r}{did_you_mean(mode, DLQ_MODES)}"
+            )
+    return DlqTarget(d["connectionName"], d["db"], d["coll"], mode)
 
 
 def options_from_mapping(m: dict[str, Any], name: str = "mqlflow") -> ProcessorOptions:
@@ -96,8 +106,6 @@ def options_from_mapping(m: dict[str, Any], name: str = "mqlflow") -> ProcessorO
         elif k in _IGNORED:
             continue
         else:
-            from translator.errors import did_you_mean
-
             allowed = sorted({"dlq", "fastPaths", *_OPTION_FIELDS, *_IGNORED})
             raise TranslateError(f"options.{k}", f"unknown option '{k}'{did_you_mean(k, allowed)}")
     return ProcessorOptions(**kwargs)

@@ -129,9 +129,17 @@ def test_bad_options_are_invalid_options(client: pymongo.MongoClient) -> None:  
         72,
         "options.dlq.connectionName: unknown connection 'nope'; known connections: dlqconn, out, sample_stream_solar",
     )
-    dlq_shape = "options.dlq: expected {connectionName: <string>, db: <string>, coll: <string>} with non-empty strings"
-    fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "dlq": 5}, 72, dlq_shape)
-    fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "dlq": {"connectionName": "dlqconn", "db": "", "coll": "c"}}, 72, dlq_shape)
+    fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "dlq": 5}, 72, "options.dlq: expected {connectionName, db, coll}, got int")
+    fails(
+        client, {"createStreamProcessor": "x", "pipeline": PIPE, "dlq": {"connectionName": "dlqconn", "db": "", "coll": "c"}}, 72,
+        "options.dlq.db: must be a non-empty string",
+    )
+    fails(
+        client,
+        {"createStreamProcessor": "x", "pipeline": PIPE, "dlq": {"connectionName": "dlqconn", "db": "d", "coll": "c", "mode": "besteffort"}},
+        72,
+        "options.dlq.mode: expected one of durable, best-effort; got 'besteffort'; did you mean 'best-effort'?",
+    )
     fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "tier": "SP99"}, 72, "tier must be one of SP2, SP5, SP10, SP30, SP50, got 'SP99'")
     fails(client, {"createStreamProcessor": "x", "pipeline": PIPE, "options": {"batchSise": 5}}, 72, "options.batchSise: unknown option 'batchSise'; did you mean 'batchSize'?")
     client.admin.command({"createStreamProcessor": "x", "pipeline": PIPE})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import socket
+import threading
 import time
 from typing import Any
 
@@ -156,3 +158,91 @@ def test_dlq_needs_a_mongodb_connection() -> None:
     with pytest.raises(TranslateError) as ei:
         dlq_conn(reg, DlqTarget("nope", "db", "c"))
     assert str(ei.value) == "options.dlq.connectionName: unknown connection 'nope'; known connections: k, sample_stream_solar"
+
+
+def test_target_mode_wins_over_the_process_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dlq.mode`` is the processor's choice; ``MQLFLOW_DLQ_MODE`` only the default."""
+    conn = Connection(name="c", type="mongodb", uri="mongodb://127.0.0.1:1/")
+    for env, mode, durable in [
+        (None, None, True), ("best-effort", None, False), ("durable", "best-effort", False),
+        ("best-effort", "durable", True), (None, "best-effort", False),
+    ]:
+        if env is None:
+            monkeypatch.delenv("MQLFLOW_DLQ_MODE", raising=False)
+        else:
+            monkeypatch.setenv("MQLFLOW_DLQ_MODE", env)
+        w = DlqWriter(DlqTarget("c", "db", "dlq", mode), conn, "p")
+        assert w.durable is durable, (env, mode)
+        w.close()
+
+
+@pytest.mark.mongodb
+def test_dlq_bulk_halves_after_a_socket_timeout_and_grows_back(
+    mongodb_uri: str, mongo_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The DLQ writer sizes its bulk writes by the ``$merge`` rule (AdaptiveBulk): a real
+    socket timeout (a proxy that stops answering, as in test_sink_stall) halves it from
+    FerretDB's cap of 50, the stall shows in ``sinkStalls`` meanwhile, and fast writes
+    double it back. Nothing is lost or written twice."""
+    from tests.sinks.stall_proxy import PROXY_OPTS, StallProxy, upstream_of
+    from translator import metrics
+
+    caplog.set_level("WARNING", logger="mqlflow.sink")
+    proxy = StallProxy(upstream_of(mongodb_uri))
+    uri = f"mongodb://127.0.0.1:{proxy.port}/?{PROXY_OPTS}"
+    w = DlqWriter.to(uri, mongo_db.name, "dlq", durable=True)
+    w.processor_name = "adaptP"
+    w.backoff_s = 0.05
+
+    def docs(lo: int, hi: int) -> list[Doc]:
+        return [dlq_document("bad", {"i": i}, "adaptP") for i in range(lo, hi)]
+
+    try:
+        w.write(docs(0, 50))
+        assert w._bulk is not None and (w._bulk.max, w._bulk.size) == (50, 50)
+        proxy.forwarding.clear()
+        failed: list[BaseException] = []
+
+        def stalled_write() -> None:
+            try:
+                w.write(docs(50, 100))
+            except BaseException as exc:  # reported by the assertion below
+                failed.append(exc)
+
+        t = threading.Thread(target=stalled_write)
+        t.start()
+        deadline = time.monotonic() + 30
+        while not (stalls := metrics.sink_stalls()) or "25 operation(s)" not in caplog.text:
+            assert time.monotonic() < deadline, (stalls, caplog.text[-2000:])
+            time.sleep(0.1)
+        (stall,) = stalls
+        assert stall["processor"] == "adaptP"
+        assert stall["sink"] == f"DLQ {mongo_db.name}.dlq ({uri})"
+        assert stall["operation"] == "writing 50 DLQ document(s)"
+        proxy.forwarding.set()
+        t.join(60)
+        assert not t.is_alive() and failed == []
+        assert metrics.sink_stalls(0) == []
+        # Fast writes again: each doubles the bulk back toward the cap (the stall may have
+        # halved it more than once).
+        n = 100
+        while "at most 50 operation(s)" not in caplog.text:
+            assert n < 400, caplog.text[-2000:]
+            w.write(docs(n, n + 50))
+            n += 50
+        w.close()
+    finally:
+        proxy.close()
+    sizes = [
+        m.groups() for r in caplog.records
+        if (m := re.fullmatch(
+            rf"processor 'adaptP': DLQ {mongo_db.name}\.dlq \({re.escape(uri)}\): "
+            r"bulk writes now hold at most (\d+) operation\(s\) \(last took \d+\.\d s(, timed out)?\)",
+            r.getMessage(),
+        ))
+    ]
+    assert sizes[0] == ("25", ", timed out") and sizes[-1] == ("50", None), sizes
+    assert (w.written, w.lost) == (n, 0)
+    got = list(mongo_db["dlq"].find({}, {"_id": 0, "doc": 1, "errInfo": 1, "processorName": 1}))
+    assert sorted(d["doc"]["i"] for d in got) == list(range(n))
+    assert all(d["errInfo"] == {"reason": "bad"} and d["processorName"] == "adaptP" for d in got)
