@@ -142,6 +142,11 @@ class IngestLogic:
         # sends those of windows it already closed to the DLQ one by one (docs/windows.md).
         self.can_keep = w is not None and not self.processing and w.kind.keeps_docs
         self.keep_docs = 0
+        # So does a window's idleTimeout: the close step may close windows by the wall
+        # clock while this partition is quiet. Half the timeout without documents (the
+        # hold, at most a quarter, and the trip stay within the other half) arms it.
+        self.quiet_s = idle / 2000 if idle is not None and self.can_keep else None
+        self.last_docs = time.monotonic()
         self.kept: dict[int, dict[Any, list[dict[str, Any]]]] = {}
         if w is not None and self.hold:
             self.first_window: Callable[[Any], int] = w.kind.first_window
@@ -253,6 +258,11 @@ class IngestLogic:
             return self.progress(batch.ms)
         if not batch:
             return []
+        if self.quiet_s is not None:
+            now = time.monotonic()
+            if now - self.last_docs >= self.quiet_s:
+                self.keep_docs = KEEP_DOCS
+            self.last_docs = now
         keeping = self.keep_docs > 0 or bool(self.kept)
         if keeping and self.fast is not None and metrics.ENABLED:
             assert plan.window is not None

@@ -136,9 +136,10 @@ class WindowKind:
         """Take ``due`` (from :meth:`due`) out of ``state``: each window's partial and $meta."""
         raise NotImplementedError
 
-    def mark_closed(self, state: CloseState, wm: int, lateness: int) -> None:
+    def mark_closed(self, state: CloseState, wm: int, lateness: int, upto: int | None = None) -> None:
         """Record in ``state.closed_upto`` that every window the event-time watermark
-        ``wm`` closes is closed, with or without documents (after :meth:`close`)."""
+        ``wm`` closes is closed, with or without documents (after :meth:`close`); with
+        ``upto``, only the windows starting at or before it too."""
 
     def open_starts(self, state: CloseState) -> list[int]:
         """Starts of the open windows (state figures, processing-time wake-ups)."""
@@ -191,8 +192,9 @@ class _ByWindow(WindowKind):
     def first_window(self, key: Any) -> int:
         return int(key)  # keys are window starts
 
-    def mark_closed(self, state: CloseState, wm: int, lateness: int) -> None:
-        s = self.last_start(wm - self.stage.interval_ms - lateness)  # window s closes once s <= limit
+    def mark_closed(self, state: CloseState, wm: int, lateness: int, upto: int | None = None) -> None:
+        limit = wm - self.stage.interval_ms - lateness  # window s closes once s <= limit
+        s = self.last_start(limit if upto is None or upto > limit else upto)
         if s > state.closed_upto:
             state.closed_upto = s
 
@@ -376,9 +378,10 @@ class HoppingPanes(_Hopping):
     def first_window(self, key: Any) -> int:
         return self.pane_span(key)[1]
 
-    def mark_closed(self, state: CloseState, wm: int, lateness: int) -> None:
-        # due/close take every stored pane's windows up to the limit first.
-        s = self.last_start(wm - self.stage.interval_ms - lateness)
+    def mark_closed(self, state: CloseState, wm: int, lateness: int, upto: int | None = None) -> None:
+        # due/close took every stored pane's windows up to the limit first.
+        limit = wm - self.stage.interval_ms - lateness
+        s = self.last_start(limit if upto is None or upto > limit else upto)
         if s > state.closed_upto:
             state.closed_upto = s
 

@@ -475,6 +475,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         self.processing = st.boundary == "processingTime"
         self.idle_ms = st.idle_timeout_ms
         self.late: list[dict[str, Any]] = []
+        self._idle_closed: float | None = None  # last_activity of the last idleTimeout close
         if resume is None:
             self.state = CloseState({}, {}, {}, _now_ms(), set(), NEG_INF)
         else:
@@ -519,6 +520,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
             return self._close(now), False
         if self.idle_ms is not None and now >= self.state.last_activity + self.idle_ms:
             # ASP idleTimeout: an idle source still gets its open windows out.
+            self._idle_closed = self.state.last_activity
             return self._close(max(self._watermark(), now) + self.lateness, idle=True), False
         return [], False
 
@@ -529,7 +531,11 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
     def notify_at(self) -> datetime | None:
         state = self.state
         if not (state.windows or state.sessions):
-            return None
+            # A bucket without windows wakes once per idle period too, to mark the
+            # windows an idleTimeout closes as closed here (see _close).
+            if self.idle_ms is None or self.processing or not state.wms or self._idle_closed == state.last_activity:
+                return None
+            return _dt(int(state.last_activity) + self.idle_ms)
         if self.processing:
             end = self.kind.next_end(state)
             return None if end is None else _dt(end)
@@ -596,10 +602,13 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         if due:
             for payload, meta in kind.close(state, due):
                 out.extend(plan.finalize(payload, meta, dlq_fn))
-        if wm is not None and not idle and not self.processing:
+        if wm is not None and not self.processing:
             # Windows this watermark closes are closed even where this bucket had no
-            # documents: a later partial for one is late, not a result of its own.
-            kind.mark_closed(state, wm, lateness)
+            # documents: a later partial for one is late, not a result of its own. An
+            # idleTimeout closes by the wall clock every window up to the latest event
+            # time seen (any bucket's open windows are among them), not beyond.
+            upto = max(state.wms.values(), default=NEG_INF) if idle else None
+            kind.mark_closed(state, wm, lateness, upto)
         if t0:
             self._report(len(out), len(dlq) + len(self.late), time.perf_counter() - t0)
         if out and self.after:

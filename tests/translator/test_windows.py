@@ -366,14 +366,19 @@ def test_idle_partition_stops_holding_windows_back() -> None:
     )
 
 
-def _run_items(pipeline: list[dict[str, Any]], items: list[Any]) -> list[dict[str, Any]]:
-    options = ProcessorOptions(name="t")
+def _run_items(pipeline: list[dict[str, Any]], items: list[Any], dlq: list[dict[str, Any]] | None = None,
+               fast: bool = True) -> list[dict[str, Any]]:
+    options = ProcessorOptions(name="t", fast_paths=fast)
     p = compile_pipeline(pipeline, options=options)
     part = TestingSource([]).list_parts()[0]
     out: list[list[dict[str, Any]]] = []
+    dlq_batches: list[list[dict[str, Any]]] = []
     src_items = [it if isinstance(it, (TestingSource.PAUSE, TestingSource.ABORT)) else (part, it) for it in items]
-    flow = build_flow(p, options, source=TestingSource(src_items), output_sink=TestingSink(out), dlq_sink=TestingSink([]))
+    flow = build_flow(p, options, source=TestingSource(src_items), output_sink=TestingSink(out),
+                      dlq_sink=TestingSink(dlq_batches))
     run_main(flow)
+    if dlq is not None:
+        dlq.extend(d for b in dlq_batches for d in b)
     return [d for b in out for d in b]
 
 
@@ -384,6 +389,21 @@ def test_idle_timeout_closes_windows_of_a_paused_source() -> None:
     items = [[({"g": "a", "x": 1, "t": at(1)}, 0)], TestingSource.PAUSE(timedelta(seconds=1.5)), TestingSource.ABORT()]
     out = _run_items(pipeline, items)
     assert [(d["_id"], d["xs"], window_of(d)[0]) for d in out] == [("a", [1], at(0))]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_documents_of_a_window_closed_by_idle_timeout_go_to_the_dlq_one_by_one(fast: bool) -> None:
+    """After idleTimeout closed [0,3) by the wall clock, the source resumes with a
+    document of it (late: its own DLQ entry) and one of [3,6) (a result at the end)."""
+    pipeline = [{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}},
+                tumbling(idleTimeout={"size": 300, "unit": "ms"})]
+    items = [[({"g": "a", "x": 1, "t": at(1)}, 0)], TestingSource.PAUSE(timedelta(seconds=1.5)),
+             [({"g": "b", "x": 2, "t": at(2)}, 0), ({"g": "b", "x": 3, "t": at(4)}, 0)],
+             TestingSource.PAUSE(timedelta(seconds=1.5)), TestingSource.ABORT()]
+    dlq: list[dict[str, Any]] = []
+    out = _run_items(pipeline, items, dlq, fast)
+    assert [(d["_id"], d["xs"], window_of(d)[0]) for d in out] == [("a", [1], at(0)), ("b", [3], at(3))]
+    assert [_late_entry(d) for d in dlq] == [_late_entry_of(_late_doc("b", 2, 2), [at(0)])]
 
 
 def test_without_idle_timeout_a_paused_source_keeps_its_window_open() -> None:
