@@ -183,7 +183,8 @@ class IngestLogic:
             send, self.held = self.held, {}
         else:
             send = self._take_due()
-        # Documents are kept only after an idle marker, when everything held is sent.
+        # Documents are kept only while until_closable is False (after an idle marker, or
+        # with idleTimeout): everything held goes out here, so with its documents.
         docs, self.kept = self.kept, {}
         if metrics.ENABLED and self.hold:
             self._report()
