@@ -213,6 +213,7 @@ FALLBACK_FIELD = "missing field or not a document"
 FALLBACK_GROUP_ID = "group id not a string, int or null"
 FALLBACK_VALUE = "value an accumulator rejects"
 FALLBACK_PRE = "a stage before the window raised"
+FALLBACK_KEEP_DOCS = "partition resumed after idle: documents kept for the late check"
 
 
 class FastGroupFold:

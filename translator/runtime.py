@@ -31,12 +31,19 @@ from translator.contracts import (
     now_ms,
 )
 from translator.fast_stateless import FastStateless
-from translator.fastpath import DateCache, FastGroupFold, Getter, IsoMillis, time_getter
+from translator.fastpath import (
+    FALLBACK_KEEP_DOCS,
+    DateCache,
+    FastGroupFold,
+    Getter,
+    IsoMillis,
+    time_getter,
+)
 from translator.mql.expr import EMPTY_VARS, Ctx, Expr, ExprError, closure, compile_expr
 from translator.mql.values import bson_type, datetime_to_ms, ms_to_datetime
 from translator.options import ProcessorOptions, fast_paths
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain, run_chain_docs
-from translator.window_state import IngestSnapshot, WindowMsg, dump_held, load_ingest
+from translator.window_state import IngestSnapshot, WindowMsg, dump_held, load_ingest_late
 from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
 
 Emission = tuple[int, Any]
@@ -130,16 +137,32 @@ class IngestLogic:
         # partition's watermark (a stalled poll must not leave a window's partials here).
         self.until_closable = self.hold and plan.options.fast_paths and idle is None
         self.after_idle = False  # see process(IdleBatch)
+        # After an idle marker the next KEEP_DOCS documents travel with their partials
+        # (kept: {bucket: {key: [document]}}, held as long as the partials): the close step
+        # sends those of windows it already closed to the DLQ one by one (docs/windows.md).
+        self.can_keep = w is not None and not self.processing and w.kind.keeps_docs
+        self.keep_docs = 0
+        # So does a window's idleTimeout: the close step may close windows by the wall
+        # clock while this partition is quiet. Half the timeout without documents (the
+        # hold, at most a quarter, and the trip stay within the other half) arms it.
+        self.quiet_s = idle / 2000 if idle is not None and self.can_keep else None
+        self.last_docs = time.monotonic()
+        self.kept: dict[int, dict[Any, list[dict[str, Any]]]] = {}
         if w is not None and self.hold:
             self.first_window: Callable[[Any], int] = w.kind.first_window
             self.closed_by = w.stage.interval_ms + w.stage.allowed_lateness_ms
 
-    def keep(self, partials: dict[int, Any]) -> None:
+    def keep(self, partials: dict[int, Any], docs: dict[int, dict[Any, list[dict[str, Any]]]] | None = None) -> None:
         """Merge a batch's partials into the held ones (same window tables the close step
-        would merge them into, so nothing changes but how often messages are sent)."""
+        would merge them into, so nothing changes but how often messages are sent), and
+        the documents behind them (``docs``, see :attr:`kept`) into the kept ones."""
         assert self.plan.window is not None
         merge = self.plan.window.merge_payload
         held = self.held
+        for b, keyed in (docs or {}).items():
+            kb = self.kept.setdefault(b, {})
+            for key, lst in keyed.items():
+                kb.setdefault(key, []).extend(lst)
         for b, panes in partials.items():
             hb = held.get(b)
             if hb is None:
@@ -160,9 +183,13 @@ class IngestLogic:
             send, self.held = self.held, {}
         else:
             send = self._take_due()
+        # Documents are kept only while until_closable is False (after an idle marker, or
+        # with idleTimeout): everything held goes out here, so with its documents.
+        docs, self.kept = self.kept, {}
         if metrics.ENABLED and self.hold:
             self._report()
-        return [(WIN, (str(b), WindowMsg(self.part, self.wm, send.get(b), activity))) for b in range(self.buckets)]
+        return [(WIN, (str(b), WindowMsg(self.part, self.wm, send.get(b), activity, docs.get(b))))
+                for b in range(self.buckets)]
 
     def _take_due(self) -> dict[int, dict[Any, Any]]:
         """Take out the held partials of windows the partition's watermark closes.
@@ -213,7 +240,7 @@ class IngestLogic:
     def pending(self) -> bool:
         """Whether the close step lacks something of this partition's (documents seen
         since the last message, or held partials)."""
-        return self.active or bool(self.held)
+        return self.active or bool(self.held) or bool(self.kept)
 
     def process(self, batch: RawBatch) -> list[Emission]:
         plan = self.plan
@@ -225,12 +252,23 @@ class IngestLogic:
             flushed = self.flush(everything=True) if self.pending else []
             self.until_closable = False
             self.after_idle = True
+            if self.can_keep:
+                self.keep_docs = KEEP_DOCS
             return [*flushed, *((WIN, (str(b), WindowMsg(self.part, self.wm, None, IDLE))) for b in range(self.buckets))]
         if type(batch) is ProgressBatch:
             return self.progress(batch.ms)
         if not batch:
             return []
-        if self.fast is not None:
+        if self.quiet_s is not None:
+            now = time.monotonic()
+            if now - self.last_docs >= self.quiet_s:
+                self.keep_docs = KEEP_DOCS
+            self.last_docs = now
+        keeping = self.keep_docs > 0 or bool(self.kept)
+        if keeping and self.fast is not None and metrics.ENABLED:
+            assert plan.window is not None
+            metrics.fallback(plan.window.stage.path, plan.window.stage.path.rsplit(".", 1)[-1], FALLBACK_KEEP_DOCS)
+        if self.fast is not None and not keeping:
             into: dict[int, Any] = self.held if self.hold else {}
             wm = self.fast.run(batch, self.wm, into)
             if wm is not None:
@@ -267,12 +305,16 @@ class IngestLogic:
         else:
             if plan.pre:
                 recs = run_chain(plan.pre, recs, dlq_fn)
-            partials = plan.window.fold(recs, dlq_fn)
+            kept: dict[int, Any] | None = {} if keeping else None
+            partials = plan.window.fold(recs, dlq_fn, kept)
+            if kept is not None:
+                self.keep_docs = max(0, self.keep_docs - len(recs))
             if self.hold:
-                self.keep(partials)
+                self.keep(partials, kept)
             else:
                 for b in range(self.buckets):
-                    emissions.append((WIN, (str(b), WindowMsg(self.part, self.wm, partials.get(b), ACTIVE))))
+                    docs_b = kept.get(b) if kept else None
+                    emissions.append((WIN, (str(b), WindowMsg(self.part, self.wm, partials.get(b), ACTIVE, docs_b))))
         partition.enter(None)
         if dlq:
             emissions.append((DLQ, dlq))
@@ -374,6 +416,11 @@ class IngestLogic:
 
 HOLD_MS = 100  # how long a partition may wait before sending its watermark (and due partials)
 HOLD_ENTRIES = 100_000  # held group entries past which a partition sends them all (IngestLogic._over_cap)
+# Documents a partition keeps beside its partials after an idle marker (IngestLogic.kept):
+# the span in which a document of a window closed while the partition was idle goes to the
+# DLQ on its own; later ones go as the group's partial result. Kept documents live only
+# until the next message (HOLD_MS), so memory holds at most one message's documents.
+KEEP_DOCS = 100_000
 POLLS_PER_STEP = 8  # source polls per Bytewax step while the source is busy
 BUSY: Emission = (-1, None)  # an emission every step drops (its tag is no step's)
 
@@ -459,8 +506,8 @@ class _IngestPartition(StatefulSourcePartition[Emission, tuple[Any, ...]]):
         # The held partials are pickled now: they keep changing after this call, and
         # Bytewax may serialise the snapshot later.
         logic = self.logic
-        held = dump_held(logic.held) if logic.held else None
-        return IngestSnapshot(self.inner.snapshot(), logic.wm, held, logic.after_idle)
+        held = dump_held(logic.held, logic.kept) if logic.held or logic.kept else None
+        return IngestSnapshot(self.inner.snapshot(), logic.wm, held, logic.after_idle, logic.keep_docs)
 
     def close(self) -> None:
         self.inner.close()
@@ -482,11 +529,14 @@ class IngestSource(FixedPartitionedSource[Emission, tuple[Any, ...]]):
         return self.inner.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: tuple[Any, ...] | None) -> _IngestPartition:
-        inner_state, wm, held = (None, None, None) if resume_state is None else load_ingest(resume_state)
+        inner_state, wm, held, kept = (None, None, None, None) if resume_state is None else load_ingest_late(resume_state)
         part = self.inner.build_part(step_id, for_part, inner_state)
         logic = IngestLogic(self.plan, for_part, wm)
         if held:
             logic.held, logic.active = held, True
+        if kept:
+            logic.kept, logic.active = kept, True
         if isinstance(resume_state, IngestSnapshot) and resume_state.after_idle:
             logic.until_closable, logic.after_idle = False, True
+            logic.keep_docs = resume_state.keep_docs if logic.can_keep else 0
         return _IngestPartition(part, logic)

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 DlqFn = Callable[..., None]  # (reason, doc, **extra)
 LateFn = Callable[[int, Any], None]  # (window start, partial of an already closed window)
+# Documents behind partials, ``{bucket: {key: [document, ...]}}`` (WindowMsg.late); one
+# bucket's share is ``{key: [document, ...]}``.
+LateDocs = dict[int, dict[Any, list[dict[str, Any]]]]
+Missed = list[tuple[dict[str, Any], list[int]]]  # (document, starts of the windows it missed)
 Closing = list[tuple[Any, dict[str, Any]]]  # (partial, window $meta) per closed window, in order
 
 # Accumulators whose final value does not depend on the order their inputs arrive in, so a
@@ -64,6 +68,9 @@ class WindowKind:
     panes: ClassVar[bool] = False  # fold keys are pane starts (WindowPlan.panes)
     one_bucket: ClassVar[bool] = False  # every group in one close bucket
     holdable: ClassVar[bool] = True  # ingest may merge partials with plan.merge_payload
+    # fold can keep the documents behind its partials and late_docs tell the late ones
+    # (after an idle partition resumes, docs/windows.md); sessions cannot.
+    keeps_docs: ClassVar[bool] = True
     gapless: bool = True  # every event time is in some window (not: hop > interval)
     pane_ms: int = 0
 
@@ -101,17 +108,25 @@ class WindowKind:
         closed_by = self.stage.interval_ms + self.stage.allowed_lateness_ms
         return [s for s in self.assign(t) if s + closed_by <= wm]
 
-    def fold(self, recs: list[Rec], dlq: DlqFn) -> Partials:
+    def fold(self, recs: list[Rec], dlq: DlqFn, keep: LateDocs | None = None) -> Partials:
         """Fold ``(doc, (t, watermark before))`` records into ``{bucket: {key: partial}}``;
-        late documents go to ``dlq``."""
+        late documents go to ``dlq``. With ``keep`` (:attr:`keeps_docs` kinds), the
+        documents behind each partial are put there too (``WindowPlan._accumulate``)."""
         raise NotImplementedError
 
     # -- close step ----------------------------------------------------------------------
 
-    def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn) -> None:
+    def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn, covered: Any = ()) -> None:
         """Merge one bucket's partials into ``state``; a partial of an already closed
-        window goes to ``late``."""
+        window goes to ``late``, unless its key is in ``covered``: its documents came
+        with it and :meth:`late_docs` (called first) sends them to the DLQ one by one."""
         raise NotImplementedError
+
+    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]]) -> Missed:
+        """The documents of ``docs`` (one bucket's ``{key: [document, ...]}``) whose
+        windows already closed, each once with the starts of the windows it missed, as
+        a late document at ingest (:func:`dlq_late`). Called before :meth:`merge`."""
+        return []
 
     def due(self, state: CloseState, wm: int | None, lateness: int) -> list[Any]:
         """What closes at watermark ``wm`` (None: everything, at end of input), in order."""
@@ -120,6 +135,11 @@ class WindowKind:
     def close(self, state: CloseState, due: list[Any]) -> Closing:
         """Take ``due`` (from :meth:`due`) out of ``state``: each window's partial and $meta."""
         raise NotImplementedError
+
+    def mark_closed(self, state: CloseState, wm: int, lateness: int, upto: int | None = None) -> None:
+        """Record in ``state.closed_upto`` that every window the event-time watermark
+        ``wm`` closes is closed, with or without documents (after :meth:`close`); with
+        ``upto``, only the windows starting at or before it too."""
 
     def open_starts(self, state: CloseState) -> list[int]:
         """Starts of the open windows (state figures, processing-time wake-ups)."""
@@ -142,19 +162,41 @@ class _ByWindow(WindowKind):
     """Partials per window, keyed by window start: tumbling windows, and hopping windows
     whose ``$group`` cannot be merged from panes."""
 
-    def fold(self, recs: list[Rec], dlq: DlqFn) -> Partials:
+    def fold(self, recs: list[Rec], dlq: DlqFn, keep: LateDocs | None = None) -> Partials:
         by_win = self._assign_recs(recs, dlq)
         plan, size = self.plan, self.stage.interval_ms
         out: Partials = {}
         for s, wrecs in by_win.items():
             v = {META: meta_for(s, s + size)}
+            entered = wrecs
             if plan.pre:
                 wrecs = run_chain(plan.pre, wrecs, lambda r, d: dlq(r, d), v)
-            plan._accumulate(out, s, wrecs, v, dlq)
+            plan._accumulate(out, s, wrecs, v, dlq, keep, entered)
         return out
+
+    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]]) -> Missed:
+        # The same test as merge's: keys are window starts; a hopping window's document
+        # is under each of its windows and missed the closed ones.
+        closed, windows = state.closed_upto, state.windows
+        found: dict[int, tuple[dict[str, Any], list[int]]] = {}
+        for start in sorted(docs):
+            if start <= closed and start not in windows:
+                for d in docs[start]:
+                    e = found.get(id(d))
+                    if e is None:
+                        found[id(d)] = (d, [start])
+                    else:
+                        e[1].append(start)
+        return list(found.values())
 
     def first_window(self, key: Any) -> int:
         return int(key)  # keys are window starts
+
+    def mark_closed(self, state: CloseState, wm: int, lateness: int, upto: int | None = None) -> None:
+        limit = wm - self.stage.interval_ms - lateness  # window s closes once s <= limit
+        s = self.last_start(limit if upto is None or upto > limit else upto)
+        if s > state.closed_upto:
+            state.closed_upto = s
 
     def _assign_recs(self, recs: list[Rec], dlq: DlqFn) -> dict[int, list[Rec]]:
         """Records per window they count in; a document late for some of its windows
@@ -171,11 +213,12 @@ class _ByWindow(WindowKind):
                     by_win.setdefault(s, []).append(rec)
         return by_win
 
-    def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn) -> None:
+    def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn, covered: Any = ()) -> None:
         merge, windows = self.plan.merge_payload, state.windows
         for start, payload in partials.items():
             if start <= state.closed_upto and start not in windows:
-                late(start, payload)
+                if start not in covered:
+                    late(start, payload)
                 continue
             cur = windows.get(start)
             windows[start] = payload if cur is None else merge(cur, payload)
@@ -281,7 +324,7 @@ class HoppingPanes(_Hopping):
         super().__init__(plan)
         self.pane_ms = math.gcd(self.stage.interval_ms, self.stage.hop_ms)
 
-    def fold(self, recs: list[Rec], dlq: DlqFn) -> Partials:
+    def fold(self, recs: list[Rec], dlq: DlqFn, keep: LateDocs | None = None) -> Partials:
         """Lateness stays per window: a document late for its oldest windows goes to the
         DLQ naming those, and counts in the rest under a :class:`PaneKey`."""
         st, plan = self.stage, self.plan
@@ -317,9 +360,10 @@ class HoppingPanes(_Hopping):
             # No stage before the window's end reads the window's $meta (see _hopping);
             # the oldest window's bounds are there for completeness.
             v = {META: meta_for(first, first + size)}
+            entered = krecs
             if plan.pre:
                 krecs = run_chain(plan.pre, krecs, lambda r, d: dlq(r, d), v)
-            plan._accumulate(out, key, krecs, v, dlq)
+            plan._accumulate(out, key, krecs, v, dlq, keep, entered)
         return out
 
     def pane_span(self, key: Any) -> tuple[int, int, int]:
@@ -333,6 +377,13 @@ class HoppingPanes(_Hopping):
 
     def first_window(self, key: Any) -> int:
         return self.pane_span(key)[1]
+
+    def mark_closed(self, state: CloseState, wm: int, lateness: int, upto: int | None = None) -> None:
+        # due/close took every stored pane's windows up to the limit first.
+        limit = wm - self.stage.interval_ms - lateness
+        s = self.last_start(limit if upto is None or upto > limit else upto)
+        if s > state.closed_upto:
+            state.closed_upto = s
 
     def window_starts(self, key: Any) -> Iterable[int]:
         _, first, last = self.pane_span(key)
@@ -348,16 +399,29 @@ class HoppingPanes(_Hopping):
             starts.update(range(max(first, after), last + 1, hop))
         return sorted(starts)
 
-    def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn) -> None:
+    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]]) -> Missed:
+        # A pane's documents missed the pane's windows that are out already (merge's test).
+        hop, closed = self.stage.hop_ms, state.closed_upto
+        found: Missed = []
+        for key, kdocs in docs.items():
+            _, first, last = self.pane_span(key)
+            if first <= closed:
+                starts = list(range(first, min(last, closed) + 1, hop))
+                found.extend((d, starts) for d in kdocs)
+        return found
+
+    def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn, covered: Any = ()) -> None:
         plan, panes = self.plan, state.windows
         hop, closed = self.stage.hop_ms, state.closed_upto
         late_tables: dict[int, dict[Any, Any]] = {}
         for key, payload in partials.items():
             p, first, last = self.pane_span(key)
             if first <= closed:
-                # Some of the pane's windows are out already: their share is late.
-                for s in range(first, min(last, closed) + 1, hop):
-                    plan.merge_pane(late_tables.setdefault(s, {}), payload, owned=False)
+                # Some of the pane's windows are out already: their share is late
+                # (document by document when the documents came with it).
+                if key not in covered:
+                    for s in range(first, min(last, closed) + 1, hop):
+                        plan.merge_pane(late_tables.setdefault(s, {}), payload, owned=False)
                 if last <= closed:
                     continue
                 key = PaneKey(p, closed + hop)
@@ -428,6 +492,7 @@ class SessionWindows(WindowKind):
     layout = "session"
     one_bucket = True
     holdable = False
+    keeps_docs = False  # merge never finds a session late (docs/windows.md)
 
     def __init__(self, plan: WindowPlan) -> None:
         super().__init__(plan)
@@ -441,7 +506,7 @@ class SessionWindows(WindowKind):
         st = self.stage
         return [t] if t + st.gap_ms + st.allowed_lateness_ms <= wm else []
 
-    def fold(self, recs: list[Rec], dlq: DlqFn) -> Partials:
+    def fold(self, recs: list[Rec], dlq: DlqFn, keep: LateDocs | None = None) -> Partials:
         """``{0: {partition key: [Session, ...]}}``: the batch's sessions per partition."""
         st, plan = self.stage, self.plan
         gap = st.gap_ms
@@ -483,7 +548,7 @@ class SessionWindows(WindowKind):
                 sessions_out.setdefault(hk, []).append(Session(start, last, pval, payload))
         return {0: sessions_out} if sessions_out else {}
 
-    def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn) -> None:
+    def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn, covered: Any = ()) -> None:
         gap = self.stage.gap_ms
         merge = self.plan.merge_payload
         for hk, new_sessions in partials.items():

@@ -53,12 +53,19 @@ class Session:
 
 
 class WindowMsg(NamedTuple):
-    """What a source partition sends to each close-step bucket."""
+    """What a source partition sends to each close-step bucket.
+
+    ``late``: after the partition was idle, the documents behind ``partials``,
+    ``{key: [document, ...]}`` for every key of ``partials`` (and keys whose documents a
+    stage inside the window dropped): the close step sends each to the DLQ when its window
+    already closed, one entry per document as a late document at ingest, and drops them
+    otherwise (docs/windows.md, "Late data after an idle partition")."""
 
     partition: str
     watermark: int  # the partition's watermark, in ms
     partials: dict[Any, Any] | None  # this bucket's share of ``Partials``
     activity: int  # QUIET, ACTIVE or IDLE
+    late: dict[Any, list[dict[str, Any]]] | None = None
 
 
 @dataclass(slots=True)
@@ -139,46 +146,58 @@ def load_close(data: bytes, layout: str, path: str) -> tuple[CloseState, int]:
 
 @dataclass(slots=True)
 class HeldPartials:
-    """Partials a source partition held when its snapshot was taken."""
+    """Partials a source partition held when its snapshot was taken, and (after the
+    partition was idle) the documents behind them, ``{bucket: {key: [document, ...]}}``
+    (:attr:`WindowMsg.late`). ``late`` is optional within version 2: a snapshot written
+    before it existed reads as None (its partials are then late as partial results)."""
 
     partials: Partials
     version: int = HELD_VERSION
+    late: Partials | None = None
 
 
 class IngestSnapshot(NamedTuple):
     """A source partition's snapshot: the source's own position, the partition watermark,
-    the held partials (pickled :class:`HeldPartials`, or None) and whether the partition
+    the held partials (pickled :class:`HeldPartials`, or None), whether the partition
     has declared itself idle since the processor started (it then holds partials for
-    ``HOLD_MS`` only, see translator/runtime.py). Snapshots written before that field
-    existed read as False."""
+    ``HOLD_MS`` only, see translator/runtime.py) and how many more documents it keeps
+    beside its partials for the close step's late check (``IngestLogic.keep_docs``).
+    Snapshots written before a field existed read as False and 0."""
 
     inner: Any
     watermark: int
     held: bytes | None
     after_idle: bool = False
+    keep_docs: int = 0
 
 
-def dump_held(partials: Partials) -> bytes:
-    return pickle.dumps(HeldPartials(partials), protocol=5)
+def dump_held(partials: Partials, late: Partials | None = None) -> bytes:
+    return pickle.dumps(HeldPartials(partials, HELD_VERSION, late or None), protocol=5)
 
 
 def load_ingest(state: tuple[Any, ...]) -> tuple[Any, int | None, Partials | None]:
     """``(inner, watermark, held partials)`` of an ingest snapshot of any version:
     ``(inner, wm)`` from before partials were held, ``(inner, wm, pickled dict)``
     (version 1 held partials) or an :class:`IngestSnapshot`."""
+    return load_ingest_late(state)[:3]
+
+
+def load_ingest_late(state: tuple[Any, ...]) -> tuple[Any, int | None, Partials | None, Partials | None]:
+    """:func:`load_ingest` and the held documents (:attr:`HeldPartials.late`, None when
+    the snapshot has none)."""
     if len(state) == 2:
-        return state[0], state[1], None
+        return state[0], state[1], None, None
     inner, wm, held = state[:3]
     if not held:
-        return inner, wm, None
+        return inner, wm, None, None
     got = pickle.loads(held)
     if isinstance(got, HeldPartials):
         if got.version != HELD_VERSION:
             raise _unknown_version("held window partials", got.version, HELD_VERSION)
-        return inner, wm, got.partials
+        return inner, wm, got.partials, getattr(got, "late", None)
     if isinstance(got, dict):  # version 1: the same dict, pane keys as plain tuples
         return inner, wm, {b: {PaneKey(*k) if type(k) is tuple else k: t for k, t in keyed.items()}
-                           for b, keyed in got.items()}
+                           for b, keyed in got.items()}, None
     raise SnapshotError(f"held window partials of unknown format ({type(got).__name__}) in a source snapshot; {RESTART}")
 
 

@@ -38,7 +38,7 @@ from translator.contracts import LATE_REASON, bucket_of
 from translator.mql.expr import META, Ctx, Expr, Vars, compile_expr, get_path
 from translator.mql.values import MISSING, compare, hashable, ms_to_datetime
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
-from translator.window_kinds import DlqFn, WindowKind, dlq_late, meta_for, window_kind
+from translator.window_kinds import DlqFn, LateDocs, WindowKind, dlq_late, meta_for, window_kind
 from translator.window_state import (
     ACTIVE,
     IDLE,
@@ -233,7 +233,7 @@ class WindowPlan:
 
     # -- stage 1: fold a batch into partials ----------------------------------------------
 
-    def fold(self, recs: list[Rec], dlq: DlqFn) -> Partials:
+    def fold(self, recs: list[Rec], dlq: DlqFn, keep: LateDocs | None = None) -> Partials:
         """Fold ``(doc, (t, wm_before))`` records into ``{bucket: partials}``.
 
         With :attr:`panes` (tumbling, and hopping with an order-free ``$group``) each
@@ -245,7 +245,13 @@ class WindowPlan:
         ``{window_start: table}``. Sessions give ``{partition_key: [Session, ...]}``.
         A table is ``{group_key: [group_id, state...]}`` or, without $group, a list of
         documents (docs/windows.md).
+
+        With ``keep`` (a partition that was idle, :attr:`WindowKind.keeps_docs`), the
+        documents as they entered the window are put there too, ``{bucket: {key: [doc]}}``
+        beside the partials they went into, for the close step to tell which are late.
         """
+        if keep is not None:
+            recs = [(d, _Entered(m, d)) for d, m in recs]
         if metrics.ENABLED:
             # The window's figures include its inner stages (also listed on their own).
             dropped = [0]
@@ -255,21 +261,28 @@ class WindowPlan:
                 dlq(reason, doc, **extra)
 
             t0 = time.perf_counter()
-            out = self.kind.fold(recs, counting)
+            out = self.kind.fold(recs, counting, keep)
             metrics.record(self.stage.path, _name_of(self.stage), len(recs), 0, dropped[0], time.perf_counter() - t0)
             return out
-        return self.kind.fold(recs, dlq)
+        return self.kind.fold(recs, dlq, keep)
 
-    def _accumulate(self, out: dict[int, Any], key: Any, recs: list[Rec], v: Vars, dlq: DlqFn) -> None:
+    def _accumulate(self, out: dict[int, Any], key: Any, recs: list[Rec], v: Vars, dlq: DlqFn,
+                    keep: LateDocs | None = None, entered: list[Rec] | None = None) -> None:
+        """Fold ``recs`` into ``out[bucket][key]``. With ``keep``, the documents of
+        ``entered`` (``recs`` before the window's stages) go to ``keep[bucket][key]``,
+        the bucket of the group they went into, or bucket 0 for those a stage dropped."""
         if self.group_id is None:
             out.setdefault(0, {}).setdefault(key, []).extend(d for d, _ in recs)
+            if keep is not None:
+                _keep_docs(keep, key, {}, entered or recs)
             return
         gid_f, accs = self.group_id, self.accs
         extracts = self.extracts
         # Collect each group's extracted values for the whole batch, then fold them per
         # accumulator in one call (add_many): per-document work is only evaluation.
         groups: dict[Any, tuple[Any, list[tuple[dict[str, Any], list[Any]]]]] = {}
-        for d, _ in recs:
+        kept: dict[Any, list[Any]] | None = None if keep is None else {}
+        for d, m in recs:
             try:
                 gid = gid_f(d, v)
                 vals = [ex(d, v) for ex in extracts]
@@ -282,7 +295,12 @@ class WindowPlan:
                 groups[hk] = (None if gid is MISSING else gid, [(d, vals)])
             else:
                 g[1].append((d, vals))
+            if kept is not None:
+                kept.setdefault(hk, []).append(m)
         nb = self.buckets
+        if keep is not None and kept is not None:
+            _keep_docs(keep, key, {hk: (0 if nb == 1 else bucket_of(hk, nb), ms) for hk, ms in kept.items()},
+                       entered or recs)
         for hk, (gid, rows) in groups.items():
             b = 0 if nb == 1 else bucket_of(hk, nb)
             table = out.setdefault(b, {}).setdefault(key, {})
@@ -388,6 +406,36 @@ class WindowPlan:
         return out
 
 
+class _Entered(tuple[int, int]):
+    """A record's ``(t, watermark)`` that also carries the document as it entered the
+    window (``.doc``): the window's stages keep a record's second part as it is, so the
+    documents behind a group can be found after them (WindowPlan.fold with ``keep``)."""
+
+    doc: dict[str, Any]
+
+    def __new__(cls, m: tuple[int, int], doc: dict[str, Any]) -> _Entered:
+        self = super().__new__(cls, m)
+        self.doc = doc
+        return self
+
+
+def _keep_docs(keep: LateDocs, key: Any, groups: dict[Any, tuple[int, list[Any]]], entered: list[Rec]) -> None:
+    """Put the documents behind one key's partials into ``keep``: each group's (from its
+    records' :class:`_Entered` marks) in the group's bucket, once; the rest of ``entered``
+    (dropped by a stage in the window, or without ``$group``) in bucket 0."""
+    seen: set[int] = set()
+    for b, marks in groups.values():
+        lst = keep.setdefault(b, {}).setdefault(key, [])
+        for m in marks:
+            d = m.doc
+            if id(d) not in seen:
+                seen.add(id(d))
+                lst.append(d)
+    rest = [m.doc for _, m in entered if id(m.doc) not in seen]
+    if rest:
+        keep.setdefault(0, {}).setdefault(key, []).extend(rest)
+
+
 def _name_of(stage: ir.WindowStage) -> str:
     return stage.path.rsplit(".", 1)[-1]
 
@@ -427,6 +475,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         self.processing = st.boundary == "processingTime"
         self.idle_ms = st.idle_timeout_ms
         self.late: list[dict[str, Any]] = []
+        self._idle_closed: float | None = None  # last_activity of the last idleTimeout close
         if resume is None:
             self.state = CloseState({}, {}, {}, _now_ms(), set(), NEG_INF)
         else:
@@ -447,7 +496,9 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
     def on_batch(self, values: list[WindowMsg]) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
         state, kind = self.state, self.kind
         wms = state.wms
-        for part, wm, partials, activity in values:
+        for part, wm, partials, activity, *late_docs in values:
+            # ``late`` (WindowMsg.late) is left out of plain 4-tuples.
+            late = late_docs[0] if late_docs else None
             if wm > wms.get(part, NEG_INF):
                 wms[part] = wm
             if activity == IDLE:
@@ -456,8 +507,11 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
             if activity == ACTIVE:
                 state.idle.discard(part)
                 state.last_activity = _now_ms()
+            if late:
+                # Before merge: merge opens the windows that are still open.
+                self._late_docs(kind.late_docs(state, late))
             if partials:
-                kind.merge(state, partials, self._late_partial)
+                kind.merge(state, partials, self._late_partial, late or ())
         return self._close(self._watermark()), False
 
     def on_notify(self) -> tuple[list[tuple[int, list[dict[str, Any]]]], bool]:
@@ -466,6 +520,7 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
             return self._close(now), False
         if self.idle_ms is not None and now >= self.state.last_activity + self.idle_ms:
             # ASP idleTimeout: an idle source still gets its open windows out.
+            self._idle_closed = self.state.last_activity
             return self._close(max(self._watermark(), now) + self.lateness, idle=True), False
         return [], False
 
@@ -476,7 +531,11 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
     def notify_at(self) -> datetime | None:
         state = self.state
         if not (state.windows or state.sessions):
-            return None
+            # A bucket without windows wakes once per idle period too, to mark the
+            # windows an idleTimeout closes as closed here (see _close).
+            if self.idle_ms is None or self.processing or not state.wms or self._idle_closed == state.last_activity:
+                return None
+            return _dt(int(state.last_activity) + self.idle_ms)
         if self.processing:
             end = self.kind.next_end(state)
             return None if end is None else _dt(end)
@@ -506,8 +565,20 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
                 lowest = w
         return NEG_INF if lowest is None else lowest
 
+    def _late_docs(self, found: list[tuple[dict[str, Any], list[int]]]) -> None:
+        """Documents of windows that already closed, sent with their partials by a
+        partition that was idle (the processor watermark moved on without it) and resumed
+        with older data: each goes to the DLQ as a late document at ingest would."""
+        for doc, starts in found:
+            dlq_late(self._late_dlq, doc, starts)
+
+    def _late_dlq(self, reason: str, doc: Any, **extra: Any) -> None:
+        self.late.append(self.dlq_doc(reason, doc, **extra))
+
     def _late_partial(self, start: int, payload: Any) -> None:
-        """A partial for a window that already closed. Its partition was idle (so the
+        """A partial for a window that already closed, without its documents (they are
+        kept only for a while after a partition resumes, see IngestLogic.keep_docs, and
+        not at all by snapshots from before that). Its partition was idle (so the
         processor watermark moved on without it) and resumed with older data; the
         partition's own watermark could not tell. The documents are late: DLQ them, or
         for a $group window the group's partial result, which is what is left of them."""
@@ -531,6 +602,13 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         if due:
             for payload, meta in kind.close(state, due):
                 out.extend(plan.finalize(payload, meta, dlq_fn))
+        if wm is not None and not self.processing:
+            # Windows this watermark closes are closed even where this bucket had no
+            # documents: a later partial for one is late, not a result of its own. An
+            # idleTimeout closes by the wall clock every window up to the latest event
+            # time seen (any bucket's open windows are among them), not beyond.
+            upto = max(state.wms.values(), default=NEG_INF) if idle else None
+            kind.mark_closed(state, wm, lateness, upto)
         if t0:
             self._report(len(out), len(dlq) + len(self.late), time.perf_counter() - t0)
         if out and self.after:

@@ -28,6 +28,7 @@ from kafka_flows import CONN, Until, new_topic, produce, registry
 from sources.base import IdleBatch
 from sources.kafka import SOURCE_DLQ_KEY, KafkaSource
 from translator.compile import build_flow, compile_pipeline, make_source
+from translator.contracts import LATE_REASON, dlq_document
 from translator.errors import TranslateError
 from translator.options import ProcessorOptions
 
@@ -291,12 +292,14 @@ def _window_pipeline(topic: str, idle: dict[str, Any] | None) -> list[dict[str, 
 
 
 def _run_window(bootstrap: str, topic: str, idle: dict[str, Any] | None, during: Any = None,
-                 timeout_s: float = 20.0) -> tuple[list[dict[str, Any]], Until]:
-    options = ProcessorOptions(name="wmtest")
+                 timeout_s: float = 20.0, dlq: list[list[dict[str, Any]]] | None = None,
+                 fast: bool = True) -> tuple[list[dict[str, Any]], Until]:
+    """Run until a result comes out (with ``dlq``: until a DLQ document does)."""
+    options = ProcessorOptions(name="wmtest", fast_paths=fast)
     p = compile_pipeline(_window_pipeline(topic, idle), registry(bootstrap), options)
     out: list[list[dict[str, Any]]] = []
-    src = Until(make_source(p), lambda: bool(out), timeout_s)
-    flow = build_flow(p, source=src, output_sink=TestingSink(out), dlq_sink=TestingSink([]))
+    src = Until(make_source(p), (lambda: bool(dlq)) if dlq is not None else (lambda: bool(out)), timeout_s)
+    flow = build_flow(p, source=src, output_sink=TestingSink(out), dlq_sink=TestingSink(dlq if dlq is not None else []))
     if during is not None:
         threading.Thread(target=during, args=(out,), daemon=True).start()
     run_main(flow)
@@ -341,6 +344,48 @@ def test_window_closes_when_the_silent_partition_times_out(kafka_bootstrap: str)
     assert not src.timed_out
     assert time.monotonic() - start < 15
     assert sorted((d["_id"], d["n"], d["_stream_meta"]["window"]["start"]) for d in docs) == [("a", 2, T0), ("b", 1, T0)]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_timed_out_partition_that_resumes_with_old_data_sends_each_late_document_to_the_dlq(
+        kafka_bootstrap: str, fast: bool) -> None:
+    """Partition 2 is idle while the others close [T0, T0+1s); it then sends a document
+    of that window (late: its own entry in the DLQ, as at ingest, with the same
+    offset-derived ``_id``) and one of the open window [T0+5s, T0+6s) (not late)."""
+    topic = new_topic(kafka_bootstrap, 3)
+    _two_busy_partitions(kafka_bootstrap, topic)
+    dlq: list[list[dict[str, Any]]] = []
+    closed: list[bool] = []
+
+    def later(out: list[Any]) -> None:
+        # Partitions 0 and 1 stay busy in the open window [T0+5s, T0+6s): were all three
+        # idle at once, the processor watermark would be partition 2's (none yet).
+        deadline = time.monotonic() + 15
+        busy = [{"partition": p, "value": {"g": "z", "t": T0 + timedelta(seconds=5)}} for p in (0, 1)]
+        while not out and time.monotonic() < deadline:
+            produce(kafka_bootstrap, topic, busy)
+            time.sleep(0.3)
+        closed.append(bool(out))  # [T0, T0+1s) is out before partition 2 speaks
+        produce(kafka_bootstrap, topic, [
+            {"partition": 2, "value": {"g": "c", "t": T0 + timedelta(milliseconds=500)}},
+            {"partition": 2, "value": {"g": "c", "t": T0 + timedelta(milliseconds=5200)}},
+        ])
+        while not dlq and time.monotonic() < deadline:
+            produce(kafka_bootstrap, topic, busy)
+            time.sleep(0.3)
+
+    docs, src = _run_window(kafka_bootstrap, topic, {"size": 1, "unit": "second"}, during=later, dlq=dlq, fast=fast)
+    assert not src.timed_out and closed == [True]
+    assert sorted((d["_id"], d["n"], d["_stream_meta"]["window"]["start"]) for d in docs) == [("a", 2, T0), ("b", 1, T0)]
+    [late] = [d for b in dlq for d in b]
+    assert list(late) == ["_id", "errInfo", "doc", "processorName", "dlqTime", "missedWindowStartTimes"]
+    assert late["_id"] == dlq_document(LATE_REASON, late["doc"], "wmtest")["_id"]  # as a late document at ingest
+    assert (late["errInfo"], late["processorName"], late["missedWindowStartTimes"]) == (
+        {"reason": LATE_REASON}, "wmtest", [T0])
+    assert {k: v for k, v in late["doc"].items() if k != "_stream_meta"} == {
+        "g": "c", "t": T0 + timedelta(milliseconds=500), "_ts": T0 + timedelta(milliseconds=500)}
+    source = late["doc"]["_stream_meta"]["source"]
+    assert (source["type"], source["topic"], source["partition"], source["offset"]) == ("kafka", topic, 2, 0)
 
 
 def test_without_idle_timeout_a_silent_partition_holds_the_window_until_timeout(kafka_bootstrap: str) -> None:

@@ -27,6 +27,7 @@ from translator.window_state import (
     SnapshotError,
     WindowMsg,
     load_ingest,
+    load_ingest_late,
 )
 from translator.windows import ACTIVE, IDLE, WIN
 
@@ -92,7 +93,7 @@ def sent(emissions: list[Any]) -> list[tuple[int, Any, int]]:
     out = []
     for tag, payload in emissions:
         if tag == WIN and payload[0] == "0":
-            _part, wm, partials, activity = payload[1]
+            _part, wm, partials, activity = payload[1][:4]
             out.append((wm, partials, activity))
     return out
 
@@ -213,7 +214,7 @@ def test_snapshot_carries_held_partials_and_resume_sends_them_once() -> None:
     part = ingest(polls)
     assert part.next_batch() == [BUSY]
     state = part.snapshot()
-    inner, wm, held, _ = state
+    inner, wm, held, _, _ = state
     assert (inner, wm) == (1, ms(0.1)) and held
     # The run goes on after the snapshot (Bytewax may serialise it later): the
     # snapshot must not see what the partition folds afterwards.
@@ -371,3 +372,87 @@ def test_held_partials_count_in_the_windows_state_figures() -> None:
     finally:
         metrics.disable()
         metrics.reset()
+
+
+# ---- documents kept beside partials after an idle marker (docs/windows.md) ---------------
+
+
+def late_of(emissions: list[Any]) -> dict[int, dict[Any, list[tuple[str, int]]]]:
+    """Every bucket's ``WindowMsg.late``: ``{bucket: {key: [(g, x), ...]}}``."""
+    out: dict[int, dict[Any, list[tuple[str, int]]]] = {}
+    for tag, payload in emissions:
+        if tag == WIN and payload[1].late:
+            out[int(payload[0])] = {k: [(d["g"], d["x"]) for d in docs] for k, docs in payload[1].late.items()}
+    return out
+
+
+def bucket_of_group(g: str) -> int:
+    from translator.contracts import bucket_of
+
+    return bucket_of(g, 4)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_after_an_idle_marker_documents_go_with_their_partials_and_into_the_snapshot(fast: bool) -> None:
+    from translator import metrics
+    from translator.fastpath import FALLBACK_KEEP_DOCS
+
+    polls = [[doc("a", 1, 0.1)], IdleBatch(), [doc("a", 2, 0.2), doc("b", 3, 0.3)], [doc("a", 4, 0.4)], []]
+    part = ingest(polls, fast_paths=fast)
+    assert late_of(part.next_batch()) == {}  # before the idle marker: partials only
+    part.next_batch()  # the idle marker
+    assert part.logic.keep_docs == runtime.KEEP_DOCS
+    metrics.reset()
+    metrics.enable()
+    try:
+        part.next_batch()
+        fallbacks = metrics.fallbacks()
+    finally:
+        metrics.disable()
+        metrics.reset()
+    if fast:  # the fast fold hands the batch to the general path, counted
+        assert fallbacks == {"pipeline[1].$tumblingWindow": {FALLBACK_KEEP_DOCS: 1}}
+    assert part.logic.keep_docs == runtime.KEEP_DOCS - 2
+    snap = part.snapshot()
+    assert type(snap) is IngestSnapshot and snap.keep_docs == runtime.KEEP_DOCS - 2
+    held = pickle.loads(snap.held)
+    assert held.version == 2 and {b: {k: [(d["g"], d["x"], d["_ts"]) for d in ds] for k, ds in keyed.items()}
+                                  for b, keyed in held.late.items()} == {
+        bucket_of_group("a"): {ms(0): [("a", 2, T0 + timedelta(seconds=0.2))]},
+        bucket_of_group("b"): {ms(0): [("b", 3, T0 + timedelta(seconds=0.3))]},
+    }
+    expected = {bucket_of_group("a"): {ms(0): [("a", 2), ("a", 4)]}, bucket_of_group("b"): {ms(0): [("b", 3)]}}
+    out = part.next_batch() + part.next_batch()
+    assert late_of(out) == expected and totals(out) == {(ms(0), "a"): 2, (ms(0), "b"): 1}
+    # A crash after the snapshot: the resumed partition sends the kept documents once.
+    resumed = ingest(polls, snap, fast_paths=fast)
+    assert resumed.logic.keep_docs == runtime.KEEP_DOCS - 2 and resumed.logic.after_idle
+    out = resumed.next_batch() + resumed.next_batch()
+    assert late_of(out) == expected and totals(out) == {(ms(0), "a"): 2, (ms(0), "b"): 1}
+
+
+def test_documents_are_kept_for_keep_docs_documents_after_the_idle_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound: after ``KEEP_DOCS`` documents (whole batches) and the message that
+    sends them, partials go alone again, through the fast fold."""
+    monkeypatch.setattr(runtime, "KEEP_DOCS", 2)
+    part = ingest([IdleBatch(), [doc("a", 1, 0.1)], [doc("a", 2, 0.2), doc("a", 3, 0.3)], [], [doc("a", 4, 0.4)], []])
+    part.next_batch()
+    part.next_batch()
+    assert part.logic.keep_docs == 1
+    part.next_batch()
+    assert part.logic.keep_docs == 0 and part.logic.kept  # kept until the next message
+    out = part.next_batch()
+    assert late_of(out) == {bucket_of_group("a"): {ms(0): [("a", 1), ("a", 2), ("a", 3)]}} and not part.logic.kept
+    part.next_batch()
+    out = part.next_batch()
+    assert late_of(out) == {} and totals(out) == {(ms(0), "a"): 1}
+
+
+def test_ingest_snapshots_from_before_kept_documents_resume_without_them() -> None:
+    partials = {0: {ms(0): {"a": ["a", 1, 1]}}}
+    old = HeldPartials(partials)
+    del old.late  # a HeldPartials pickled before the field existed
+    state = IngestSnapshot(4, ms(1), pickle.dumps(old), True)  # and an IngestSnapshot without keep_docs
+    assert load_ingest_late(state) == (4, ms(1), partials, None)
+    part = ingest([], state)
+    assert part.logic.held == partials and part.logic.kept == {} and part.logic.keep_docs == 0

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import json_util
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import (
     AbortExecution,  # type: ignore[attr-defined]
@@ -365,14 +366,19 @@ def test_idle_partition_stops_holding_windows_back() -> None:
     )
 
 
-def _run_items(pipeline: list[dict[str, Any]], items: list[Any]) -> list[dict[str, Any]]:
-    options = ProcessorOptions(name="t")
+def _run_items(pipeline: list[dict[str, Any]], items: list[Any], dlq: list[dict[str, Any]] | None = None,
+               fast: bool = True) -> list[dict[str, Any]]:
+    options = ProcessorOptions(name="t", fast_paths=fast)
     p = compile_pipeline(pipeline, options=options)
     part = TestingSource([]).list_parts()[0]
     out: list[list[dict[str, Any]]] = []
+    dlq_batches: list[list[dict[str, Any]]] = []
     src_items = [it if isinstance(it, (TestingSource.PAUSE, TestingSource.ABORT)) else (part, it) for it in items]
-    flow = build_flow(p, options, source=TestingSource(src_items), output_sink=TestingSink(out), dlq_sink=TestingSink([]))
+    flow = build_flow(p, options, source=TestingSource(src_items), output_sink=TestingSink(out),
+                      dlq_sink=TestingSink(dlq_batches))
     run_main(flow)
+    if dlq is not None:
+        dlq.extend(d for b in dlq_batches for d in b)
     return [d for b in out for d in b]
 
 
@@ -383,6 +389,21 @@ def test_idle_timeout_closes_windows_of_a_paused_source() -> None:
     items = [[({"g": "a", "x": 1, "t": at(1)}, 0)], TestingSource.PAUSE(timedelta(seconds=1.5)), TestingSource.ABORT()]
     out = _run_items(pipeline, items)
     assert [(d["_id"], d["xs"], window_of(d)[0]) for d in out] == [("a", [1], at(0))]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_documents_of_a_window_closed_by_idle_timeout_go_to_the_dlq_one_by_one(fast: bool) -> None:
+    """After idleTimeout closed [0,3) by the wall clock, the source resumes with a
+    document of it (late: its own DLQ entry) and one of [3,6) (a result at the end)."""
+    pipeline = [{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}},
+                tumbling(idleTimeout={"size": 300, "unit": "ms"})]
+    items = [[({"g": "a", "x": 1, "t": at(1)}, 0)], TestingSource.PAUSE(timedelta(seconds=1.5)),
+             [({"g": "b", "x": 2, "t": at(2)}, 0), ({"g": "b", "x": 3, "t": at(4)}, 0)],
+             TestingSource.PAUSE(timedelta(seconds=1.5)), TestingSource.ABORT()]
+    dlq: list[dict[str, Any]] = []
+    out = _run_items(pipeline, items, dlq, fast)
+    assert [(d["_id"], d["xs"], window_of(d)[0]) for d in out] == [("a", [1], at(0)), ("b", [3], at(3))]
+    assert [_late_entry(d) for d in dlq] == [_late_entry_of(_late_doc("b", 2, 2), [at(0)])]
 
 
 def test_without_idle_timeout_a_paused_source_keeps_its_window_open() -> None:
@@ -417,7 +438,8 @@ def test_meta_reads_source_envelope() -> None:
 
 
 def test_partial_for_an_already_closed_window_goes_to_dlq_not_a_second_result() -> None:
-    """p1 goes idle, p0 moves the watermark past [0,3); p1 then resumes with t=2 s."""
+    """p1 goes idle, p0 moves the watermark past [0,3); p1 then resumes with t=2 s: the
+    document goes to the DLQ on its own, not as a second result for [0,3)."""
     dlq: list[dict[str, Any]] = []
     out = _run_scripted(
         {
@@ -429,10 +451,134 @@ def test_partial_for_an_already_closed_window_goes_to_dlq_not_a_second_result() 
     assert strip([(d["_id"], window_of(d)[0], d["xs"]) for d in out]) == strip(  # type: ignore[arg-type]
         [("a", at(0), [1]), ("b", at(0), [3])]
     )
-    assert len(dlq) == 1
-    assert dlq[0]["errInfo"] == {"reason": LATE_REASON}
-    assert dlq[0]["missedWindowStartTimes"] == [at(0)]
-    assert (dlq[0]["doc"]["_id"], dlq[0]["doc"]["xs"], dlq[0]["doc"]["n"]) == ("b", [4], 1)
+    assert [_late_entry(d) for d in dlq] == [_late_entry_of({"g": "b", "x": 4, "t": at(2), "_ts": at(2)}, [at(0)])]
+
+
+# ---- late data from a partition that was idle -------------------------------------------
+
+GROUP_PUSH = {"$group": {"_id": "$g", "n": {"$sum": 1}, "xs": {"$push": "$x"}}}
+GROUP_SUM = {"$group": {"_id": "$g", "n": {"$sum": 1}, "s": {"$sum": "$x"}}}
+LATE_WINDOWS: dict[str, dict[str, Any]] = {
+    "tumbling-group": tumbling(),
+    "tumbling-no-group": {"$tumblingWindow": {"interval": {"size": 3, "unit": "second"}, "pipeline": [{"$sort": {"x": 1}}]}},
+    "tumbling-match-group": tumbling(pipeline=[{"$match": {"x": {"$ne": 5}}}, GROUP_PUSH]),
+    "hopping-panes": {"$hoppingWindow": {"interval": {"size": 4, "unit": "second"}, "hopSize": {"size": 2, "unit": "second"},
+                                         "allowedLateness": 0, "pipeline": [GROUP_SUM]}},
+    "hopping-by-window": {"$hoppingWindow": {"interval": {"size": 4, "unit": "second"}, "hopSize": {"size": 2, "unit": "second"},
+                                             "allowedLateness": 0, "pipeline": [GROUP_PUSH]}},
+    "hopping-no-group": {"$hoppingWindow": {"interval": {"size": 4, "unit": "second"}, "hopSize": {"size": 2, "unit": "second"},
+                                            "allowedLateness": 0, "pipeline": [{"$sort": {"x": 1}}]}},
+}
+
+
+class _ScriptedToEnd(_Scripted):
+    """:class:`_Scripted` whose partitions end (end of input closes every open window)."""
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> StatefulSourcePartition[Any, None]:
+        script = list(self.script[for_part])
+
+        class Part(StatefulSourcePartition[Any, None]):
+            def next_batch(self) -> list[Any]:
+                if not script:
+                    raise StopIteration()
+                return [(for_part, script.pop(0))]
+
+            def snapshot(self) -> None:
+                return None
+
+        return Part()
+
+
+def _late_script(idle: bool) -> dict[str, list[Any]]:
+    """p0 moves its watermark to 20 s. p1 sends t=1 s, then goes idle (or, ``idle``
+    False, moves its own watermark to 20 s), then sends t=2, 2.5 and 19 s: late for the
+    windows the watermark 20 s closed, on time for the later ones."""
+    second = IdleBatch() if idle else [rec("z", 0, 20)]
+    return {
+        "p0": [[rec("a", 1, 1)], [rec("a", 2, 20)], [], [], [], [], []],
+        "p1": [[rec("b", 3, 1)], second, [], [], [rec("b", 4, 2), rec("c", 5, 2.5), rec("b", 6, 19)], [], []],
+    }
+
+
+def _run_late(window: dict[str, Any], idle: bool, fast: bool, buckets: int = 4) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    options = ProcessorOptions(name="t", fast_paths=fast, window_buckets=buckets)
+    p = compile_pipeline([{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}}, window], options=options)
+    out: list[list[dict[str, Any]]] = []
+    dlq: list[list[dict[str, Any]]] = []
+    flow = build_flow(p, options, source=_ScriptedToEnd(_late_script(idle)), output_sink=TestingSink(out),
+                      dlq_sink=TestingSink(dlq))
+    run_main(flow)
+    return [d for b in out for d in b], [d for b in dlq for d in b]
+
+
+def _late_entry(d: dict[str, Any]) -> str:
+    """A DLQ entry as canonical JSON in its own field order, without its fresh ``_id``
+    and ``dlqTime`` (checked apart): the bytes a DLQ collection would hold otherwise."""
+    assert list(d)[:5] == ["_id", "errInfo", "doc", "processorName", "dlqTime"]
+    assert type(d["dlqTime"]) is datetime
+    return json_util.dumps({k: v for k, v in d.items() if k not in ("_id", "dlqTime")})
+
+
+def _late_entry_of(doc: dict[str, Any], missed: list[datetime]) -> str:
+    return json_util.dumps({"errInfo": {"reason": LATE_REASON}, "doc": doc, "processorName": "t",
+                            "missedWindowStartTimes": missed})
+
+
+def _late_doc(g: str, x: int, s: float) -> dict[str, Any]:
+    return {"g": g, "x": x, "t": at(s), "_ts": at(s)}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("case", sorted(LATE_WINDOWS))
+def test_late_documents_of_a_resumed_idle_partition_go_to_the_dlq_one_by_one(case: str, fast: bool) -> None:
+    """ASP sends each late document to the DLQ (docs/windows.md): a partition that was
+    idle while the processor watermark closed windows, and resumes with documents of
+    those windows, gives the same DLQ entries, byte for byte, as a partition whose own
+    watermark already made them late at ingest; on-time windows are unchanged."""
+    window = LATE_WINDOWS[case]
+    out, dlq = _run_late(window, idle=True, fast=fast)
+    _, at_ingest = _run_late(window, idle=False, fast=fast)
+    assert sorted(map(_late_entry, dlq)) == sorted(map(_late_entry, at_ingest))
+    hopping = case.startswith("hopping")
+    # Tumbling [0,3) closed at 20 s (3 s lateness); hopping [0,4), [2,6) and [16,20) closed.
+    expected = [
+        _late_entry_of(_late_doc("b", 4, 2), [at(0), at(2)] if hopping else [at(0)]),
+        _late_entry_of(_late_doc("c", 5, 2.5), [at(0), at(2)] if hopping else [at(0)]),
+    ]
+    if hopping:
+        expected.append(_late_entry_of(_late_doc("b", 6, 19), [at(16)]))
+    assert sorted(map(_late_entry, dlq)) == sorted(expected)
+    if case == "tumbling-group":
+        assert strip([(d["_id"], window_of(d)[0], d["xs"]) for d in out]) == strip(  # type: ignore[arg-type]
+            [("a", at(0), [1]), ("b", at(0), [3]), ("a", at(18), [2]), ("b", at(18), [6])]
+        )
+    if case == "tumbling-no-group":
+        assert [(window_of(d)[0], d["x"]) for d in out] == [(at(0), 1), (at(0), 3), (at(18), 2), (at(18), 6)]
+    if case == "hopping-panes":
+        # t=19 s counts in [18,22), the window of it that was still open.
+        assert sorted((window_of(d)[0], d["_id"], d["s"]) for d in out if window_of(d)[0] >= at(16)) == [
+            (at(18), "a", 2), (at(18), "b", 6), (at(20), "a", 2)
+        ]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_resumed_partition_late_for_a_window_this_bucket_never_saw_goes_to_the_dlq(fast: bool) -> None:
+    """The watermark closes windows without documents too: a late document for one is
+    late, not a result of its own (one bucket, so every group shares its state)."""
+    window = tumbling()
+    options = ProcessorOptions(name="t", fast_paths=fast, window_buckets=1)
+    p = compile_pipeline([{"$source": {"documents": [], "timeField": {"$toDate": "$t"}}}, window], options=options)
+    out: list[list[dict[str, Any]]] = []
+    dlq: list[list[dict[str, Any]]] = []
+    script = {
+        "p0": [[rec("a", 1, 1)], [rec("a", 2, 20)], [], [], [], [], []],
+        "p1": [[rec("b", 3, 1)], IdleBatch(), [], [], [rec("b", 4, 7)], [], []],
+    }
+    run_main(build_flow(p, options, source=_ScriptedToEnd(script), output_sink=TestingSink(out), dlq_sink=TestingSink(dlq)))
+    assert strip([(d["_id"], window_of(d)[0], d["xs"]) for b in out for d in b]) == strip(  # type: ignore[arg-type]
+        [("a", at(0), [1]), ("b", at(0), [3]), ("a", at(18), [2])]
+    )
+    assert [_late_entry(d) for b in dlq for d in b] == [_late_entry_of(_late_doc("b", 4, 7), [at(6)])]
 
 
 # ---- n computed from the group _id -----------------------------------------------------
