@@ -552,10 +552,13 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
         if self.processing:
             return _now_ms()
         # The processor watermark is the minimum over source partitions, ignoring idle
-        # ones; a partition that has not reported yet holds every window back.
+        # ones; a partition that has not reported yet holds every window back. When every
+        # partition is idle, those that reported count: an idle partition that never
+        # reported holds nothing back (else whether a window closes would depend on the
+        # order the idle markers arrive in; docs/windows.md).
         wms, idle = self.state.wms, self.state.idle
         known = [*self.partitions, *(p for p in wms if p not in self.partitions)]
-        live = [p for p in known if p not in idle] or known
+        live = [p for p in known if p not in idle] or [p for p in known if p in wms]
         lowest = None
         for p in live:
             w = wms.get(p)
