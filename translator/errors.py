@@ -20,9 +20,19 @@ class TranslateError(ValueError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+# Long names a user may write for ASP's short ones (``{db, coll}`` in ``$merge.into``,
+# the DLQ option, ``$lookup.from``); difflib alone offers 'connectionName' for
+# 'collection'.
+_SYNONYMS = {"collection": "coll", "database": "db", "connection": "connectionName"}
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean '$x'?"`` for the closest choice, or ``""``."""
-    close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
+    choices = set(choices)
+    synonym = _SYNONYMS.get(name)
+    if synonym in choices:
+        return f"; did you mean '{synonym}'?"
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     if not close:
         # Case slips ($Match) are common and difflib scores them low.
         lowered = {c.lower(): c for c in choices}

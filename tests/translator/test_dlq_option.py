@@ -38,6 +38,14 @@ def test_mode_is_optional_and_read_when_given() -> None:
             "options.dlq.colls: unknown field 'colls'; did you mean 'coll'?; allowed: coll, connectionName, db, mode",
         ),
         (
+            {"connectionName": "dlqConn", "db": "d", "collection": "c"},
+            "options.dlq.collection: unknown field 'collection'; did you mean 'coll'?; allowed: coll, connectionName, db, mode",
+        ),
+        (
+            {"connectionName": "dlqConn", "database": "d", "coll": "c"},
+            "options.dlq.database: unknown field 'database'; did you mean 'db'?; allowed: coll, connectionName, db, mode",
+        ),
+        (
             {**BASE, "mode": "best_effort"},
             "options.dlq.mode: expected one of durable, best-effort; got 'best_effort'; did you mean 'best-effort'?",
         ),
