@@ -624,8 +624,8 @@ class SessionWindows(WindowKind):
         return set(self.late_sessions(state, partials)).intersection(keys)
 
     def mark_closed(self, state: CloseState, wm: int, lateness: int, upto: int | None = None) -> None:
-        # closed_upto: sessions whose last event is at or below it had closed (an
-        # idleTimeout closes them up to the latest event time seen, ``upto``).
+        # closed_upto: sessions whose last event is at or below it had closed (``upto``,
+        # the latest event time seen, bounds an idleTimeout close, which sessions lack).
         limit = wm - self.stage.gap_ms - lateness
         if upto is not None and upto < limit:
             limit = upto
