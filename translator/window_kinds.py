@@ -24,6 +24,7 @@ from translator.window_state import (
     PaneKey,
     Partials,
     Session,
+    SessionDoc,
     SnapshotError,
     Table,
 )
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from translator.windows import WindowPlan
 
 DlqFn = Callable[..., None]  # (reason, doc, **extra)
-LateFn = Callable[[int, Any], None]  # (window start, partial of an already closed window)
+# (window start, partial of an already closed window[, meta=its window $meta])
+LateFn = Callable[..., None]
 # Documents behind partials, ``{bucket: {key: [document, ...]}}`` (WindowMsg.late); one
 # bucket's share is ``{key: [document, ...]}``.
 LateDocs = dict[int, dict[Any, list[dict[str, Any]]]]
@@ -47,8 +49,22 @@ ORDER_FREE = frozenset(
 )
 
 
+# The keyword with which a kind's fold tags the DLQ entries of the window's own stages
+# for kept documents (``fold`` with ``keep``): WindowPlan.fold holds them back for the close
+# step, which sends them unless the key's windows had all closed (window_state.ERRORS).
+WINDOW_KEY = "_window_key"
+
+
 def dlq_late(dlq: DlqFn, doc: dict[str, Any], starts: list[int]) -> None:
     dlq(LATE_REASON, doc, missedWindowStartTimes=[ms_to_datetime(s) for s in starts])
+
+
+def inner_dlq(dlq: DlqFn, key: Any, keep: LateDocs | None) -> Callable[[str, Any], None]:
+    """The DLQ of the window's stages for the documents folded under ``key``: with
+    ``keep``, tagged with the key (:data:`WINDOW_KEY`)."""
+    if keep is None:
+        return lambda r, d: dlq(r, d)
+    return lambda r, d: dlq(r, d, **{WINDOW_KEY: key})
 
 
 def meta_for(start: int, end: int, partition: Any = MISSING) -> dict[str, Any]:
@@ -69,7 +85,7 @@ class WindowKind:
     one_bucket: ClassVar[bool] = False  # every group in one close bucket
     holdable: ClassVar[bool] = True  # ingest may merge partials with plan.merge_payload
     # fold can keep the documents behind its partials and late_docs tell the late ones
-    # (after an idle partition resumes, docs/windows.md); sessions cannot.
+    # (after an idle partition resumes, docs/windows.md).
     keeps_docs: ClassVar[bool] = True
     gapless: bool = True  # every event time is in some window (not: hop > interval)
     pane_ms: int = 0
@@ -122,11 +138,19 @@ class WindowKind:
         with it and :meth:`late_docs` (called first) sends them to the DLQ one by one."""
         raise NotImplementedError
 
-    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]]) -> Missed:
+    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]],
+                  partials: dict[Any, Any] | None = None) -> Missed:
         """The documents of ``docs`` (one bucket's ``{key: [document, ...]}``) whose
         windows already closed, each once with the starts of the windows it missed, as
-        a late document at ingest (:func:`dlq_late`). Called before :meth:`merge`."""
+        a late document at ingest (:func:`dlq_late`). Called before :meth:`merge`, with
+        the partials of the same message (sessions judge them, not the documents)."""
         return []
+
+    def closed_keys(self, state: CloseState, keys: Iterable[Any], partials: dict[Any, Any] | None = None) -> set[Any]:
+        """The fold keys among ``keys`` whose every window already closed: their
+        documents count nowhere, so a late document's errors from the window's stages
+        are dropped (at ingest lateness is judged before those stages run)."""
+        return set()
 
     def due(self, state: CloseState, wm: int | None, lateness: int) -> list[Any]:
         """What closes at watermark ``wm`` (None: everything, at end of input), in order."""
@@ -169,12 +193,18 @@ class _ByWindow(WindowKind):
         for s, wrecs in by_win.items():
             v = {META: meta_for(s, s + size)}
             entered = wrecs
+            kd = inner_dlq(dlq, s, keep)
             if plan.pre:
-                wrecs = run_chain(plan.pre, wrecs, lambda r, d: dlq(r, d), v)
-            plan._accumulate(out, s, wrecs, v, dlq, keep, entered)
+                wrecs = run_chain(plan.pre, wrecs, kd, v)
+            plan._accumulate(out, s, wrecs, v, kd, keep, entered)
         return out
 
-    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]]) -> Missed:
+    def closed_keys(self, state: CloseState, keys: Iterable[Any], partials: dict[Any, Any] | None = None) -> set[Any]:
+        closed, windows = state.closed_upto, state.windows
+        return {k for k in keys if k <= closed and k not in windows}
+
+    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]],
+                  partials: dict[Any, Any] | None = None) -> Missed:
         # The same test as merge's: keys are window starts; a hopping window's document
         # is under each of its windows and missed the closed ones.
         closed, windows = state.closed_upto, state.windows
@@ -361,9 +391,10 @@ class HoppingPanes(_Hopping):
             # the oldest window's bounds are there for completeness.
             v = {META: meta_for(first, first + size)}
             entered = krecs
+            kd = inner_dlq(dlq, key, keep)
             if plan.pre:
-                krecs = run_chain(plan.pre, krecs, lambda r, d: dlq(r, d), v)
-            plan._accumulate(out, key, krecs, v, dlq, keep, entered)
+                krecs = run_chain(plan.pre, krecs, kd, v)
+            plan._accumulate(out, key, krecs, v, kd, keep, entered)
         return out
 
     def pane_span(self, key: Any) -> tuple[int, int, int]:
@@ -399,7 +430,13 @@ class HoppingPanes(_Hopping):
             starts.update(range(max(first, after), last + 1, hop))
         return sorted(starts)
 
-    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]]) -> Missed:
+    def closed_keys(self, state: CloseState, keys: Iterable[Any], partials: dict[Any, Any] | None = None) -> set[Any]:
+        # A pane with windows still open counts there: its documents' errors stand.
+        closed = state.closed_upto
+        return {k for k in keys if self.pane_span(k)[2] <= closed}
+
+    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]],
+                  partials: dict[Any, Any] | None = None) -> Missed:
         # A pane's documents missed the pane's windows that are out already (merge's test).
         hop, closed = self.stage.hop_ms, state.closed_upto
         found: Missed = []
@@ -492,7 +529,6 @@ class SessionWindows(WindowKind):
     layout = "session"
     one_bucket = True
     holdable = False
-    keeps_docs = False  # merge never finds a session late (docs/windows.md)
 
     def __init__(self, plan: WindowPlan) -> None:
         super().__init__(plan)
@@ -507,7 +543,9 @@ class SessionWindows(WindowKind):
         return [t] if t + st.gap_ms + st.allowed_lateness_ms <= wm else []
 
     def fold(self, recs: list[Rec], dlq: DlqFn, keep: LateDocs | None = None) -> Partials:
-        """``{0: {partition key: [Session, ...]}}``: the batch's sessions per partition."""
+        """``{0: {partition key: [Session, ...]}}``: the batch's sessions per partition.
+        With ``keep``, each session's documents go there under :class:`SessionDoc` keys
+        (their event times), for :meth:`late_docs`."""
         st, plan = self.stage, self.plan
         gap = st.gap_ms
         by_key: dict[Any, tuple[Any, list[Rec]]] = {}
@@ -541,19 +579,73 @@ class SessionWindows(WindowKind):
             for run in runs:
                 start, last = run[0][1][0], run[-1][1][0]
                 v = {META: meta_for(start, last + gap, pval)}
-                rr = run_chain(plan.pre, run, lambda r, d: dlq(r, d), v) if plan.pre else run
+                kd = inner_dlq(dlq, SessionDoc(hk, start), keep)
+                if keep is not None:
+                    kept = keep.setdefault(0, {})
+                    for r in run:
+                        kept.setdefault(SessionDoc(hk, r[1][0]), []).append(r[0])
+                rr = run_chain(plan.pre, run, kd, v) if plan.pre else run
                 holder: Partials = {}
-                plan._accumulate(holder, "s", rr, v, dlq)
+                plan._accumulate(holder, "s", rr, v, kd)
                 payload: Table = holder.get(0, {}).get("s", [] if plan.group_id is None else {})
                 sessions_out.setdefault(hk, []).append(Session(start, last, pval, payload))
         return {0: sessions_out} if sessions_out else {}
 
+    def late_sessions(self, state: CloseState, partials: dict[Any, Any] | None) -> dict[SessionDoc, int]:
+        """The sessions of ``partials`` that are late, ``{SessionDoc(partition, start): last}``:
+        those whose end plus ``allowedLateness`` (``last + gap + allowedLateness``) the
+        close step's watermark had reached, ``last <= closed_upto`` (:meth:`mark_closed`).
+        Every document of one is late by ingest's own test (:meth:`missed`, ``t + gap +
+        allowedLateness <= watermark``) at that watermark, whether or not an open session
+        would take it in, as at ingest. A session partial with a later event counts whole:
+        it cannot give back a document's share (docs/windows.md)."""
+        closed = state.closed_upto
+        return {SessionDoc(hk, p.start): p.last for hk, new_sessions in (partials or {}).items()
+                for p in new_sessions if p.last <= closed}
+
+    def late_docs(self, state: CloseState, docs: dict[Any, list[dict[str, Any]]],
+                  partials: dict[Any, Any] | None = None) -> Missed:
+        # Each document of a late session once, missing the session it would have
+        # started, as ingest names it (missed: [t]).
+        late = self.late_sessions(state, partials)
+        if not late:
+            return []
+        spans: dict[Any, list[tuple[int, int]]] = {}
+        for (hk, start), last in late.items():
+            spans.setdefault(hk, []).append((start, last))
+        found: Missed = []
+        for key, kdocs in docs.items():
+            hk, t = key
+            if any(s <= t <= last for s, last in spans.get(hk, ())):
+                found.extend((d, [t]) for d in kdocs)
+        return found
+
+    def closed_keys(self, state: CloseState, keys: Iterable[Any], partials: dict[Any, Any] | None = None) -> set[Any]:
+        return set(self.late_sessions(state, partials)).intersection(keys)
+
+    def mark_closed(self, state: CloseState, wm: int, lateness: int, upto: int | None = None) -> None:
+        # closed_upto: sessions whose last event is at or below it had closed (``upto``,
+        # the latest event time seen, bounds an idleTimeout close, which sessions lack).
+        limit = wm - self.stage.gap_ms - lateness
+        if upto is not None and upto < limit:
+            limit = upto
+        if limit > state.closed_upto:
+            state.closed_upto = limit
+
     def merge(self, state: CloseState, partials: dict[Any, Any], late: LateFn, covered: Any = ()) -> None:
         gap = self.stage.gap_ms
         merge = self.plan.merge_payload
+        late_ones = self.late_sessions(state, partials)
         for hk, new_sessions in partials.items():
             lst = state.sessions.setdefault(hk, [])
             for merged in new_sessions:
+                ref = SessionDoc(hk, merged.start)
+                if ref in late_ones:
+                    # Its documents went to the DLQ one by one (late_docs) when they came
+                    # with it; otherwise what is left of them, the partial result.
+                    if ref not in covered:
+                        late(merged.start, merged.payload, meta=meta_for(merged.start, merged.last + gap, merged.partition))
+                    continue
                 keep = []
                 for s in lst:
                     if s.start < merged.last + gap and merged.start < s.last + gap:
@@ -566,6 +658,8 @@ class SessionWindows(WindowKind):
                 keep.append(merged)
                 keep.sort(key=lambda s: s.start)
                 lst[:] = keep
+            if not lst:
+                del state.sessions[hk]
 
     def due(self, state: CloseState, wm: int | None, lateness: int) -> list[Any]:
         closed_by = self.stage.gap_ms + lateness

@@ -41,6 +41,23 @@ class PaneKey(NamedTuple):
 PaneRef = int | PaneKey
 
 
+class SessionDoc(NamedTuple):
+    """The key of a session window's kept documents (:attr:`WindowMsg.late`): the
+    documents of ``partition`` (the hashable ``partitionBy`` value) at event time ``t``.
+    A session partial (:class:`Session`) of that partition holds them when
+    ``start <= t <= last``; its own documents are under ``SessionDoc(partition, start)``."""
+
+    partition: Any
+    t: int
+
+
+# The key, in bucket 0 of :attr:`WindowMsg.late`, of the DLQ entries a stage inside the
+# window raised for kept documents: ``[{"key": fold key, "reason": ..., "doc": ...}]``. The
+# close step sends them unless every window of their key had closed (then their documents
+# are late, and a late document gets only its late entry, as at ingest).
+ERRORS = "$errors"
+
+
 @dataclass(slots=True)
 class Session:
     """One session of a partition: ``start``/``last`` are its first and last event times
@@ -59,7 +76,8 @@ class WindowMsg(NamedTuple):
     ``{key: [document, ...]}`` for every key of ``partials`` (and keys whose documents a
     stage inside the window dropped): the close step sends each to the DLQ when its window
     already closed, one entry per document as a late document at ingest, and drops them
-    otherwise (docs/windows.md, "Late data after an idle partition")."""
+    otherwise (docs/windows.md, "Late data after an idle partition"). Bucket 0's may
+    hold :data:`ERRORS` too, the errors of the window's stages for those documents."""
 
     partition: str
     watermark: int  # the partition's watermark, in ms

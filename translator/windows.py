@@ -38,9 +38,18 @@ from translator.contracts import LATE_REASON, bucket_of
 from translator.mql.expr import META, Ctx, Expr, Vars, compile_expr, get_path
 from translator.mql.values import MISSING, compare, hashable, ms_to_datetime
 from translator.stages import Rec, Step, compile_steps, failure_reason, run_chain
-from translator.window_kinds import DlqFn, LateDocs, WindowKind, dlq_late, meta_for, window_kind
+from translator.window_kinds import (
+    WINDOW_KEY,
+    DlqFn,
+    LateDocs,
+    WindowKind,
+    dlq_late,
+    meta_for,
+    window_kind,
+)
 from translator.window_state import (
     ACTIVE,
+    ERRORS,
     IDLE,
     QUIET,
     CloseState,
@@ -248,10 +257,34 @@ class WindowPlan:
 
         With ``keep`` (a partition that was idle, :attr:`WindowKind.keeps_docs`), the
         documents as they entered the window are put there too, ``{bucket: {key: [doc]}}``
-        beside the partials they went into, for the close step to tell which are late.
+        beside the partials they went into, for the close step to tell which are late;
+        each document in one bucket only (:class:`_Keep`). The errors of the window's own
+        stages for them go there too (bucket 0, :data:`ERRORS`), not to ``dlq``: a
+        document the close step finds late gets only its late entry, as at ingest, where
+        lateness is judged before those stages run.
         """
-        if keep is not None:
-            recs = [(d, _Entered(m, d)) for d, m in recs]
+        if keep is None:
+            return self._fold(recs, dlq, None)
+        recs = [(d, _Entered(m, d)) for d, m in recs]
+        kept = _Keep()
+        errors: list[dict[str, Any]] = []
+
+        def held(reason: str, doc: Any, **extra: Any) -> None:
+            if WINDOW_KEY in extra:
+                errors.append({"key": extra.pop(WINDOW_KEY), "reason": reason, "doc": doc})
+            else:
+                dlq(reason, doc, **extra)
+
+        out = self._fold(recs, held, kept)
+        for b, keyed in kept.items():
+            kb = keep.setdefault(b, {})
+            for key, lst in keyed.items():
+                kb.setdefault(key, []).extend(lst)
+        if errors:
+            keep.setdefault(0, {}).setdefault(ERRORS, []).extend(errors)
+        return out
+
+    def _fold(self, recs: list[Rec], dlq: DlqFn, keep: LateDocs | None) -> Partials:
         if metrics.ENABLED:
             # The window's figures include its inner stages (also listed on their own).
             dropped = [0]
@@ -406,6 +439,18 @@ class WindowPlan:
         return out
 
 
+class _Keep(dict[int, dict[Any, list[dict[str, Any]]]]):
+    """Kept documents of one fold (:data:`LateDocs`) and the bucket each document went
+    to (``placed``, by ``id``): a document under several keys (a hopping window's
+    windows) whose groups lie in several buckets (a ``$group`` ``_id`` that reads the
+    window's ``$meta``) is kept in one bucket only, so the close step finds it late
+    once, with all the windows it missed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.placed: dict[int, int] = {}
+
+
 class _Entered(tuple[int, int]):
     """A record's ``(t, watermark)`` that also carries the document as it entered the
     window (``.doc``): the window's stages keep a record's second part as it is, so the
@@ -422,18 +467,24 @@ class _Entered(tuple[int, int]):
 def _keep_docs(keep: LateDocs, key: Any, groups: dict[Any, tuple[int, list[Any]]], entered: list[Rec]) -> None:
     """Put the documents behind one key's partials into ``keep``: each group's (from its
     records' :class:`_Entered` marks) in the group's bucket, once; the rest of ``entered``
-    (dropped by a stage in the window, or without ``$group``) in bucket 0."""
+    (dropped by a stage in the window, or without ``$group``) in bucket 0. A document
+    already kept under another key of this fold stays in that bucket (``_Keep.placed``);
+    every bucket with a group of ``key`` gets the key, empty if need be, so its close step
+    knows the key's documents came (``WindowKind.merge``'s ``covered``)."""
     seen: set[int] = set()
+    placed = keep.placed if isinstance(keep, _Keep) else {}
     for b, marks in groups.values():
-        lst = keep.setdefault(b, {}).setdefault(key, [])
+        keep.setdefault(b, {}).setdefault(key, [])
         for m in marks:
             d = m.doc
             if id(d) not in seen:
                 seen.add(id(d))
-                lst.append(d)
-    rest = [m.doc for _, m in entered if id(m.doc) not in seen]
-    if rest:
-        keep.setdefault(0, {}).setdefault(key, []).extend(rest)
+                keep.setdefault(placed.setdefault(id(d), b), {}).setdefault(key, []).append(d)
+    for _, m in entered:
+        d = m.doc
+        if id(d) not in seen:
+            seen.add(id(d))
+            keep.setdefault(placed.setdefault(id(d), 0), {}).setdefault(key, []).append(d)
 
 
 def _name_of(stage: ir.WindowStage) -> str:
@@ -509,7 +560,17 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
                 state.last_activity = _now_ms()
             if late:
                 # Before merge: merge opens the windows that are still open.
-                self._late_docs(kind.late_docs(state, late))
+                errors = late.get(ERRORS)
+                if errors is not None:
+                    late = {k: v for k, v in late.items() if k != ERRORS}
+                self._late_docs(kind.late_docs(state, late, partials))
+                if errors:
+                    # A stage's error for a document that is late, and only late: the
+                    # document gets the late entry alone, as at ingest.
+                    closed = kind.closed_keys(state, {e["key"] for e in errors}, partials)
+                    for e in errors:
+                        if e["key"] not in closed:
+                            self._late_dlq(e["reason"], e["doc"])
             if partials:
                 kind.merge(state, partials, self._late_partial, late or ())
         return self._close(self._watermark()), False
@@ -578,15 +639,17 @@ class CloseLogic(StatefulBatchLogic[WindowMsg, tuple[int, list[dict[str, Any]]],
     def _late_dlq(self, reason: str, doc: Any, **extra: Any) -> None:
         self.late.append(self.dlq_doc(reason, doc, **extra))
 
-    def _late_partial(self, start: int, payload: Any) -> None:
+    def _late_partial(self, start: int, payload: Any, meta: dict[str, Any] | None = None) -> None:
         """A partial for a window that already closed, without its documents (they are
         kept only for a while after a partition resumes, see IngestLogic.keep_docs, and
         not at all by snapshots from before that). Its partition was idle (so the
         processor watermark moved on without it) and resumed with older data; the
         partition's own watermark could not tell. The documents are late: DLQ them, or
-        for a $group window the group's partial result, which is what is left of them."""
+        for a $group window the group's partial result, which is what is left of them.
+        ``meta``: the window's bounds where they are not ``start`` + interval (sessions)."""
         plan = self.plan
-        meta = meta_for(start, start + plan.stage.interval_ms)
+        if meta is None:
+            meta = meta_for(start, start + plan.stage.interval_ms)
         missed = [ms_to_datetime(start)]
         for doc in plan.finalize(payload, meta, lambda r, d, **kw: None):
             self.late.append(self.dlq_doc(LATE_REASON, doc, missedWindowStartTimes=missed))

@@ -21,15 +21,17 @@ from translator.compile import compile_pipeline
 from translator.options import ProcessorOptions
 from translator.runtime import BUSY, IngestSource, Plan
 from translator.window_state import (
+    ERRORS,
     HeldPartials,
     IngestSnapshot,
     PaneKey,
+    SessionDoc,
     SnapshotError,
     WindowMsg,
     load_ingest,
     load_ingest_late,
 )
-from translator.windows import ACTIVE, IDLE, WIN
+from translator.windows import ACTIVE, DLQ, IDLE, WIN
 
 T0 = datetime(2024, 8, 8, 23, 8, 0, tzinfo=UTC)
 PIPELINE: list[dict[str, Any]] = [
@@ -81,9 +83,9 @@ class Script(FixedPartitionedSource[Any, int]):
         return Part()
 
 
-def ingest(polls: list[Any], resume: Any = None, fast_paths: bool = True) -> Any:
+def ingest(polls: list[Any], resume: Any = None, fast_paths: bool = True, pipeline: list[dict[str, Any]] = PIPELINE) -> Any:
     opts = ProcessorOptions(name="t", fast_paths=fast_paths)
-    plan = Plan.compile(compile_pipeline(PIPELINE, options=opts), opts)
+    plan = Plan.compile(compile_pipeline(pipeline, options=opts), opts)
     return IngestSource(Script(polls), plan).build_part("s", "p", resume)
 
 
@@ -456,3 +458,29 @@ def test_ingest_snapshots_from_before_kept_documents_resume_without_them() -> No
     assert load_ingest_late(state) == (4, ms(1), partials, None)
     part = ingest([], state)
     assert part.logic.held == partials and part.logic.kept == {} and part.logic.keep_docs == 0
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_after_an_idle_marker_a_session_window_sends_its_documents_and_its_stage_errors(fast: bool) -> None:
+    """Sessions keep their documents too, keyed by partition and event time (SessionDoc);
+    the errors of the window's stages for kept documents travel with them (ERRORS) for
+    the close step to send or, for a late document, drop. Before the marker they go
+    straight to the DLQ."""
+    fails_for_3 = {"$set": {"r": {"$divide": [1, {"$subtract": ["$x", 3]}]}}}
+    pipeline = [PIPELINE[0], {"$sessionWindow": {"partitionBy": "$g", "gap": {"size": 1, "unit": "second"},
+                                                 "pipeline": [fails_for_3, {"$group": {"_id": "$g", "n": {"$count": {}}}}]}}]
+    polls = [[doc("a", 1, 0.1), doc("b", 3, 0.15)], IdleBatch(), [doc("a", 2, 0.2), doc("b", 3, 0.3), doc("a", 4, 5)], []]
+    part = ingest(polls, fast_paths=fast, pipeline=pipeline)
+    first = part.next_batch()
+    assert late_of(first) == {} and [d["doc"]["x"] for tag, b in first if tag == DLQ for d in b] == [3]
+    part.next_batch()  # the idle marker
+    out = part.next_batch()
+    assert [tag for tag, _ in out] == [WIN]  # the error waits for the close step
+    late = out[0][1][1].late
+    assert {k: [(d["g"], d["x"]) for d in v] for k, v in late.items() if k != ERRORS} == {
+        SessionDoc("a", ms(0.2)): [("a", 2)], SessionDoc("b", ms(0.3)): [("b", 3)], SessionDoc("a", ms(5)): [("a", 4)],
+    }
+    assert [(e["key"], e["doc"]["x"], e["reason"].split(":")[0]) for e in late[ERRORS]] == [
+        (SessionDoc("b", ms(0.3)), 3,
+         "Failed to process input document in $set stage (pipeline[1].$sessionWindow.pipeline[0].$set)"),
+    ]

@@ -483,6 +483,11 @@ LATE_WINDOWS: dict[str, dict[str, Any]] = {
                                              "allowedLateness": 0, "pipeline": [GROUP_PUSH]}},
     "hopping-no-group": {"$hoppingWindow": {"interval": {"size": 4, "unit": "second"}, "hopSize": {"size": 2, "unit": "second"},
                                             "allowedLateness": 0, "pipeline": [{"$sort": {"x": 1}}]}},
+    # Sessions (gap 2 s, 3 s lateness): at watermark 20 s the sessions of t=2 and 2.5 s
+    # had closed, that of 19 s had not.
+    "session-group": {"$sessionWindow": {"partitionBy": "$g", "gap": {"size": 2, "unit": "second"}, "pipeline": [GROUP_PUSH]}},
+    "session-match-group": {"$sessionWindow": {"partitionBy": "$g", "gap": {"size": 2, "unit": "second"},
+                                               "pipeline": [{"$match": {"x": {"$ne": 5}}}, GROUP_PUSH]}},
 }
 
 
@@ -555,14 +560,22 @@ def test_late_documents_of_a_resumed_idle_partition_go_to_the_dlq_one_by_one(cas
     _, at_ingest = _run_late(window, idle=False, fast=fast)
     assert sorted(map(_late_entry, dlq)) == sorted(map(_late_entry, at_ingest))
     hopping = case.startswith("hopping")
-    # Tumbling [0,3) closed at 20 s (3 s lateness); hopping [0,4), [2,6) and [16,20) closed.
+    # Tumbling [0,3) closed at 20 s (3 s lateness); hopping [0,4), [2,6) and [16,20) closed;
+    # a session names the event time of the late document, as ingest does.
+    session = case.startswith("session")
     expected = [
-        _late_entry_of(_late_doc("b", 4, 2), [at(0), at(2)] if hopping else [at(0)]),
-        _late_entry_of(_late_doc("c", 5, 2.5), [at(0), at(2)] if hopping else [at(0)]),
+        _late_entry_of(_late_doc("b", 4, 2), [at(2)] if session else [at(0), at(2)] if hopping else [at(0)]),
+        _late_entry_of(_late_doc("c", 5, 2.5), [at(2.5)] if session else [at(0), at(2)] if hopping else [at(0)]),
     ]
     if hopping:
         expected.append(_late_entry_of(_late_doc("b", 6, 19), [at(16)]))
     assert sorted(map(_late_entry, dlq)) == sorted(expected)
+    if session:
+        # The old sessions of the resumed partition are no results of their own.
+        assert sorted((d["_id"], window_of(d), d["xs"]) for d in out) == [
+            ("a", (at(1), at(3)), [1]), ("a", (at(20), at(22)), [2]),
+            ("b", (at(1), at(3)), [3]), ("b", (at(19), at(21)), [6]),
+        ]
     if case == "tumbling-group":
         assert strip([(d["_id"], window_of(d)[0], d["xs"]) for d in out]) == strip(  # type: ignore[arg-type]
             [("a", at(0), [1]), ("b", at(0), [3]), ("a", at(18), [2]), ("b", at(18), [6])]
@@ -594,6 +607,83 @@ def test_a_resumed_partition_late_for_a_window_this_bucket_never_saw_goes_to_the
         [("a", at(0), [1]), ("b", at(0), [3]), ("a", at(18), [2])]
     )
     assert [_late_entry(d) for b in dlq for d in b] == [_late_entry_of(_late_doc("b", 4, 7), [at(6)])]
+
+
+# Fails for x = 4 (late after the idle partition resumes) and x = 6 (t = 19 s: on time
+# in tumbling windows and sessions, late for one of its hopping windows).
+FAILING_SET = {"$set": {"r": {"$divide": [1, {"$multiply": [{"$subtract": ["$x", 4]}, {"$subtract": ["$x", 6]}]}]}}}
+HOP_4_2 = {"interval": {"size": 4, "unit": "second"}, "hopSize": {"size": 2, "unit": "second"}, "allowedLateness": 0}
+FAILING_WINDOWS: dict[str, dict[str, Any]] = {
+    "tumbling": tumbling(pipeline=[FAILING_SET, GROUP_PUSH]),
+    "tumbling-no-group": {"$tumblingWindow": {"interval": {"size": 3, "unit": "second"}, "pipeline": [FAILING_SET]}},
+    "hopping-panes": {"$hoppingWindow": {**HOP_4_2, "pipeline": [FAILING_SET, GROUP_SUM]}},
+    "hopping-by-window": {"$hoppingWindow": {**HOP_4_2, "pipeline": [FAILING_SET, GROUP_PUSH]}},
+    "session": {"$sessionWindow": {"partitionBy": "$g", "gap": {"size": 2, "unit": "second"},
+                                   "pipeline": [FAILING_SET, GROUP_PUSH]}},
+}
+
+
+def _dlq_summary(entries: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    return sorted((d["doc"]["x"], "late" if d["errInfo"]["reason"] == LATE_REASON else "error") for d in entries)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("case", sorted(FAILING_WINDOWS))
+def test_a_late_document_that_a_window_stage_fails_on_gets_only_its_late_entry(case: str, fast: bool) -> None:
+    """At ingest lateness is judged before the window's stages run, so a late document
+    gets one DLQ entry, the late one. A partition that resumes after an idle marker runs
+    those stages before the close step can tell; their errors wait for it and go out
+    only for documents that still count somewhere: the same entries, byte for byte."""
+    window = FAILING_WINDOWS[case]
+    _, dlq = _run_late(window, idle=True, fast=fast)
+    _, at_ingest = _run_late(window, idle=False, fast=fast)
+    assert sorted(map(_late_entry, dlq)) == sorted(map(_late_entry, at_ingest))
+    expected = [(4, "late"), (5, "late"), (6, "error")]
+    if case.startswith("hopping"):
+        expected.append((6, "late"))  # [16,20) closed, [18,22) open: late and an error, once each
+    assert _dlq_summary(dlq) == sorted(expected)
+    err = next(d for d in dlq if d["errInfo"]["reason"] != LATE_REASON)
+    assert err["doc"] == _late_doc("b", 6, 19)
+    assert err["errInfo"]["reason"].startswith("Failed to process input document in $set stage (pipeline[1].")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_hopping_window_grouping_by_its_start_sends_each_late_document_once(fast: bool) -> None:
+    """A ``$group`` ``_id`` reading the window's ``$meta`` puts one document in a group
+    per window, in as many close buckets: the document is kept in one of them, so it is
+    one DLQ entry naming every window it missed, as at ingest."""
+    group = {"$group": {"_id": {"g": "$g", "w": {"$meta": "stream.window.start"}}, "xs": {"$push": "$x"}}}
+    window = {"$hoppingWindow": {**HOP_4_2, "pipeline": [group]}}
+    for buckets in (4, 16):
+        _, dlq = _run_late(window, idle=True, fast=fast, buckets=buckets)
+        _, at_ingest = _run_late(window, idle=False, fast=fast, buckets=buckets)
+        assert sorted(map(_late_entry, dlq)) == sorted(map(_late_entry, at_ingest)) == sorted([
+            _late_entry_of(_late_doc("b", 4, 2), [at(0), at(2)]),
+            _late_entry_of(_late_doc("c", 5, 2.5), [at(0), at(2)]),
+            _late_entry_of(_late_doc("b", 6, 19), [at(16)]),
+        ])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_late_session_past_the_kept_documents_goes_to_the_dlq_as_its_partial_result(
+        fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``KEEP_DOCS`` documents after the idle marker, a late session (as a late
+    tumbling window's share) reaches the DLQ as the group's partial result, with the
+    session's bounds; it is no result of its own."""
+    from translator import runtime
+
+    monkeypatch.setattr(runtime, "KEEP_DOCS", 0)
+    out, dlq = _run_late(LATE_WINDOWS["session-group"], idle=True, fast=fast)
+    assert sorted(json_util.dumps(d) for d in out if d["_stream_meta"]["window"]["start"] >= at(2)) == sorted(
+        json_util.dumps(d) for d in [
+            {"_id": "a", "n": 1, "xs": [2], "_stream_meta": {"window": {"start": at(20), "end": at(22), "partition": "a"}}},
+            {"_id": "b", "n": 1, "xs": [6], "_stream_meta": {"window": {"start": at(19), "end": at(21), "partition": "b"}}},
+        ])
+    assert sorted(map(_late_entry, dlq)) == sorted(
+        json_util.dumps({"errInfo": {"reason": LATE_REASON}, "doc": {
+            "_id": g, "n": 1, "xs": [x], "_stream_meta": {"window": {"start": at(s), "end": at(s + 2), "partition": g}}},
+            "processorName": "t", "missedWindowStartTimes": [at(s)]})
+        for g, x, s in [("b", 4, 2), ("c", 5, 2.5)])
 
 
 # ---- n computed from the group _id -----------------------------------------------------
