@@ -41,14 +41,15 @@ def source(docs: list[dict[str, Any]], time_field: bool = True) -> dict[str, Any
     return {"$source": spec}
 
 
-def solar(rng: random.Random, n: int, spoiled: bool) -> list[dict[str, Any]]:
+def solar(rng: random.Random, n: int, spoiled: bool, repeat: int = 1) -> list[dict[str, Any]]:
+    """``repeat``: that many documents in a row share a timestamp (a busy stream)."""
     odd: list[Any] = [None, "x", [1, 2], Int64(7), Decimal128("2.5"), 1.5, True, NAN, 2**40, {"temp": 3}]
     docs: list[dict[str, Any]] = []
     for i in range(n):
         d: dict[str, Any] = {
             "device_id": f"device_{i % 7}",
             "group_id": i % 5,
-            "timestamp": iso(i * 3),
+            "timestamp": iso(i // repeat * 3),
             "max_watts": rng.choice([250, 450]),
             "event_type": 0 if rng.random() < 0.9 else 1,
             "obs": {"watts": rng.randrange(500), "temp": rng.randrange(0, 40)},
@@ -153,6 +154,37 @@ def test_unstamped_and_stamped_runs_agree(shape: str, spoiled: bool, monkeypatch
     if spoiled and shape == "workload-C":
         reasons = [d["errInfo"]["reason"] for d in fast.dlq]
         assert any("$divide" in r for r in reasons) and any("timeField" in r for r in reasons)
+
+
+@pytest.mark.parametrize("repeat", [1, 5, 40])
+@pytest.mark.parametrize("shape", ["workload-C", "no-ts", "project-then-add"])
+def test_busy_streams_with_repeated_timestamps_agree(shape: str, repeat: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeated timestamps take the per-distinct-string dates (IsoMillis.distinct); a
+    stream that changes between repeated and distinct ones switches between the two."""
+    rng = random.Random(repeat)
+    docs = solar(rng, 900, True, repeat) + solar(rng, 300, False, 1) + solar(rng, 600, True, repeat)
+    pipeline = [source(docs), *TAKEN[shape]]
+    fast, slow, taken = run_both(pipeline, 64, monkeypatch)
+    assert _same(fast.output, slow.output)
+    assert _same(fast.dlq, slow.dlq)
+    assert fast.output and fast.dlq and taken > 0
+
+
+def test_dates_are_exact_for_any_millisecond() -> None:
+    """DateCache builds a date from its second's date and a millisecond offset: the same
+    datetime (and tzinfo) as EPOCH + ms, before and after the epoch."""
+    from translator.fastpath import DateCache
+    from translator.mql.values import EPOCH
+
+    cache = DateCache()
+    rng = random.Random(9)
+    for _ in range(50):
+        ms = [rng.randrange(-(10**13), 10**13) for _ in range(40)] + [rng.randrange(-3000, 3000) for _ in range(40)]
+        ms += [1_722_000_000_000 + rng.randrange(10**5) for _ in range(40)]
+        got = cache.dates(ms)
+        want = [EPOCH + timedelta(milliseconds=t) for t in ms]
+        assert got == want
+        assert all(g.tzinfo is w.tzinfo for g, w in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("time_field", [True, False])
