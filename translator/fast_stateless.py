@@ -13,7 +13,10 @@ All or nothing per batch, like :mod:`translator.fastpath`: an undecodable source
 a ``timeField`` the batch parser cannot vouch for, or any exception in the generated
 code hands the batch, unchanged, to the general path, which stamps it and runs the
 stages' closures (so DLQ entries and reasons are the general path's own). Fallbacks are
-counted in the first stage's ``operatorStats.fastPathFallbacks``.
+counted in the first stage's ``operatorStats.fastPathFallbacks``, and so is the end of
+the span's typed loop (:class:`translator.codegen.Switch`: written for the value types
+the first batch shows; documents of other types run the loop with MongoDB's every type
+check, and a stream whose types change goes back to that loop for good).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from translator.contracts import SOURCE_DLQ_KEY, RawBatch
 from translator.fastpath import FALLBACK_SOURCE_ERROR, FALLBACK_TIME, DateCache, Getter, IsoMillis
 
 _first, _second = itemgetter(0), itemgetter(1)
+FALLBACK_RETYPED = "typed loop dropped: values of other types than observed"
 
 
 class FastStateless:
@@ -94,10 +98,15 @@ class FastStateless:
             if got is None:
                 return FALLBACK_SOURCE_ERROR if self._markers(docs) else FALLBACK_TIME
             dates, hi = got
+        fn = self.fn
         try:
-            out = self.fn(docs, dates)
+            out = fn(docs, dates)
         except Exception as exc:
             return f"generated code: {type(exc).__name__}"
+        if fn.retyped:  # the typed loop was dropped (codegen.Switch): counted once
+            fn.retyped = False
+            if metrics.ENABLED:
+                metrics.fallback(self.path, self.name, FALLBACK_RETYPED)
         if t0:
             # Only a leading $match drops documents: in, out per stage, as run_chain counts.
             n_in, n_out = len(docs), len(out)
