@@ -449,20 +449,34 @@ class Chain:
     runs the lenient body for a document with a missing field; when more than one
     document in eight of a batch misses a field, later batches use the lenient loop.
     ``docs`` is the same as a call but returns the documents without their times (for
-    the last stages before a sink, saving a tuple per document)."""
+    the last stages before a sink, saving a tuple per document).
 
-    __slots__ = ("fns", "lenient", "lenient_docs", "source", "strict", "strict_docs", "use_strict")
+    The source is compiled on the first call: a stateless pipeline whose batches all
+    take :mod:`translator.fast_stateless` never runs it (a few milliseconds of every
+    flow's start-up, benchmark workload C)."""
 
-    def __init__(self, fns: dict[str, RecsFn], source: str, steps: tuple[Any, ...]) -> None:
+    __slots__ = ("fns", "lenient", "lenient_docs", "ns", "source", "strict", "strict_docs", "use_strict")
+
+    def __init__(self, ns: dict[str, Any], source: str, steps: tuple[Any, ...]) -> None:
         self.fns = steps  # the stages' own closures, to recognise the span
-        self.strict = fns["strict"]
-        self.lenient = fns["lenient"]
-        self.strict_docs = fns["strict_docs"]
-        self.lenient_docs = fns["lenient_docs"]
+        self.ns: dict[str, Any] | None = ns
         self.source = source
         self.use_strict = True
 
+    def _load(self) -> None:
+        """Compile the loops. Idempotent, and ``ns`` is cleared last, so workers (threads)
+        that call a new chain at once each see whole functions."""
+        ns = self.ns
+        if ns is None:
+            return
+        exec(compile(self.source, "<mqlflow codegen>", "exec"), ns)  # source: see the module docstring
+        self.strict, self.lenient = ns["strict"], ns["lenient"]
+        self.strict_docs, self.lenient_docs = ns["strict_docs"], ns["lenient_docs"]
+        self.ns = None
+
     def __call__(self, recs: list[tuple[Any, Any]], v: Vars) -> list[tuple[Any, Any]]:
+        if self.ns is not None:
+            self._load()
         if self.use_strict:
             out, misses = self.strict(recs, v)
             if misses * 8 > len(recs):
@@ -471,6 +485,8 @@ class Chain:
         return self.lenient(recs, v)
 
     def docs(self, recs: list[tuple[Any, Any]], v: Vars) -> list[Any]:
+        if self.ns is not None:
+            self._load()
         if self.use_strict:
             out, misses = self.strict_docs(recs, v)
             if misses * 8 > len(recs):
@@ -661,7 +677,7 @@ def compile_chain(
             _loop("lenient_docs", lenient_body, "out", True),
         ]
     )
-    return Chain(_exec(g, source, ("strict", "lenient", "strict_docs", "lenient_docs")), source, steps)
+    return Chain(g.ns, source, steps)
 
 
 LoopFn = Callable[[list[Any], list[Any] | None, Vars], Any]

@@ -20,6 +20,7 @@ from translator.codegen import compile_unstamped
 from translator.compile import compile_pipeline
 from translator.contracts import SOURCE_DLQ_KEY
 from translator.fast_stateless import FastStateless
+from translator.mql.expr import EMPTY_VARS
 from translator.options import ProcessorOptions
 from translator.runtime import Plan
 from translator.stages import FILTER, Step, compile_steps, run_chain
@@ -254,6 +255,11 @@ def test_the_input_documents_are_not_stamped() -> None:
     kept = [i for i, d in enumerate(docs) if d["event_type"] == 0 and d["obs"]["temp"] >= 12]
     assert any("_ts" in docs[i] for i in kept)
     assert [d["ts"] for d in out] == [T0 + timedelta(milliseconds=i * 3) for i in kept]
+    # The stamped span's loops (the general path's) are compiled only if that path runs.
+    chain = plan.pre[0].chain
+    assert chain is not None and chain.ns is not None
+    chain([(dict(docs[0], _ts=T0), 0)], EMPTY_VARS)
+    assert chain.ns is None
 
 
 def test_batches_it_cannot_take_are_counted_and_left_untouched() -> None:
@@ -381,7 +387,6 @@ def test_typed_loop_equals_the_closures_per_document(shape: str, profile: str) -
     assert typed is not None
     fn, source = typed
     assert "raise Retyped" in source
-    from translator.mql.expr import EMPTY_VARS
 
     docs = []
     for i, (w, m, t, e) in enumerate(itertools.product(EDGE, [250, 250.0, 0, None, "x"], EDGE, [0, 0.0, True, "0"])):
