@@ -48,6 +48,7 @@ option ``fastPaths: false`` no code is generated at all.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,6 +116,19 @@ _BUILTIN_TYPES: dict[type, str] = {int: "int", float: "float", str: "str", dict:
 _CMP_SYMBOLS = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
+def _literal(value: str | int) -> str | None:
+    """``repr(value)`` if it reads back as the same exact str/int, else None. Cached: a
+    span writes each key several times (strict and lenient bodies, stamped and
+    unstamped loops), and each check parses (part of a flow's start-up)."""
+    try:
+        src = repr(value)
+        back = ast.literal_eval(src)
+    except (ValueError, SyntaxError):  # e.g. an int too long for str()
+        return None
+    return src if type(back) is type(value) and back == value else None
+
+
 def _mk(keys: tuple[str, ...], vals: tuple[Any, ...]) -> dict[str, Any]:
     """A projected document when some value is missing (missing fields are left out)."""
     return {k: x for k, x in zip(keys, vals, strict=True) if x is not MISSING}
@@ -176,12 +190,8 @@ class _Gen:
     def lit(self, value: Any) -> str:
         """Source for a constant: ``repr`` of an exact str/int, else a bound name."""
         if type(value) is str or type(value) is int:
-            try:
-                src = repr(value)
-                back = ast.literal_eval(src)
-            except (ValueError, SyntaxError):  # e.g. an int too long for str()
-                return self.bind(value)
-            if type(back) is type(value) and back == value:
+            src = _literal(value)
+            if src is not None:
                 return src
         return self.bind(value)
 
@@ -627,13 +637,16 @@ def _bodies(
     maps: Sequence[MapSpec | None],
     finish: Callable[[_Gen], None],
     assume: dict[tuple[str, ...], type] | None = None,
+    on_miss: str = "",
 ) -> tuple[str, str]:
     """The loop bodies of a span: the strict body with the lenient one run for a
     document whose strict body raised KeyError, and the lenient one alone; ``finish``
     writes what a body ends with. With ``assume``, the strict body is typed (see
-    :class:`Switch`) and a document it raises :class:`Retyped` for runs the lenient one."""
+    :class:`Switch`) and a document it raises :class:`Retyped` for runs the lenient one.
+    ``on_miss``: that document's statement instead of the lenient body (then the
+    second body is not written)."""
     bodies: list[str] = []
-    for strict in (True, False):
+    for strict in (True, False) if not on_miss else (True,):
         g.start(strict)
         g.assume = assume if strict else None
         if query is not None:
@@ -645,7 +658,7 @@ def _bodies(
             write(g, spec)
         finish(g)
         bodies.append(g.body(12 if strict else 8))
-    strict_body, lenient_body = bodies
+    strict_body, lenient_body = bodies if not on_miss else (bodies[0], " " * 8 + on_miss)
     lenient_in_except = "\n".join("    " + line for line in lenient_body.split("\n"))
     caught = "KeyError" if assume is None else "(KeyError, Retyped)"
     both = f"        try:\n{strict_body}\n        except {caught}:\n            misses += 1\n{lenient_in_except}"
@@ -788,8 +801,12 @@ def compile_unstamped(query: Callable[[Any], bool] | None, maps: Sequence[MapSpe
         if not assume:
             return None
         tg = _Gen(ts_field)
+        tg.ns["LENIENT"] = sw.lenient
+        # A document of another type: the lenient loop on it alone (rare; keeps this
+        # function's source, compiled while the stream runs, half as long).
+        dates = "[TS]" if g.reads_ts else "None"
         try:
-            both, _ = _bodies(tg, query, maps, _Gen.output, assume)
+            both, _ = _bodies(tg, query, maps, _Gen.output, assume, f"out.extend(LENIENT([doc], {dates}, V))\n        continue")
         except Unsupported:
             return None
         if tg.reads_ts != g.reads_ts:  # cannot happen (same stages); the loop's arguments differ
