@@ -48,6 +48,7 @@ option ``fastPaths: false`` no code is generated at all.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,11 @@ class NotADict(Exception):
     """Run time: a document that is not a plain dict (the closures handle it)."""
 
 
+class Retyped(Exception):
+    """Run time, a typed body (:class:`Switch`): a value is not of the type observed for
+    it; that document runs the lenient body."""
+
+
 class FieldMiss(Exception):
     """Run time, :func:`compile_columns`: a field the fold reads is missing, or a value
     along its path is not a document (where a fast-path field getter raises)."""
@@ -106,8 +112,21 @@ _QUERY_OPS: dict[Callable[[Any, Any], bool], str] = {
     operator.lt: "<",
     operator.le: "<=",
 }
-_BUILTIN_TYPES: dict[type, str] = {int: "int", float: "float", str: "str"}
+_BUILTIN_TYPES: dict[type, str] = {int: "int", float: "float", str: "str", dict: "dict"}
 _CMP_SYMBOLS = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _literal(value: str | int) -> str | None:
+    """``repr(value)`` if it reads back as the same exact str/int, else None. Cached: a
+    span writes each key several times (strict and lenient bodies, stamped and
+    unstamped loops), and each check parses (part of a flow's start-up)."""
+    try:
+        src = repr(value)
+        back = ast.literal_eval(src)
+    except (ValueError, SyntaxError):  # e.g. an int too long for str()
+        return None
+    return src if type(back) is type(value) and back == value else None
 
 
 def _mk(keys: tuple[str, ...], vals: tuple[Any, ...]) -> dict[str, Any]:
@@ -125,6 +144,7 @@ class _Gen:
             "M": MISSING,
             "GP": get_path,
             "NotADict": NotADict,
+            "Retyped": Retyped,
             "FieldMiss": FieldMiss,
             "MK": _mk,
             "GPS": _present_path,
@@ -134,6 +154,11 @@ class _Gen:
         # record's time ``TS`` (a datetime), and nothing may hand ``doc`` to a closure.
         self.ts_field = ts_field
         self.reads_ts = False
+        # Typed bodies (see Switch): the exact type observed for an input path's value.
+        # A value with one is checked once (``raise Retyped`` otherwise) and the type
+        # tests on it are written as constants, which Python's compiler folds away.
+        self.assume: dict[tuple[str, ...], type] | None = None
+        self.reads: list[tuple[str, ...]] = []  # the input paths a body reads, in order
         self.start(strict=False)
 
     def start(self, strict: bool) -> None:
@@ -149,6 +174,7 @@ class _Gen:
         self.top_cache: dict[str, Val] = {}
         self.path_cache: dict[tuple[str, tuple[str, ...]], Val] = {}
         self.type_cache: dict[str, str] = {}  # value source -> local holding its type
+        self.read_of: dict[str, tuple[str, ...]] = {}  # value source -> its input path
 
     # ---- names and literals ------------------------------------------------------------
 
@@ -164,26 +190,50 @@ class _Gen:
     def lit(self, value: Any) -> str:
         """Source for a constant: ``repr`` of an exact str/int, else a bound name."""
         if type(value) is str or type(value) is int:
-            try:
-                src = repr(value)
-                back = ast.literal_eval(src)
-            except (ValueError, SyntaxError):  # e.g. an int too long for str()
-                return self.bind(value)
-            if type(back) is type(value) and back == value:
+            src = _literal(value)
+            if src is not None:
                 return src
         return self.bind(value)
 
     def typeof(self, v: Val) -> str:
-        """A local holding ``type(v)``, computed once per value (at the body's top level)."""
+        """A local holding ``type(v)``, computed once per value (at the body's top level);
+        in a typed body, for a value of an observed type, that type's marker (``@int``...)
+        after a check that raises :class:`Retyped` for any other type."""
         t = self.type_cache.get(v.src)
         if t is None:
-            t = self.fresh("t")
-            self.emit(f"{t} = type({v.src})")
+            known = self._assumed(v)
+            if known is not None:
+                name = _BUILTIN_TYPES[known]
+                self.emit(f"if type({v.src}) is not {name}:\n    raise Retyped")
+                t = "@" + name
+            else:
+                t = self.fresh("t")
+                self.emit(f"{t} = type({v.src})")
             self.type_cache[v.src] = t
         return t
 
+    def _assumed(self, v: Val) -> type | None:
+        if self.assume is None:
+            return None
+        parts = self.read_of.get(v.src)
+        return None if parts is None else self.assume.get(parts)
+
+    @staticmethod
+    def is_(t: str, name: str) -> str:
+        """``t is name`` (a builtin type's name), or its constant for a known type."""
+        if t.startswith("@"):
+            return "True" if t == "@" + name else "False"
+        return f"{t} is {name}"
+
+    def _read(self, v: Val, parts: tuple[str, ...]) -> None:
+        self.read_of[v.src] = parts
+        if self.strict and parts not in self.reads:
+            self.reads.append(parts)
+
     def type_in(self, t: str, types: frozenset[type]) -> str:
         """``t`` is one of ``types``, as a chain of ``is`` (builtins first)."""
+        if t.startswith("@"):
+            return "True" if any(t == "@" + _BUILTIN_TYPES[x] for x in _BUILTIN_TYPES if x in types) else "False"
         names = [_BUILTIN_TYPES[x] for x in _BUILTIN_TYPES if x in types]
         names += [self.bind(x) for x in sorted(types - _BUILTIN_TYPES.keys(), key=lambda x: x.__name__)]
         return " or ".join(f"{t} is {n}" for n in names) if names else "False"
@@ -205,6 +255,7 @@ class _Gen:
             read = f"doc[{self.lit(key)}]" if self.strict else f"doc.get({self.lit(key)}, M)"
             self.emit(f"{v.src} = {read}")
             self.top_cache[key] = v
+            self._read(v, (key,))
         return v
 
     def known(self, key: str) -> Val | None:
@@ -239,10 +290,13 @@ class _Gen:
                 key = self.lit(rest[0])
                 one = f"{head.src}[{key}]" if self.strict else f"{head.src}.get({key}, M)"
                 th = self.typeof(head)
-                self.emit(f"{v.src} = {one} if {th} is dict else {gp}({head.src}, {self.bind(rest)})")
+                self.emit(f"{v.src} = {one} if {self.is_(th, 'dict')} else {gp}({head.src}, {self.bind(rest)})")
             else:
                 self.emit(f"{v.src} = {gp}({head.src}, {self.bind(rest)})")
             self.path_cache[ck] = v
+            base = self.read_of.get(head.src)
+            if base is not None:
+                self._read(v, base + rest)
         return v
 
     # ---- expressions -----------------------------------------------------------------------
@@ -405,20 +459,34 @@ class Chain:
     runs the lenient body for a document with a missing field; when more than one
     document in eight of a batch misses a field, later batches use the lenient loop.
     ``docs`` is the same as a call but returns the documents without their times (for
-    the last stages before a sink, saving a tuple per document)."""
+    the last stages before a sink, saving a tuple per document).
 
-    __slots__ = ("fns", "lenient", "lenient_docs", "source", "strict", "strict_docs", "use_strict")
+    The source is compiled on the first call: a stateless pipeline whose batches all
+    take :mod:`translator.fast_stateless` never runs it (a few milliseconds of every
+    flow's start-up, benchmark workload C)."""
 
-    def __init__(self, fns: dict[str, RecsFn], source: str, steps: tuple[Any, ...]) -> None:
+    __slots__ = ("fns", "lenient", "lenient_docs", "ns", "source", "strict", "strict_docs", "use_strict")
+
+    def __init__(self, ns: dict[str, Any], source: str, steps: tuple[Any, ...]) -> None:
         self.fns = steps  # the stages' own closures, to recognise the span
-        self.strict = fns["strict"]
-        self.lenient = fns["lenient"]
-        self.strict_docs = fns["strict_docs"]
-        self.lenient_docs = fns["lenient_docs"]
+        self.ns: dict[str, Any] | None = ns
         self.source = source
         self.use_strict = True
 
+    def _load(self) -> None:
+        """Compile the loops. Idempotent, and ``ns`` is cleared last, so workers (threads)
+        that call a new chain at once each see whole functions."""
+        ns = self.ns
+        if ns is None:
+            return
+        exec(compile(self.source, "<mqlflow codegen>", "exec"), ns)  # source: see the module docstring
+        self.strict, self.lenient = ns["strict"], ns["lenient"]
+        self.strict_docs, self.lenient_docs = ns["strict_docs"], ns["lenient_docs"]
+        self.ns = None
+
     def __call__(self, recs: list[tuple[Any, Any]], v: Vars) -> list[tuple[Any, Any]]:
+        if self.ns is not None:
+            self._load()
         if self.use_strict:
             out, misses = self.strict(recs, v)
             if misses * 8 > len(recs):
@@ -427,6 +495,8 @@ class Chain:
         return self.lenient(recs, v)
 
     def docs(self, recs: list[tuple[Any, Any]], v: Vars) -> list[Any]:
+        if self.ns is not None:
+            self._load()
         if self.use_strict:
             out, misses = self.strict_docs(recs, v)
             if misses * 8 > len(recs):
@@ -455,12 +525,12 @@ def _binary(template: str) -> Writer:
     def write(g: _Gen, name: str, vals: list[Val], operands: Sequence[Expr], general: Callable[[Any, Any], Any]) -> Val:
         x, y = vals
         r = Val(g.fresh(), False)
-        g.emit(
-            template.format(
-                x=x.src, y=y.src, r=r.src, t=g.typeof(x), u=g.typeof(y), S=g.bind(general),
-                lo=INT32_MIN, hi=INT32_MAX,
-            )
-        )
+        t, u = g.typeof(x), g.typeof(y)
+        text = template
+        for ph, tv in (("{t}", t), ("{u}", u)):
+            for tname in _BUILTIN_TYPES.values():
+                text = text.replace(f"{ph} is {tname}", g.is_(tv, tname))
+        g.emit(text.format(x=x.src, y=y.src, r=r.src, t=t, u=u, S=g.bind(general), lo=INT32_MIN, hi=INT32_MAX))
         return r
 
     return write
@@ -501,17 +571,19 @@ def _compare(g: _Gen, name: str, vals: list[Val], operands: Sequence[Expr], gene
     if const_value(operands[0]) is MISSING and (tc is str or ((tc is int or tc is float) and c == c)):
         t = g.typeof(x)
         if tc is str:
-            cond = f"{t} is str"
+            cond = g.is_(t, "str")
+        elif t == "@int":
+            cond = "True"
         else:
-            cond = f"{t} is int or ({t} is float and {x.src} == {x.src})"
+            cond = f"{g.is_(t, 'int')} or ({g.is_(t, 'float')} and {x.src} == {x.src})"
         g.emit(f"{r.src} = {x.src} {sym} {y.src} if {cond} else {s}({x.src}, {y.src})")
         return r
     t, u = g.typeof(x), g.typeof(y)
     g.emit(
-        f"if ({t} is int or {t} is float) and ({u} is int or {u} is float) "
+        f"if ({g.is_(t, 'int')} or {g.is_(t, 'float')}) and ({g.is_(u, 'int')} or {g.is_(u, 'float')}) "
         f"and {x.src} == {x.src} and {y.src} == {y.src}:\n"
         f"    {r.src} = {x.src} {sym} {y.src}\n"
-        f"elif {t} is str and {u} is str:\n"
+        f"elif {g.is_(t, 'str')} and {g.is_(u, 'str')}:\n"
         f"    {r.src} = {x.src} {sym} {y.src}\n"
         f"else:\n"
         f"    {r.src} = {s}({x.src}, {y.src})"
@@ -560,14 +632,23 @@ STAGE_WRITERS: dict[type, Callable[[_Gen, Any], None]] = {
 
 
 def _bodies(
-    g: _Gen, query: Callable[[Any], bool] | None, maps: Sequence[MapSpec | None], finish: Callable[[_Gen], None]
+    g: _Gen,
+    query: Callable[[Any], bool] | None,
+    maps: Sequence[MapSpec | None],
+    finish: Callable[[_Gen], None],
+    assume: dict[tuple[str, ...], type] | None = None,
+    on_miss: str = "",
 ) -> tuple[str, str]:
     """The loop bodies of a span: the strict body with the lenient one run for a
     document whose strict body raised KeyError, and the lenient one alone; ``finish``
-    writes what a body ends with."""
+    writes what a body ends with. With ``assume``, the strict body is typed (see
+    :class:`Switch`) and a document it raises :class:`Retyped` for runs the lenient one.
+    ``on_miss``: that document's statement instead of the lenient body (then the
+    second body is not written)."""
     bodies: list[str] = []
-    for strict in (True, False):
+    for strict in (True, False) if not on_miss else (True,):
         g.start(strict)
+        g.assume = assume if strict else None
         if query is not None:
             g.match(query)
         for spec in maps:
@@ -577,9 +658,10 @@ def _bodies(
             write(g, spec)
         finish(g)
         bodies.append(g.body(12 if strict else 8))
-    strict_body, lenient_body = bodies
+    strict_body, lenient_body = bodies if not on_miss else (bodies[0], " " * 8 + on_miss)
     lenient_in_except = "\n".join("    " + line for line in lenient_body.split("\n"))
-    both = f"        try:\n{strict_body}\n        except KeyError:\n            misses += 1\n{lenient_in_except}"
+    caught = "KeyError" if assume is None else "(KeyError, Retyped)"
+    both = f"        try:\n{strict_body}\n        except {caught}:\n            misses += 1\n{lenient_in_except}"
     return both, lenient_body
 
 
@@ -608,28 +690,76 @@ def compile_chain(
             _loop("lenient_docs", lenient_body, "out", True),
         ]
     )
-    return Chain(_exec(g, source, ("strict", "lenient", "strict_docs", "lenient_docs")), source, steps)
+    return Chain(g.ns, source, steps)
+
+
+LoopFn = Callable[[list[Any], list[Any] | None, Vars], Any]
+Specialise = Callable[[list[Any]], tuple[LoopFn, str] | None]
+
+# The exact types a typed body may assume for an input value (bool, Int64... never).
+_TYPED = frozenset({int, float, str, dict})
+_SAMPLE = 64  # documents whose types a typed body is written for
 
 
 class Switch:
     """A strict and a lenient generated loop over a batch (see :class:`Chain`): the
-    strict one until more than one document in eight of a batch misses a field."""
+    strict one until more than one document in eight of a batch misses a field.
 
-    __slots__ = ("lenient", "source", "strict", "use_strict")
+    A *typed* loop first, where ``specialise`` is given (:func:`compile_unstamped`):
+    MongoDB's type rules make the strict body test each value's type before every
+    operator (benchmark workload C: a third of the loop). After the first batch, the
+    input paths whose values had one exact type in its first documents (int, float,
+    str or object) get a strict body written for those types: one ``type(v) is T``
+    check per value, the operators' branches for other types folded away. A value of
+    another type raises :class:`Retyped` and that document runs the lenient body, with
+    every check. When more than one document in eight of a batch does, the typed loop
+    is dropped for good (:attr:`retyped` says so once, for the caller's fallback count)
+    and the strict/lenient pair runs as before."""
 
-    def __init__(self, fns: dict[str, Callable[[list[Any], list[Any] | None, Vars], Any]], source: str) -> None:
+    __slots__ = ("lenient", "retyped", "source", "specialise", "strict", "typed", "typed_source", "use_strict")
+
+    def __init__(self, fns: dict[str, LoopFn], source: str, specialise: Specialise | None = None) -> None:
         self.strict = fns["strict"]
         self.lenient = fns["lenient"]
         self.source = source
         self.use_strict = True
+        self.specialise = specialise
+        self.typed: LoopFn | None = None
+        self.typed_source = ""
+        self.retyped = False
 
     def __call__(self, docs: list[Any], times: list[Any] | None) -> Any:
+        typed = self.typed
+        if typed is not None:
+            out, misses = typed(docs, times, EMPTY_VARS)
+            if misses * 8 > len(docs):
+                self.typed, self.retyped = None, True
+            return out
         if self.use_strict:
             out, misses = self.strict(docs, times, EMPTY_VARS)
             if misses * 8 > len(docs):
                 self.use_strict = False
+            elif self.specialise is not None:
+                spec, self.specialise = self.specialise, None
+                got = spec(docs)
+                if got is not None:
+                    self.typed, self.typed_source = got
             return out
         return self.lenient(docs, times, EMPTY_VARS)
+
+
+def observed_types(docs: list[Any], reads: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], type]:
+    """Each input path whose value has one exact type (of :data:`_TYPED`) in the first
+    documents of a batch (paths missing there, or of several types, are left out)."""
+    sample = [d for d in docs[:_SAMPLE] if type(d) is dict]
+    out: dict[tuple[str, ...], type] = {}
+    for parts in reads:
+        types = {type(get_path(d, parts)) for d in sample}
+        if len(types) == 1:
+            (t,) = types
+            if t in _TYPED:
+                out[parts] = t
+    return out
 
 
 def _switch(
@@ -661,7 +791,31 @@ def compile_unstamped(query: Callable[[Any], bool] | None, maps: Sequence[MapSpe
         return _func(name, "docs, dates, V", each, over, body, "o", tail)
 
     sw = _switch(g, _Gen.output, query, maps, loop)
-    return None if sw is None else (sw, g.reads_ts)
+    if sw is None:
+        return None
+    reads = tuple(g.reads)
+
+    def specialise(docs: list[Any]) -> tuple[LoopFn, str] | None:
+        """The typed loop for the types ``docs`` show (None if they show none)."""
+        assume = observed_types(docs, reads)
+        if not assume:
+            return None
+        tg = _Gen(ts_field)
+        tg.ns["LENIENT"] = sw.lenient
+        # A document of another type: the lenient loop on it alone (rare; keeps this
+        # function's source, compiled while the stream runs, half as long).
+        dates = "[TS]" if g.reads_ts else "None"
+        try:
+            both, _ = _bodies(tg, query, maps, _Gen.output, assume, f"out.extend(LENIENT([doc], {dates}, V))\n        continue")
+        except Unsupported:
+            return None
+        if tg.reads_ts != g.reads_ts:  # cannot happen (same stages); the loop's arguments differ
+            return None
+        source = loop("typed", both, "out, misses")
+        return _exec(tg, source, ("typed",))["typed"], source
+
+    sw.specialise = specialise
+    return sw, g.reads_ts
 
 
 def compile_columns(query: Callable[[Any], bool] | None, maps: Sequence[MapSpec | None], paths: Sequence[tuple[str, ...]]) -> Switch | None:

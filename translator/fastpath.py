@@ -123,6 +123,22 @@ class IsoMillis:
             self.dedupe = len(set(strs)) * 2 < len(strs)
         return ms
 
+    def distinct(self, strs: list[Any]) -> tuple[dict[Any, Any], list[int]] | None:
+        """:meth:`millis` for a caller that needs one value per *distinct* string: the
+        strings as the keys of a new dict (first-seen order, values None) and each key's
+        milliseconds, in that order; None if any string is not a plain ISO date. Use it
+        while deduplicating pays (:attr:`dedupe`), :meth:`millis` otherwise.
+        :mod:`translator.fast_stateless` maps the keys to ``_ts`` dates, so a batch's
+        dates and watermark cost one lookup per document, not a time and a date each."""
+        try:
+            table: dict[Any, Any] = dict.fromkeys(strs)
+        except TypeError:
+            return None
+        ms = self._split(list(table))
+        if ms is not None:
+            self.dedupe = len(table) * 2 < len(strs)
+        return None if ms is None else (table, ms)
+
     def _split(self, strs: list[Any]) -> list[int] | None:
         for _attempt in (0, 1):
             try:
@@ -164,14 +180,20 @@ class IsoMillis:
 
 
 _ONE_MS = timedelta(milliseconds=1)
+_ONE_SECOND = timedelta(seconds=1)
+_MS_DELTAS = tuple(_ONE_MS * i for i in range(1000))
 
 
 class DateCache:
     """``_ts`` datetimes for millisecond times: one ``timedelta`` addition each, reusing
-    the datetime of a millisecond already seen (documents often share one)."""
+    the datetime of a millisecond already seen (documents often share one). A new
+    millisecond is its second's datetime (one per second) plus one of 1,000 fixed
+    ``timedelta``: exact, and about 4x cheaper than ``EPOCH + _ONE_MS * t``, whose
+    multiplication goes through Python integers (benchmark workload C, callgrind)."""
 
     def __init__(self) -> None:
         self.cache: dict[int, datetime] = {}
+        self.seconds: dict[int, datetime] = {}
 
     def dates(self, ms: list[int]) -> list[datetime]:
         cache = self.cache
@@ -181,8 +203,15 @@ class DateCache:
             return list(map(cache.__getitem__, ms))
         except KeyError:
             pass
+        seconds = self.seconds
+        if len(seconds) > _CACHE_LIMIT:
+            seconds.clear()
         for t in set(ms).difference(cache):  # only the new milliseconds, found in C
-            cache[t] = EPOCH + _ONE_MS * t  # exact; about 2.5x faster than timedelta(milliseconds=t)
+            s, r = divmod(t, 1000)
+            base = seconds.get(s)
+            if base is None:
+                base = seconds[s] = EPOCH + _ONE_SECOND * s
+            cache[t] = base + _MS_DELTAS[r]
         return list(map(cache.__getitem__, ms))
 
 

@@ -20,6 +20,7 @@ from translator.codegen import compile_unstamped
 from translator.compile import compile_pipeline
 from translator.contracts import SOURCE_DLQ_KEY
 from translator.fast_stateless import FastStateless
+from translator.mql.expr import EMPTY_VARS
 from translator.options import ProcessorOptions
 from translator.runtime import Plan
 from translator.stages import FILTER, Step, compile_steps, run_chain
@@ -41,14 +42,15 @@ def source(docs: list[dict[str, Any]], time_field: bool = True) -> dict[str, Any
     return {"$source": spec}
 
 
-def solar(rng: random.Random, n: int, spoiled: bool) -> list[dict[str, Any]]:
+def solar(rng: random.Random, n: int, spoiled: bool, repeat: int = 1) -> list[dict[str, Any]]:
+    """``repeat``: that many documents in a row share a timestamp (a busy stream)."""
     odd: list[Any] = [None, "x", [1, 2], Int64(7), Decimal128("2.5"), 1.5, True, NAN, 2**40, {"temp": 3}]
     docs: list[dict[str, Any]] = []
     for i in range(n):
         d: dict[str, Any] = {
             "device_id": f"device_{i % 7}",
             "group_id": i % 5,
-            "timestamp": iso(i * 3),
+            "timestamp": iso(i // repeat * 3),
             "max_watts": rng.choice([250, 450]),
             "event_type": 0 if rng.random() < 0.9 else 1,
             "obs": {"watts": rng.randrange(500), "temp": rng.randrange(0, 40)},
@@ -93,6 +95,22 @@ TAKEN: dict[str, list[dict[str, Any]]] = {
         {"$project": {"t": "$_ts", "w": 1}},
     ],
     "no-ts": [{"$project": {"device_id": 1, "w": {"$multiply": ["$obs.watts", 2]}}}],
+    "arithmetic-and-comparisons": [
+        {"$match": {"event_type": 0, "obs.temp": {"$lt": 35}}},
+        {
+            "$project": {
+                "_id": 0,
+                "s": {"$add": ["$obs.watts", "$max_watts"]},
+                "d": {"$subtract": ["$obs.temp", "$obs.watts"]},
+                "m": {"$multiply": ["$obs.temp", "$max_watts"]},
+                "q": {"$divide": ["$obs.temp", "$max_watts"]},
+                "lt": {"$lt": ["$obs.watts", "$max_watts"]},
+                "ne": {"$ne": ["$device_id", "device_3"]},
+                "le": {"$lte": ["$obs.temp", 20.5]},
+                "ts": "$_ts",
+            }
+        },
+    ],
 }
 # Shapes that keep the stamp (the general path): the output keeps the input document,
 # or a closure, or a query clause, reads the whole document or `_ts`.
@@ -155,6 +173,37 @@ def test_unstamped_and_stamped_runs_agree(shape: str, spoiled: bool, monkeypatch
         assert any("$divide" in r for r in reasons) and any("timeField" in r for r in reasons)
 
 
+@pytest.mark.parametrize("repeat", [1, 5, 40])
+@pytest.mark.parametrize("shape", ["workload-C", "no-ts", "project-then-add"])
+def test_busy_streams_with_repeated_timestamps_agree(shape: str, repeat: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeated timestamps take the per-distinct-string dates (IsoMillis.distinct); a
+    stream that changes between repeated and distinct ones switches between the two."""
+    rng = random.Random(repeat)
+    docs = solar(rng, 900, True, repeat) + solar(rng, 300, False, 1) + solar(rng, 600, True, repeat)
+    pipeline = [source(docs), *TAKEN[shape]]
+    fast, slow, taken = run_both(pipeline, 64, monkeypatch)
+    assert _same(fast.output, slow.output)
+    assert _same(fast.dlq, slow.dlq)
+    assert fast.output and fast.dlq and taken > 0
+
+
+def test_dates_are_exact_for_any_millisecond() -> None:
+    """DateCache builds a date from its second's date and a millisecond offset: the same
+    datetime (and tzinfo) as EPOCH + ms, before and after the epoch."""
+    from translator.fastpath import DateCache
+    from translator.mql.values import EPOCH
+
+    cache = DateCache()
+    rng = random.Random(9)
+    for _ in range(50):
+        ms = [rng.randrange(-(10**13), 10**13) for _ in range(40)] + [rng.randrange(-3000, 3000) for _ in range(40)]
+        ms += [1_722_000_000_000 + rng.randrange(10**5) for _ in range(40)]
+        got = cache.dates(ms)
+        want = [EPOCH + timedelta(milliseconds=t) for t in ms]
+        assert got == want
+        assert all(g.tzinfo is w.tzinfo for g, w in zip(got, want, strict=True))
+
+
 @pytest.mark.parametrize("time_field", [True, False])
 @pytest.mark.parametrize("shape", list(TAKEN))
 def test_ingest_emits_the_same_with_and_without_the_stamp(shape: str, time_field: bool) -> None:
@@ -206,6 +255,11 @@ def test_the_input_documents_are_not_stamped() -> None:
     kept = [i for i, d in enumerate(docs) if d["event_type"] == 0 and d["obs"]["temp"] >= 12]
     assert any("_ts" in docs[i] for i in kept)
     assert [d["ts"] for d in out] == [T0 + timedelta(milliseconds=i * 3) for i in kept]
+    # The stamped span's loops (the general path's) are compiled only if that path runs.
+    chain = plan.pre[0].chain
+    assert chain is not None and chain.ns is not None
+    chain([(dict(docs[0], _ts=T0), 0)], EMPTY_VARS)
+    assert chain.ns is None
 
 
 def test_batches_it_cannot_take_are_counted_and_left_untouched() -> None:
@@ -293,3 +347,116 @@ def _plain(st: Step) -> Step:
     from dataclasses import replace
 
     return replace(st, chain=None, chain_len=0, fused_next=None, fuse=False)
+
+
+# ---- the typed loop (codegen.Switch): written for the types the first batch shows -------
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "ints": {"w": 120, "m": 250, "t": 17, "e": 0},
+    "floats": {"w": 120.5, "m": 250.0, "t": 17.25, "e": 0.0},
+    "strings": {"w": "120", "m": "250", "t": "17", "e": "0"},
+    "objects": {"w": {"x": 1}, "m": {"x": 2}, "t": {"x": 3}, "e": {"x": 0}},
+    "mixed": {"w": 120, "m": 250.0, "t": "17", "e": 0},
+}
+
+
+def _typed_for(shape: str, profile: str) -> tuple[Any, Any, Any]:
+    """The span, its typed loop written for ``profile``'s types, and the closures."""
+    steps = _steps(TAKEN[shape])
+    first = steps[0]
+    query = first.query if first.kind == FILTER else None
+    got = compile_unstamped(query, [st.spec for st in (steps[1:] if query is not None else steps)], "_ts")
+    assert got is not None
+    span, _ = got
+    p = PROFILES[profile]
+    sample = [
+        {"device_id": f"d{i}", "group_id": i, "max_watts": p["m"], "event_type": p["e"], "obs": {"watts": p["w"], "temp": p["t"]}}
+        for i in range(8)
+    ]
+    assert span.specialise is not None
+    typed = span.specialise(sample)
+    return span, typed, steps
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+@pytest.mark.parametrize("shape", list(TAKEN))
+def test_typed_loop_equals_the_closures_per_document(shape: str, profile: str) -> None:
+    """Whatever types the loop was written for, each document of any type gives the
+    closures' output on the stamped document, or raises where they DLQ it."""
+    _span, typed, steps = _typed_for(shape, profile)
+    assert typed is not None
+    fn, source = typed
+    assert "raise Retyped" in source
+
+    docs = []
+    for i, (w, m, t, e) in enumerate(itertools.product(EDGE, [250, 250.0, 0, None, "x"], EDGE, [0, 0.0, True, "0"])):
+        docs.append({"device_id": f"device_{i % 5}", "group_id": i, "max_watts": m, "obs": {"watts": w, "temp": t}, "event_type": e})
+    docs += [{"device_id": 3, "obs": 5}, {"event_type": 0, "obs": [{"temp": 1, "watts": 2}]}, {"event_type": [0], "obs": {}}]
+    for i, d in enumerate(docs):
+        when = T0 + timedelta(milliseconds=i)
+        dlq: list[Any] = []
+        want = run_chain(tuple(_plain(st) for st in steps), [(dict(d, _ts=when), i)], lambda r, x, _d=dlq: _d.append(r), {})
+        try:
+            out, _misses = fn([d], [when], EMPTY_VARS)
+        except Exception:
+            assert dlq, d
+        else:
+            assert not dlq, d
+            assert repr(out) == repr([o for o, _ in want]), d
+
+
+def test_typed_loop_checks_each_value_once() -> None:
+    """Workload C on integer data: one exact-type check per value read, no type tests
+    left in the operators."""
+    _span, typed, _ = _typed_for("workload-C", "ints")
+    assert typed is not None
+    body = typed[1].split("except (KeyError, Retyped):")[0]
+    assert body.count("raise Retyped") == 5  # event_type, obs, obs.temp, obs.watts, max_watts
+    assert " = type(" not in body and " is float" not in body
+
+
+def test_first_batch_without_one_type_per_path_writes_no_typed_loop() -> None:
+    span, _, _ = _typed_for("workload-C", "ints")
+    assert span.specialise is not None
+    assert span.specialise([{"event_type": x, "obs": x, "max_watts": x} for x in (1, 1.5, "a", None)]) is None
+
+
+@pytest.mark.parametrize("profile", ["ints", "floats"])
+def test_a_stream_whose_types_change_drops_the_typed_loop_and_counts_it(profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of one type, then of mixed types: the same output and DLQ as with fast
+    paths off; the typed loop ran, then was dropped once (a counted fallback)."""
+    rng = random.Random(11)
+    ints, floats = solar(rng, 640, False, 4), solar(rng, 640, False, 4)
+    for d in floats:
+        d["obs"] = {"watts": d["obs"]["watts"] + 0.5, "temp": d["obs"]["temp"] + 0.25}
+        d["max_watts"] = float(d["max_watts"])
+    first, then = (ints, floats) if profile == "ints" else (floats, ints)
+    docs = first + then + solar(rng, 640, True, 4)
+    pipeline = [source(docs), *C_STAGES]
+    built: list[Any] = []
+    from translator.codegen import Switch
+
+    real_call = Switch.__call__
+
+    def watching(self: Switch, batch: Any, times: Any) -> Any:
+        out = real_call(self, batch, times)
+        built.append(self.typed is not None)
+        return out
+
+    metrics.reset()
+    metrics.enable()
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(Switch, "__call__", watching)
+            fast = run_pipeline(copy.deepcopy(pipeline), _opts(64))
+        counted = metrics.fallbacks()
+    finally:
+        metrics.disable()
+        metrics.reset()
+    slow = run_pipeline(copy.deepcopy(pipeline), _opts(64, fast_paths=False))
+    assert _same(fast.output, slow.output)
+    assert _same(fast.dlq, slow.dlq)
+    assert built[0] and any(built) and not built[-1]
+    from translator.fast_stateless import FALLBACK_RETYPED
+
+    assert sum(r.get(FALLBACK_RETYPED, 0) for r in counted.values()) == 1
