@@ -316,11 +316,7 @@ def test_generated_unstamped_span_equals_the_closures_per_document(shape: str) -
     """Per document: the unstamped span's output equals the closures' on the stamped
     document, and it raises exactly for the documents the closures send to the DLQ."""
     steps = _steps(TAKEN[shape])
-    first = steps[0]
-    query = first.query if first.kind == FILTER else None
-    got = compile_unstamped(query, [st.spec for st in (steps[1:] if query is not None else steps)], "_ts")
-    assert got is not None
-    span, _ = got
+    span = _unstamped_span(steps)
     docs = []
     for i, (w, m, t, ts) in enumerate(itertools.product(EDGE, [250, 0, None], EDGE, [None, "own", {"x": 1}])):
         d: dict[str, Any] = {"device_id": f"d{i % 3}", "group_id": i, "max_watts": m, "obs": {"watts": w, "temp": t}, "event_type": 0}
@@ -343,6 +339,14 @@ def test_generated_unstamped_span_equals_the_closures_per_document(shape: str) -
                 assert repr(out) == repr([o for o, _ in want]), d
 
 
+def _unstamped_span(steps: tuple[Step, ...]) -> Any:
+    """The generated unstamped span of ``steps`` (a leading filter becomes its query)."""
+    query = steps[0].query if steps[0].kind == FILTER else None
+    got = compile_unstamped(query, [st.spec for st in (steps[1:] if query is not None else steps)], "_ts")
+    assert got is not None
+    return got[0]
+
+
 def _plain(st: Step) -> Step:
     from dataclasses import replace
 
@@ -363,11 +367,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 def _typed_for(shape: str, profile: str) -> tuple[Any, Any, Any]:
     """The span, its typed loop written for ``profile``'s types, and the closures."""
     steps = _steps(TAKEN[shape])
-    first = steps[0]
-    query = first.query if first.kind == FILTER else None
-    got = compile_unstamped(query, [st.spec for st in (steps[1:] if query is not None else steps)], "_ts")
-    assert got is not None
-    span, _ = got
+    span = _unstamped_span(steps)
     p = PROFILES[profile]
     sample = [
         {"device_id": f"d{i}", "group_id": i, "max_watts": p["m"], "event_type": p["e"], "obs": {"watts": p["w"], "temp": p["t"]}}
