@@ -372,8 +372,9 @@ class CloseAtEnd(DynamicSink[Any]):
     """Calls the I/O stages' close hooks (``$lookup`` clients, ``$https`` sessions) when the dataflow ends.
 
     Bytewax closes a sink's partitions once everything upstream of it is done (a
-    window's close step and the stages after it included), on finite input; a processor
-    that is stopped ends its process instead. With several workers in this process, the
+    window's close step and the stages after it included), on finite input, and also
+    when a step raises and the flow fails (``run_pipeline`` then leaves nothing open); a
+    processor that is stopped ends its process instead. With several workers in this process, the
     last partition to close calls the hooks. It writes nothing.
     """
 

@@ -112,7 +112,9 @@ class HttpsOp:
         self.base = url.rstrip("/")
         self.conn_headers = dict(conn_headers)
         p = stage.path
-        self.url_path = compile_expr(stage.url_path, Ctx(f"{p}.path")) if isinstance(stage.url_path, dict) else stage.url_path
+        # "<subpath>|<expr>": an operator object, or a "$field" string as anywhere in MQL.
+        dynamic = isinstance(stage.url_path, dict) or (isinstance(stage.url_path, str) and stage.url_path.startswith("$"))
+        self.url_path = compile_expr(stage.url_path, Ctx(f"{p}.path")) if dynamic else stage.url_path
         self.params = [(k, compile_expr(x, Ctx(f"{p}.parameters.{k}"))) for k, x in stage.parameters]
         self.headers = [(k, compile_expr(x, Ctx(f"{p}.headers.{k}"))) for k, x in stage.headers]
         self.payload: tuple[Step, ...] | None = None

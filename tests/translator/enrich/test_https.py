@@ -279,3 +279,28 @@ def test_a_finished_flow_closes_its_https_session(server: Server) -> None:
         del leak
         gc.collect()
         assert _unclosed_sessions(seen) >= 1
+
+
+def test_a_failed_run_closes_its_https_session(server: Server) -> None:
+    """A run that fails (``onError: 'fail'`` on a 404 after a successful request) still
+    closes the stage's session: no connection stays open, nothing unclosed is collected."""
+    gc.collect()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        docs = [{"_id": 1, "p": "echo/ok"}, {"_id": 2, "p": "status/404"}]
+        msg = failure(lambda: run(server, docs, {"path": "$p", "onError": "fail"}))
+        assert "failed with HTTP status 404" in msg
+        assert _until_open_connections(server, 0) == 0
+        gc.collect()
+        assert _unclosed_sessions(seen) == 0
+
+
+def test_path_given_as_a_field_path_is_evaluated_per_document(server: Server) -> None:
+    """``path: "$p"`` is an expression (a field path), as a ``"$field"`` string is anywhere
+    in MQL; a value that is not a string sends that document to the DLQ without a request."""
+    docs = [{"_id": 1, "p": "echo/a"}, {"_id": 2, "p": 5}, {"_id": 3, "p": "echo/b"}]
+    r = run(server, docs, {"path": "$p"}, {"$project": {"got": "$r.path"}})
+    assert r.output == [{"_id": 1, "got": "/echo/a"}, {"_id": 3, "got": "/echo/b"}]
+    assert [(d["doc"]["_id"], d["errInfo"]["reason"]) for d in r.dlq] == [
+        (2, "Failed to process input document in $https stage (pipeline[1].$https.path): must evaluate to a string, got int")
+    ]
