@@ -13,9 +13,12 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+from itertools import repeat
+from operator import contains
 from pathlib import Path
 from typing import Any
 
+import bson
 from bson import json_util
 from bson.int64 import Int64
 from bytewax.dataflow import Dataflow
@@ -37,30 +40,57 @@ from translator.windows import NEG_INF
 INPUT_SIZE_COUNTS: dict[str, int] = {"arithmetic": 0, "completed": 0}
 
 
-def input_size(batch: RawBatch) -> int:
+def input_size(batch: RawBatch, missing_stamp: str | None = None) -> int:
     """``stats()`` ``inputMessageSize`` of one source batch: the BSON size of each document
-    with its ``_stream_meta`` envelope. A :class:`DeferredMetaBatch` not completed yet
-    stays so (the window's fast path never builds the envelopes): its size is that of the
-    documents as ingested plus what the source says the envelopes add."""
+    as the pipeline's first stage sees it, with its ``_stream_meta`` envelope and its
+    ``_ts`` stamp. A :class:`DeferredMetaBatch` not completed yet stays so (the window's
+    fast path never builds the envelopes): its size is that of the documents as ingested
+    plus what the source says the envelopes add. ``missing_stamp`` names the stamp's field
+    when the documents do not carry it (the fast paths never write it): its bytes are added."""
     from service.channel import bson_size, bson_size_exact
 
+    docs = [d for d, _ in batch]
     if type(batch) is DeferredMetaBatch and batch.attach is not None:
         meta = batch.meta_size(batch) if batch.meta_size is not None else None
         if meta is not None:
-            size = bson_size_exact([d for d, _ in batch])
+            size = bson_size_exact(docs)
             if size is not None:
                 INPUT_SIZE_COUNTS["arithmetic"] += 1
-                return size + meta
+                return size + meta + _stamp_bytes(docs, missing_stamp)
         INPUT_SIZE_COUNTS["completed"] += 1
         batch.complete()
-    return bson_size([d for d, _ in batch])
+        docs = [d for d, _ in batch]
+    if missing_stamp is None:
+        return bson_size(docs)
+    size = bson_size_exact(docs)
+    if size is not None:
+        return size + _stamp_bytes(docs, missing_stamp)
+    # A document BSON cannot encode adds no bytes (bson_size): size stamped copies.
+    return bson_size([{**d, missing_stamp: _A_DATE} if type(d) is dict else d for d in docs])
 
 
-def _observer(batch: RawBatch, wm: int) -> None:
+_A_DATE = ms_to_datetime(0)
+
+
+def _stamp_bytes(docs: list[Any], field: str | None) -> int:
+    """What writing a date under ``field`` adds to these (encodable) documents' BSON
+    size: an element (type byte, name, NUL, 8 bytes) each, less the element it replaces
+    where a document has a value of its own there."""
+    if field is None:
+        return 0
+    added = (len(field.encode()) + 10) * len(docs)
+    if any(map(contains, docs, repeat(field))):  # rare; the check runs in C
+        for d in docs:
+            if field in d:  # the stamp replaces this element
+                added -= len(bson.encode({field: d[field]})) - 5
+    return added
+
+
+def _observer(batch: RawBatch, wm: int, missing_stamp: str | None) -> None:
     from service.channel import channel
 
     ch = channel()
-    ch.add_counts(inputMessageCount=len(batch), inputMessageSize=input_size(batch))
+    ch.add_counts(inputMessageCount=len(batch), inputMessageSize=input_size(batch, missing_stamp))
     if wm > NEG_INF:
         ch.set_gauges(watermark=ms_to_datetime(wm))
 

@@ -325,7 +325,8 @@ def build_flow(
 
     Both sinks receive *batches* (lists of documents). ``taps`` are extra (output, DLQ)
     sinks fed the same batches (the service's ``sample()`` and stats side channel);
-    ``observer(raw_batch, watermark_ms)`` sees every ingested batch (for stats).
+    ``observer(raw_batch, watermark_ms, missing_stamp)`` sees every ingested batch (for
+    stats; ``missing_stamp`` names the ``_ts`` field a fast path's documents do not carry).
     """
     if not isinstance(compiled, CompiledPipeline):
         raise TypeError("build_flow wires what compile_pipeline returns, not a bare IR pipeline")

@@ -47,7 +47,10 @@ from translator.window_state import IngestSnapshot, WindowMsg, dump_held, load_i
 from translator.windows import ACTIVE, DLQ, IDLE, NEG_INF, OUT, QUIET, WIN, WindowPlan
 
 Emission = tuple[int, Any]
-Observer = Callable[[RawBatch, int], None]  # (raw batch, partition watermark ms)
+# (raw batch, partition watermark ms, the stamp's field name when the documents lack it):
+# the fast paths observe documents without the ``_ts`` stamp the reference path writes
+# first, and name its field, so that ``inputMessageSize`` counts the same either way.
+Observer = Callable[[RawBatch, int, "str | None"], None]
 
 
 @dataclass
@@ -274,7 +277,7 @@ class IngestLogic:
             if wm is not None:
                 self.wm = wm
                 if plan.observer is not None:
-                    plan.observer(batch, wm)
+                    plan.observer(batch, wm, self.ts_field)
                 if self.hold:
                     self.active = True
                     return []
@@ -284,7 +287,7 @@ class IngestLogic:
             if done is not None:
                 docs, self.wm = done
                 if plan.observer is not None:
-                    plan.observer(batch, self.wm)
+                    plan.observer(batch, self.wm, self.ts_field)
                 return [(OUT, docs)] if docs else []
         if type(batch) is DeferredMetaBatch:
             batch.complete()  # the general path and the DLQ see whole documents
@@ -295,7 +298,7 @@ class IngestLogic:
 
         recs = self._stamp(batch, dlq_fn)
         if plan.observer is not None:
-            plan.observer(batch, self.wm)
+            plan.observer(batch, self.wm, None)
         emissions: list[Emission] = []
         partition.enter(self.part)  # per-partition stage state ($cachedLookup's cache)
         if plan.window is None:
