@@ -122,8 +122,8 @@ def test_stats_report_kafka_partitions_with_advancing_offsets(svc: Svc, kafka_bo
 def test_input_message_size_counts_the_deferred_envelopes(svc: Svc, kafka_bootstrap: str, mongo_db: Any) -> None:
     """A window pipeline whose source defers the ``_stream_meta.source`` envelope
     (translator/source_meta.py): ``inputMessageSize`` is still each input document's BSON
-    size with its envelope (headers and all), to the byte, though the window's fast path
-    never builds the envelopes (the figure is counted from their parts)."""
+    size with its ``_ts`` stamp and envelope (headers and all), to the byte, though the
+    window's fast path writes neither (the figure is counted from their parts)."""
     topic = new_topic(kafka_bootstrap, 2, prefix="ksize")
     ts = 1_700_000_000_000
     recs = [{"partition": i % 2, "value": {"g": f"g{i % 3}", "v": i, "s": "é" * i}, "timestamp": ts + i,
@@ -146,6 +146,6 @@ def test_input_message_size_counts_the_deferred_envelopes(svc: Svc, kafka_bootst
                "offset": offsets_in[p], "key": None,
                "headers": [{"k": k, "v": v} for k, v in r["headers"] or []]}
         offsets_in[p] += 1
-        want += len(bson.encode({**r["value"], "_stream_meta": {"source": env}}))
+        want += len(bson.encode({**r["value"], "_ts": env["ts"], "_stream_meta": {"source": env}}))
     assert st["inputMessageSize"] == want
     svc.client.admin.command({"stopStreamProcessor": "kstats"})
