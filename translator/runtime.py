@@ -53,6 +53,12 @@ Emission = tuple[int, Any]
 Observer = Callable[[RawBatch, int, "str | None"], None]
 
 
+def _quiet_clock() -> float:
+    """Seconds on the clock that tells a quiet partition (``idleTimeout``): the monotonic
+    wall clock; tests that script the close step's clock script this one with it."""
+    return time.monotonic()
+
+
 @dataclass
 class Plan:
     pipeline: ir.Pipeline
@@ -149,7 +155,7 @@ class IngestLogic:
         # clock while this partition is quiet. Half the timeout without documents (the
         # hold, at most a quarter, and the trip stay within the other half) arms it.
         self.quiet_s = idle / 2000 if idle is not None and self.can_keep else None
-        self.last_docs = time.monotonic()
+        self.last_docs = _quiet_clock()
         self.kept: dict[int, dict[Any, list[dict[str, Any]]]] = {}
         if w is not None and self.hold:
             self.first_window: Callable[[Any], int] = w.kind.first_window
@@ -263,7 +269,7 @@ class IngestLogic:
         if not batch:
             return []
         if self.quiet_s is not None:
-            now = time.monotonic()
+            now = _quiet_clock()
             if now - self.last_docs >= self.quiet_s:
                 self.keep_docs = KEEP_DOCS
             self.last_docs = now
