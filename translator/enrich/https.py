@@ -38,7 +38,7 @@ from bson import json_util
 
 from translator.enrich.spec import HttpsStage
 from translator.errors import TranslateError
-from translator.mql.expr import Ctx, Vars, compile_expr
+from translator.mql.expr import Ctx, Expr, Vars, compile_expr, const_value
 from translator.mql.values import MISSING, bson_type
 from translator.stages import (
     BATCH,
@@ -112,9 +112,13 @@ class HttpsOp:
         self.base = url.rstrip("/")
         self.conn_headers = dict(conn_headers)
         p = stage.path
-        # "<subpath>|<expr>": an operator object, or a "$field" string as anywhere in MQL.
-        dynamic = isinstance(stage.url_path, dict) or (isinstance(stage.url_path, str) and stage.url_path.startswith("$"))
-        self.url_path = compile_expr(stage.url_path, Ctx(f"{p}.path")) if dynamic else stage.url_path
+        # "<subpath>|<expr>": compiled as any MQL expression (a "$field" string is a field
+        # path), as $merge's into.db/coll are; a constant string is kept as the string.
+        self.url_path: str | Expr | None = None
+        if stage.url_path is not None:
+            fn = compile_expr(stage.url_path, Ctx(f"{p}.path"))
+            c = const_value(fn)
+            self.url_path = c if isinstance(c, str) else fn
         self.params = [(k, compile_expr(x, Ctx(f"{p}.parameters.{k}"))) for k, x in stage.parameters]
         self.headers = [(k, compile_expr(x, Ctx(f"{p}.headers.{k}"))) for k, x in stage.headers]
         self.payload: tuple[Step, ...] | None = None
