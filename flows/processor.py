@@ -60,13 +60,13 @@ def input_size(batch: RawBatch, missing_stamp: str | None = None) -> int:
         INPUT_SIZE_COUNTS["completed"] += 1
         batch.complete()
         docs = [d for d, _ in batch]
-    if missing_stamp is None:
-        return bson_size(docs)
-    size = bson_size_exact(docs)
-    if size is not None:
-        return size + _stamp_bytes(docs, missing_stamp)
-    # A document BSON cannot encode adds no bytes (bson_size): size stamped copies.
-    return bson_size([{**d, missing_stamp: _A_DATE} if type(d) is dict else d for d in docs])
+    if missing_stamp is not None:
+        size = bson_size_exact(docs)
+        if size is not None:
+            return size + _stamp_bytes(docs, missing_stamp)
+        # A document BSON cannot encode adds no bytes (bson_size): size stamped copies.
+        docs = [{**d, missing_stamp: _A_DATE} if type(d) is dict else d for d in docs]
+    return bson_size(docs)
 
 
 _A_DATE = ms_to_datetime(0)

@@ -5,7 +5,6 @@ stateless fast path never write the stamp, so the observer is told its field and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from sources.base import RawBatch
 from translator.compile import build_flow, compile_pipeline
 from translator.options import ProcessorOptions
 
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
 SAMPLE = {"$source": {"connectionName": "sample_stream_solar",
                       "config": {"seed": 5, "maxEvents": 2000, "startTime": "2024-01-01T00:00:00Z", "rate": 100,
                                  "partitions": 2, "batchSize": 97}}}
